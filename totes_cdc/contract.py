@@ -1,0 +1,263 @@
+"""The change-event contract: the one wire format every stage speaks.
+
+capture/ encodes change events with it, stream_processors/ decodes them and writes Parquet with its
+type mapping, warehouse_loader/ reads that Parquet. Nothing else defines an event.
+
+An event is encoded as Avro *single-object encoding* (marker ``C3 01``, the 8-byte CRC-64-AVRO
+fingerprint of the writer schema, then the Avro body), so a reader can tell a record written with
+an unknown schema version from a corrupt one and send either to the dead-letter location.
+
+Values travel as PostgreSQL's text representation (what pgoutput sends); each event carries its
+columns' type names, so a consumer types them without asking the source, and a column added at the
+source simply appears in the next event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import io
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+CONTRACT_VERSION = 1
+
+OP_SNAPSHOT = "r"
+OP_INSERT = "c"
+OP_UPDATE = "u"
+OP_DELETE = "d"
+OP_TRUNCATE = "t"
+OPS = (OP_SNAPSHOT, OP_INSERT, OP_UPDATE, OP_DELETE, OP_TRUNCATE)
+
+_VALUES = {"type": "map", "values": ["null", "string"]}
+
+AVRO_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "ChangeEvent",
+    "namespace": "totes_cdc",
+    "doc": "One row change (or snapshot read, or truncate) of a source table.",
+    "fields": [
+        {"name": "version", "type": "int", "doc": "Contract version."},
+        {"name": "op", "type": {"type": "enum", "name": "Op", "symbols": list(OPS)},
+         "doc": "r snapshot read, c insert, u update, d delete, t truncate."},
+        {"name": "schema", "type": "string"},
+        {"name": "table", "type": "string"},
+        {"name": "lsn", "type": "long",
+         "doc": "Commit LSN of the source transaction; for a snapshot read, the snapshot's LSN."},
+        {"name": "seq", "type": "long",
+         "doc": "Position in the transaction (1-based); for a snapshot read, the row's ordinal "
+                "in its table. (schema, table, lsn, seq) identifies the event."},
+        {"name": "xid", "type": ["null", "long"], "default": None},
+        {"name": "commit_ts", "type": {"type": "long", "logicalType": "timestamp-micros"},
+         "doc": "Source commit time (snapshot: when the snapshot was taken), UTC."},
+        {"name": "snapshot", "type": "boolean"},
+        {"name": "columns", "type": {"type": "array", "items": {
+            "type": "record", "name": "Column", "fields": [
+                {"name": "name", "type": "string"},
+                {"name": "type", "type": "string",
+                 "doc": "format_type() of the column, e.g. numeric(10,2); enums by their name."},
+                {"name": "key", "type": "boolean", "doc": "Part of the primary/replica key."},
+            ]}}},
+        {"name": "before", "type": ["null", _VALUES], "default": None,
+         "doc": "Old image: key columns, or all columns under REPLICA IDENTITY FULL."},
+        {"name": "after", "type": ["null", _VALUES], "default": None},
+        {"name": "unchanged", "type": {"type": "array", "items": "string"}, "default": [],
+         "doc": "Columns of `after` left out because their TOASTed value did not change."},
+    ],
+}
+
+PARSED_SCHEMA = fastavro.parse_schema(AVRO_SCHEMA)
+SCHEMA_FINGERPRINT = bytes.fromhex(
+    fingerprint(to_parsing_canonical_form(PARSED_SCHEMA), "CRC-64-AVRO"))
+_MARKER = b"\xc3\x01"
+_HEADER = _MARKER + SCHEMA_FINGERPRINT[::-1]  # the spec stores the fingerprint little-endian
+
+
+class ContractError(ValueError):
+    """Bytes or values that do not follow the contract (terminal: retrying cannot fix them)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    key: bool = False
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    op: str
+    schema: str
+    table: str
+    lsn: int
+    seq: int
+    commit_ts: dt.datetime
+    columns: tuple[Column, ...]
+    before: Mapping[str, str | None] | None = None
+    after: Mapping[str, str | None] | None = None
+    xid: int | None = None
+    snapshot: bool = False
+    unchanged: tuple[str, ...] = field(default_factory=tuple)
+    version: int = CONTRACT_VERSION
+
+    @property
+    def identity(self) -> tuple[str, str, int, int]:
+        """What makes the event unique: (schema, table, lsn, seq). Every sink is idempotent on it."""
+        return (self.schema, self.table, self.lsn, self.seq)
+
+    @property
+    def key_values(self) -> tuple[str | None, ...]:
+        """The primary-key values, from the new image or else the old one."""
+        image = self.after if self.after is not None else (self.before or {})
+        return tuple(image.get(c.name) for c in self.columns if c.key)
+
+    @property
+    def partition_key(self) -> str:
+        """Kinesis partition key: table plus primary key, so every version of a row shares a shard."""
+        return partition_key(self.schema, self.table, self.key_values)
+
+
+def partition_key(schema: str, table: str, key_values: Sequence[str | None]) -> str:
+    """``schema.table/k1/k2``; a truncate (no key) keys on the table alone. At most 256 chars."""
+    text = "/".join([f"{schema}.{table}", *("" if v is None else v for v in key_values)])
+    return text[:256]
+
+
+def _to_record(event: ChangeEvent) -> dict[str, Any]:
+    return {
+        "version": event.version,
+        "op": event.op,
+        "schema": event.schema,
+        "table": event.table,
+        "lsn": event.lsn,
+        "seq": event.seq,
+        "xid": event.xid,
+        "commit_ts": event.commit_ts,
+        "snapshot": event.snapshot,
+        "columns": [{"name": c.name, "type": c.type, "key": c.key} for c in event.columns],
+        "before": None if event.before is None else dict(event.before),
+        "after": None if event.after is None else dict(event.after),
+        "unchanged": list(event.unchanged),
+    }
+
+
+def from_record(record: Mapping[str, Any]) -> ChangeEvent:
+    """An event from a decoded Avro record (as fastavro returns it)."""
+    commit_ts = record["commit_ts"]
+    if commit_ts.tzinfo is None:
+        commit_ts = commit_ts.replace(tzinfo=dt.timezone.utc)
+    return ChangeEvent(
+        version=record["version"],
+        op=record["op"],
+        schema=record["schema"],
+        table=record["table"],
+        lsn=record["lsn"],
+        seq=record["seq"],
+        xid=record["xid"],
+        commit_ts=commit_ts,
+        snapshot=record["snapshot"],
+        columns=tuple(Column(c["name"], c["type"], c["key"]) for c in record["columns"]),
+        before=record["before"],
+        after=record["after"],
+        unchanged=tuple(record["unchanged"]),
+    )
+
+
+def encode(event: ChangeEvent) -> bytes:
+    """Avro single-object encoding of one event."""
+    buf = io.BytesIO()
+    buf.write(_HEADER)
+    fastavro.schemaless_writer(buf, PARSED_SCHEMA, _to_record(event))
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> ChangeEvent:
+    """The event in ``data``; ContractError naming what is wrong when it is not one."""
+    if data[:2] != _MARKER:
+        raise ContractError("not an Avro single-object encoded change event (bad marker)")
+    if data[2:10] != _HEADER[2:]:
+        raise ContractError(
+            f"change event written with an unknown schema (fingerprint {data[2:10][::-1].hex()}, "
+            f"this reader knows {SCHEMA_FINGERPRINT.hex()})")
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(data[10:]), PARSED_SCHEMA, None)
+    except Exception as exc:  # fastavro raises many types for truncated or corrupt input
+        raise ContractError(f"corrupt change event body: {exc!r}") from exc
+    if not isinstance(record, dict):
+        raise ContractError("corrupt change event body")
+    return from_record(record)
+
+
+# --- Parquet: the processed zone's typed columns -------------------------------------------------
+
+# Metadata columns every processed Parquet file carries, ahead of the table's own columns.
+META_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("_op", pa.string()),
+    ("_lsn", pa.int64()),
+    ("_seq", pa.int64()),
+    ("_xid", pa.int64()),
+    ("_commit_ts", pa.timestamp("us", tz="UTC")),
+    ("_snapshot", pa.bool_()),
+    ("_unchanged", pa.list_(pa.string())),
+)
+
+_NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
+_TIMESTAMP = re.compile(r"timestamp(\(\d\))? without time zone")
+_TIMESTAMPTZ = re.compile(r"timestamp(\(\d\))? with time zone")
+
+
+def _parse_bool(text: str) -> bool:
+    if text in ("t", "true"):
+        return True
+    if text in ("f", "false"):
+        return False
+    raise ContractError(f"not a boolean: {text!r}")
+
+
+def _parse_timestamp(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _parse_timestamptz(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value.astimezone(dt.timezone.utc)
+
+
+def arrow_type(pg_type: str) -> tuple[pa.DataType, Callable[[str], Any]]:
+    """The Arrow type for a PostgreSQL type name, and the parser from its text form.
+
+    Unknown types (enums, json, uuid, ...) are kept as text: nothing is ever dropped for its type.
+    """
+    simple: dict[str, tuple[pa.DataType, Callable[[str], Any]]] = {
+        "smallint": (pa.int16(), int),
+        "integer": (pa.int32(), int),
+        "bigint": (pa.int64(), int),
+        "boolean": (pa.bool_(), _parse_bool),
+        "real": (pa.float32(), float),
+        "double precision": (pa.float64(), float),
+        "date": (pa.date32(), dt.date.fromisoformat),
+    }
+    if pg_type in simple:
+        return simple[pg_type]
+    if m := _NUMERIC.fullmatch(pg_type):
+        return pa.decimal128(int(m[1]), int(m[2])), decimal.Decimal
+    if _TIMESTAMP.fullmatch(pg_type):
+        return pa.timestamp("us"), _parse_timestamp
+    if _TIMESTAMPTZ.fullmatch(pg_type):
+        return pa.timestamp("us", tz="UTC"), _parse_timestamptz
+    return pa.string(), str
+
+
+def parquet_schema(columns: Sequence[Column]) -> pa.Schema:
+    """Arrow schema of a processed file: the metadata columns, then the table's typed columns."""
+    fields = [pa.field(name, typ) for name, typ in META_COLUMNS]
+    for col in columns:
+        fields.append(pa.field(col.name, arrow_type(col.type)[0],
+                               metadata={"pg_type": col.type, "key": str(col.key).lower()}))
+    return pa.schema(fields)

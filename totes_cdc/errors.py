@@ -1,0 +1,23 @@
+"""The two error roots every package derives from.
+
+A *terminal* error cannot be fixed by retrying (bad settings, malformed data): it is reported with
+what and where, and the data goes to a dead-letter location. A *transient* error (a server
+restarting, throttling) is retried with backoff. Driver and AWS errors are translated into these
+where they enter our code, carrying what an operator needs (LSN, table, object key).
+"""
+
+
+class TotesError(Exception):
+    """Root of the project's errors."""
+
+
+class TerminalError(TotesError):
+    """Retrying cannot help."""
+
+
+class TransientError(TotesError):
+    """Retrying later may succeed."""
+
+
+class ConfigError(TerminalError):
+    """Wrong settings or an unusable environment: the CLI prints it and exits 2, no traceback."""

@@ -1,0 +1,134 @@
+"""The Kinesis Producer Library aggregation format: many user records in one Kinesis record.
+
+Layout (as the KPL and the AWS deaggregation libraries define it): the magic bytes ``F3 89 9A C2``,
+a protobuf ``AggregatedRecord``, then the MD5 of that protobuf::
+
+    message AggregatedRecord {
+      repeated string partition_key_table     = 1;
+      repeated string explicit_hash_key_table = 2;
+      repeated Record records                 = 3;
+    }
+    message Record {
+      required uint64 partition_key_index     = 1;
+      optional uint64 explicit_hash_key_index = 2;
+      required bytes  data                    = 3;
+    }
+
+The protobuf subset is small enough to write here rather than carry a code generator.
+A Kinesis record without the magic (or whose digest does not match) is one plain user record,
+as the AWS deaggregators treat it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+
+MAGIC = b"\xf3\x89\x9a\xc2"
+_DIGEST_SIZE = 16
+# Wire overhead of an aggregated record beyond its payloads and partition keys; used by producers
+# to stay under Kinesis' 1 MiB record limit.
+FIXED_OVERHEAD = len(MAGIC) + _DIGEST_SIZE
+
+
+class AggregationError(ValueError):
+    """An aggregated record whose protobuf body is malformed."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def record_size(partition_key: str, data: bytes) -> int:
+    """Bytes one user record adds to an aggregate (its key counted as if new to the key table)."""
+    key = partition_key.encode()
+    inner = 2 + len(_varint(len(data))) + len(data) + 2
+    return len(_field(1, key)) + len(_field(3, b"\0" * inner))
+
+
+def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
+    """One aggregated Kinesis record holding ``(partition_key, data)`` user records, in order."""
+    keys: dict[str, int] = {}
+    body = bytearray()
+    for key, data in records:
+        index = keys.setdefault(key, len(keys))
+        inner = b"\x08" + _varint(index) + _field(3, data)
+        body += _field(3, inner)
+    table = b"".join(_field(1, k.encode()) for k in keys)
+    proto = table + bytes(body)
+    return MAGIC + proto + hashlib.md5(proto, usedforsecurity=False).digest()
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise AggregationError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise AggregationError("varint too long")
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _read_varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+            yield number, value
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            if pos + length > len(buf):
+                raise AggregationError("truncated field")
+            yield number, buf[pos:pos + length]
+            pos += length
+        else:
+            raise AggregationError(f"unexpected protobuf wire type {wire}")
+
+
+def is_aggregated(data: bytes) -> bool:
+    return (len(data) > len(MAGIC) + _DIGEST_SIZE and data.startswith(MAGIC)
+            and hashlib.md5(data[len(MAGIC):-_DIGEST_SIZE], usedforsecurity=False).digest()
+            == data[-_DIGEST_SIZE:])
+
+
+def deaggregate(data: bytes, partition_key: str = "") -> list[tuple[str, bytes]]:
+    """The ``(partition_key, data)`` user records inside one Kinesis record, in order."""
+    if not is_aggregated(data):
+        return [(partition_key, data)]
+    keys: list[str] = []
+    records: list[tuple[int, bytes]] = []
+    for number, value in _fields(data[len(MAGIC):-_DIGEST_SIZE]):
+        if number == 1 and isinstance(value, bytes):
+            keys.append(value.decode())
+        elif number == 3 and isinstance(value, bytes):
+            index, payload = 0, b""
+            for inner_number, inner_value in _fields(value):
+                if inner_number == 1 and isinstance(inner_value, int):
+                    index = inner_value
+                elif inner_number == 3 and isinstance(inner_value, bytes):
+                    payload = inner_value
+            records.append((index, payload))
+    try:
+        return [(keys[index], payload) for index, payload in records]
+    except IndexError:
+        raise AggregationError("partition key index out of range") from None

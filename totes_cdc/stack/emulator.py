@@ -1,0 +1,139 @@
+"""The AWS emulator (moto in server mode, its own process on 127.0.0.1) and the resources in it.
+
+Components reach it exactly as they reach AWS: boto3 with ``AWS_ENDPOINT_URL`` pointing here
+(see :func:`client_env`), so no component has an emulator code path.
+The resources are created from ``infra/settings.json``, the same names Terraform declares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess  # nosec B404: we start the emulator's own server with fixed arguments
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+from totes_cdc.stack.postgres import ensure_port_free, free_port
+
+# Credentials the emulator accepts; they grant nothing anywhere else.
+EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def client_env(endpoint: str) -> dict[str, str]:
+    """Environment that points boto3 (in this or a child process) at the emulator."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": settings()["region"],
+            **EMULATOR_CREDENTIALS}
+
+
+@dataclass
+class Emulator:
+    """A moto server we started; stop() ends it (and only it)."""
+
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        ensure_port_free(self.port, "the AWS emulator")
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(  # nosec B603
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2).close()  # nosec B310
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigError(f"the AWS emulator did not start on {self.endpoint}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=settings()["region"],
+                            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[str, Any]]) -> None:
+    """Create the stream, buckets, queues, notification, topic and secrets of settings.json.
+
+    ``secrets_values`` maps a key of ``settings()["secrets"]`` to the JSON the secret holds.
+    Idempotent: existing resources are left as they are.
+    """
+    cfg = settings()
+    kinesis = emulator.client("kinesis")
+    stream = cfg["stream"]["name"]
+    if stream not in kinesis.list_streams()["StreamNames"]:
+        kinesis.create_stream(StreamName=stream, ShardCount=cfg["stream"]["shard_count"])
+        kinesis.get_waiter("stream_exists").wait(StreamName=stream)
+
+    s3 = emulator.client("s3")
+    for bucket in cfg["buckets"].values():
+        try:
+            s3.create_bucket(Bucket=bucket,
+                             CreateBucketConfiguration={"LocationConstraint": cfg["region"]})
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+
+    sqs = emulator.client("sqs")
+    queues = cfg["queues"]
+    dlq_url = sqs.create_queue(QueueName=queues["processed_files_dlq"])["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    files_url = sqs.create_queue(QueueName=queues["processed_files"], Attributes={
+        "VisibilityTimeout": str(cfg["loader_mapping"]["visibility_timeout_seconds"]),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                     "maxReceiveCount": cfg["loader_mapping"]["max_receive_count"]}),
+    })["QueueUrl"]
+    sqs.create_queue(QueueName=queues["stream_failures"])
+    files_arn = sqs.get_queue_attributes(QueueUrl=files_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=cfg["buckets"]["processed"],
+        NotificationConfiguration={"QueueConfigurations": [{
+            "QueueArn": files_arn, "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [
+                {"Name": "prefix", "Value": cfg["prefixes"]["processed"]},
+                {"Name": "suffix", "Value": ".parquet"}]}},
+        }]})
+
+    emulator.client("sns").create_topic(Name=cfg["alarm_topic"])
+
+    sm = emulator.client("secretsmanager")
+    for key, value in secrets_values.items():
+        name = cfg["secrets"][key]
+        try:
+            sm.create_secret(Name=name, SecretString=json.dumps(dict(value)))
+        except sm.exceptions.ResourceExistsException:
+            sm.put_secret_value(SecretId=name, SecretString=json.dumps(dict(value)))
+
+
+def apply_client_env(endpoint: str) -> None:
+    """Point this process's boto3 at the emulator (tests and the stack's own calls)."""
+    os.environ.update(client_env(endpoint))
