@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from totes_cdc.stack.postgres import find_bindir
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -29,7 +31,9 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    pg = subprocess.run(["sh", "-c", "postgres --version || true"], capture_output=True, text=True)
+    bindir = find_bindir()
+    pg = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True,
+                        check=False)
     import fastavro
     import psycopg2
     import pyarrow
@@ -37,7 +41,7 @@ def machine() -> str:
     return (f"- Machine: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.platform()}\n"
             f"- Python {platform.python_version()}, psycopg2 {psycopg2.__version__.split()[0]}, "
             f"fastavro {fastavro.__version__}, pyarrow {pyarrow.__version__}\n"
-            f"- PostgreSQL: {pg.stdout.strip() or 'from the embedded package'}\n"
+            f"- PostgreSQL: {pg.stdout.strip()} ({bindir})\n"
             f"- AWS emulator: moto (server mode) on 127.0.0.1\n")
 
 

@@ -91,7 +91,7 @@ def aws(emulator_server: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     """The emulator, reset, with the pipeline's resources created and boto3 pointed at it."""
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(  # noqa: S310
+    urllib.request.urlopen(urllib.request.Request(
         f"{emulator_server.endpoint}/moto-api/reset", method="POST"), timeout=10).close()
     for key, value in client_env(emulator_server.endpoint).items():
         monkeypatch.setenv(key, value)

@@ -151,7 +151,7 @@ def from_record(record: Mapping[str, Any]) -> ChangeEvent:
     """An event from a decoded Avro record (as fastavro returns it)."""
     commit_ts = record["commit_ts"]
     if commit_ts.tzinfo is None:
-        commit_ts = commit_ts.replace(tzinfo=dt.timezone.utc)
+        commit_ts = commit_ts.replace(tzinfo=dt.UTC)
     return ChangeEvent(
         version=record["version"],
         op=record["op"],
@@ -226,7 +226,7 @@ def _parse_timestamp(text: str) -> dt.datetime:
 
 def _parse_timestamptz(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text)
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 def arrow_type(pg_type: str) -> tuple[pa.DataType, Callable[[str], Any]]:

@@ -7,6 +7,7 @@ The resources are created from ``infra/settings.json``, the same names Terraform
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess  # nosec B404: we start the emulator's own server with fixed arguments
@@ -95,11 +96,9 @@ def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[st
 
     s3 = emulator.client("s3")
     for bucket in cfg["buckets"].values():
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket,
                              CreateBucketConfiguration={"LocationConstraint": cfg["region"]})
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     sqs = emulator.client("sqs")
     queues = cfg["queues"]

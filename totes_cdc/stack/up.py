@@ -1,0 +1,313 @@
+"""``totes-cdc up``: the whole pipeline on one machine, until Ctrl-C.
+
+Starts (or connects to) the source and warehouse PostgreSQL servers, seeds the source, migrates
+the warehouse, starts the AWS emulator with the pipeline's resources, writes
+``<state-dir>/stack.json``, then runs the components under the supervisor. On Ctrl-C or SIGTERM it
+stops everything it started, in reverse order, and nothing else.
+
+The emulator keeps its state in memory, so every ``up`` is a fresh pipeline: component state from
+an earlier run (``<state-dir>/run``) is cleared, and the capture slot of an earlier run is dropped
+so that the new stream starts with a consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg2.extensions
+
+from totes_cdc import db
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+from totes_cdc.stack import seed as seeding
+from totes_cdc.stack.emulator import Emulator, client_env, create_resources
+from totes_cdc.stack.postgres import LocalPostgres, ensure_port_free, free_port, make_base_dir
+from totes_cdc.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
+
+log = logging.getLogger(__name__)
+
+PIPELINE = ("capture", "process", "load", "dashboard")
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What ``up`` was asked for (built from the command line)."""
+
+    state_dir: Path
+    source_dsn: str | None = None
+    warehouse_dsn: str | None = None
+    seed: str = "auto"
+    seed_dir: Path | None = None
+    emulator_port: int | None = None
+    source_port: int | None = None
+    warehouse_port: int | None = None
+    dashboard_port: int | None = None
+    simulate_rate: float = 0.0
+    components: tuple[str, ...] = PIPELINE
+
+
+@dataclass
+class Stack:
+    """What ``up`` started; :meth:`close` stops it all, last started first."""
+
+    options: StackOptions
+    run_dir: Path
+    source_dsn: str = ""
+    warehouse_dsn: str = ""
+    dashboard_port: int = 0
+    servers: list[LocalPostgres] = field(default_factory=list)
+    emulator: Emulator | None = None
+    supervisor: Supervisor | None = None
+    base_dir: Path | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    seeded_with: str = "none"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}/"
+
+    def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+        if self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
+
+    def description(self) -> dict[str, Any]:
+        """What stack.json holds: endpoints and DSNs (the file is readable by its owner only)."""
+        assert self.emulator is not None
+        return {
+            "source_dsn": self.source_dsn,
+            "warehouse_dsn": self.warehouse_dsn,
+            "aws_endpoint_url": self.emulator.endpoint,
+            "aws_region": settings()["region"],
+            "dashboard_url": self.dashboard_url if "dashboard" in self.options.components else None,
+            "run_dir": str(self.run_dir),
+            "logs": str(self.run_dir / "logs"),
+            "seed": self.seeded_with,
+            "source_row_counts": self.counts,
+            "components": self.supervisor.pids() if self.supervisor else {},
+        }
+
+
+def _check_free(port: int | None, what: str) -> int:
+    if port is None:
+        return free_port()
+    ensure_port_free(port, what)
+    return port
+
+
+def require_logical(conn: Any, dsn: str) -> None:
+    """ConfigError saying exactly what to change when the source cannot do logical decoding."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW wal_level")
+        level = cur.fetchone()[0]
+    if level != "logical":
+        raise ConfigError(
+            f"the source database {db.describe(dsn)} has wal_level = {level}; set wal_level = "
+            "logical in postgresql.conf (on RDS: rds.logical_replication = 1 in the parameter "
+            "group) and restart the server")
+
+
+def _has_totesys(conn: Any) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.sales_order') IS NOT NULL")
+        return bool(cur.fetchone()[0])
+
+
+def _drop_old_slot(conn: Any) -> None:
+    slot = settings()["capture"]["slot"]
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+        if row is None:
+            return
+        if row[0] is not None:
+            raise ConfigError(f"replication slot {slot} is in use by process {row[0]} on the source: "
+                              "is another capture (or another `totes-cdc up`) running against it?")
+        log.info("dropping replication slot %s of an earlier run (its stream is gone)", slot)
+        cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def _seed(stack: Stack, conn: Any) -> None:
+    opts = stack.options
+    choice = opts.seed
+    if choice == "auto":
+        if opts.source_dsn is not None:
+            choice = "none"
+        elif seeding.real_data_available(opts.seed_dir):
+            choice = "totesys"
+        else:
+            choice = "synthetic"
+            log.info("real totesys data not found in %s: seeding synthetic data",
+                     (opts.seed_dir or seeding.default_seed_dir()) / "data")
+    if choice != "none":
+        if _has_totesys(conn):
+            raise ConfigError(f"the source {db.describe(stack.source_dsn)} already has the totesys "
+                              "tables; use --seed none to capture what is there")
+        seeding.create_schema(conn)
+        if choice == "totesys":
+            stack.counts = seeding.load_totesys(conn, opts.seed_dir)
+        else:
+            from totes_cdc.stack.synthetic import load_synthetic
+
+            stack.counts = load_synthetic(conn)
+    elif _has_totesys(conn):
+        stack.counts = seeding.row_counts(conn)
+    stack.seeded_with = choice
+
+
+def _server(stack: Stack, name: str, port: int | None, logical: bool) -> str:
+    if stack.base_dir is None:
+        stack.base_dir = make_base_dir()
+    server = LocalPostgres(stack.base_dir / name, port=_check_free(port, f"the {name} server"),
+                           logical=logical)
+    server.init()
+    server.start()
+    stack.servers.append(server)
+    log.info("started PostgreSQL %s server on 127.0.0.1:%d (%s)", name, server.port, server.bindir)
+    return server.create_database(name)
+
+
+def _secret(dsn: str) -> dict[str, str]:
+    p = psycopg2.extensions.parse_dsn(dsn)
+    return {"host": p.get("host", "localhost"), "port": p.get("port", "5432"),
+            "dbname": p.get("dbname", ""), "username": p.get("user", ""),
+            "password": p.get("password", ""), "sslmode": p.get("sslmode", "prefer")}
+
+
+def _components(stack: Stack) -> list[Component]:
+    commands = {
+        "capture": ("capture", "--stream", settings()["stream"]["name"]),
+        "process": ("process",),
+        "load": ("load",),
+        "dashboard": ("dashboard", "--port", str(stack.dashboard_port)),
+        "simulate": ("simulate", "--rate", str(stack.options.simulate_rate)),
+    }
+    return [Component(name, totes_cdc_command(*commands[name])) for name in stack.options.components]
+
+
+def new_stack(options: StackOptions) -> Stack:
+    """An empty stack whose run directory (component state of this run) is fresh."""
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = options.state_dir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    return Stack(options, run_dir)
+
+
+def start(stack: Stack) -> None:
+    """Bring the stack up; the caller must ``close()`` it, also when this raises."""
+    options, run_dir = stack.options, stack.run_dir
+    emulator_port = _check_free(options.emulator_port, "the AWS emulator")
+    stack.dashboard_port = _check_free(options.dashboard_port, "the dashboard")
+
+    stack.source_dsn = options.source_dsn or _server(stack, "source", options.source_port, True)
+    stack.warehouse_dsn = (options.warehouse_dsn
+                           or _server(stack, "warehouse", options.warehouse_port, False))
+
+    conn = db.connect(stack.source_dsn, "source")
+    try:
+        require_logical(conn, stack.source_dsn)
+        _seed(stack, conn)
+        _drop_old_slot(conn)
+    finally:
+        conn.close()
+    from warehouse_loader.migrations import migrate
+
+    migrate(stack.warehouse_dsn)
+
+    stack.emulator = Emulator(port=emulator_port, log_path=run_dir / "emulator.log")
+    stack.emulator.start()
+    create_resources(stack.emulator, {"source": _secret(stack.source_dsn),
+                                      "warehouse": _secret(stack.warehouse_dsn)})
+
+    env = child_env({**client_env(stack.emulator.endpoint),
+                     "TOTES_CDC_SOURCE_DSN": stack.source_dsn,
+                     "TOTES_CDC_WAREHOUSE_DSN": stack.warehouse_dsn,
+                     "TOTES_CDC_STATE_DIR": str(run_dir)})
+    stack.supervisor = Supervisor(_components(stack), env, run_dir / "logs")
+    stack.supervisor.start()
+
+
+def write_description(stack: Stack) -> Path:
+    path = stack.options.state_dir / "stack.json"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(stack.description(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def summary(stack: Stack, path: Path) -> str:
+    d = stack.description()
+    lines = [f"totes-cdc stack is up (seed: {stack.seeded_with})",
+             f"  source     {db.describe(stack.source_dsn)}",
+             f"  warehouse  {db.describe(stack.warehouse_dsn)}",
+             f"  AWS        {d['aws_endpoint_url']} (emulator, region {d['aws_region']})"]
+    if d["dashboard_url"]:
+        lines.append(f"  dashboard  {d['dashboard_url']}")
+    lines.append(f"  logs       {d['logs']}")
+    lines.append(f"  DSNs with passwords: {path} (owner-readable only)")
+    if stack.counts:
+        lines.append("  source rows: " + ", ".join(f"{t} {n:,}" for t, n in stack.counts.items()))
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _state_lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another `totes-cdc up` is running with state dir {state_dir}") from None
+        yield
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def run(options: StackOptions) -> int:
+    """``up``: start, print, supervise until Ctrl-C/SIGTERM, stop."""
+    with _state_lock(options.state_dir):
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        stack = new_stack(options)
+        try:
+            start(stack)
+            path = write_description(stack)
+            print(summary(stack, path), flush=True)
+            while stack.supervisor is not None:
+                stack.supervisor.check()
+                time.sleep(0.5)
+        except (KeyboardInterrupt, _Stop):
+            print("stopping ...", flush=True)
+        finally:
+            stack.close()
+            signal.signal(signal.SIGTERM, previous)
+        print("stopped", flush=True)
+    return 0
