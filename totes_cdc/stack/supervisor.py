@@ -1,9 +1,9 @@
 """Runs the pipeline's components as separate OS processes and restarts any that dies.
 
-Each component is a command, usually a ``totes-cdc`` subcommand. Its output goes to ``<run-dir>/logs/<name>.log``.
-A component that exits while the stack is up is restarted after a backoff (1 s doubling to 30 s,
-reset once it has stayed up for a minute), with a log line saying so. Children are told to end
-if the supervisor itself dies (PR_SET_PDEATHSIG), so a killed stack leaves no orphans.
+Each component is a command, usually a ``totes-cdc`` subcommand; its output goes to
+``<run-dir>/logs/<name>.log``. A component that exits while the stack is up is restarted after
+a backoff (1 s doubling to 30 s, reset once it has stayed up for a minute), with a log line.
+Children are told to end if the supervisor itself dies (PR_SET_PDEATHSIG): no orphans.
 """
 
 from __future__ import annotations
