@@ -105,6 +105,9 @@ class Stack:
             "seed": self.seeded_with,
             "source_row_counts": self.counts,
             "components": self.supervisor.pids() if self.supervisor else {},
+            "processes": {
+                "emulator": self.emulator.process.pid if self.emulator.process else None,
+                **{f"postgres-{s.data_dir.name}": s.pid() for s in self.servers}},
         }
 
 
@@ -232,9 +235,13 @@ def start(stack: Stack) -> None:
         _drop_old_slot(conn)
     finally:
         conn.close()
-    from warehouse_loader.migrations import migrate
+    from warehouse_loader.migrate import migrate
 
-    migrate(stack.warehouse_dsn)
+    conn = db.connect(stack.warehouse_dsn, "warehouse")
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
 
     stack.emulator = Emulator(port=emulator_port, log_path=run_dir / "emulator.log")
     stack.emulator.start()
@@ -301,8 +308,12 @@ def run(options: StackOptions) -> int:
             start(stack)
             path = write_description(stack)
             print(summary(stack, path), flush=True)
+            pids = stack.supervisor.pids() if stack.supervisor else {}
             while stack.supervisor is not None:
                 stack.supervisor.check()
+                if stack.supervisor.pids() != pids:  # a restart: keep stack.json true
+                    pids = stack.supervisor.pids()
+                    write_description(stack)
                 time.sleep(0.5)
         except (KeyboardInterrupt, _Stop):
             print("stopping ...", flush=True)
