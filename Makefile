@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench package clean
+.PHONY: demo test lint checkov bench package clean
+CHECKOV := build/checkov-venv/bin/checkov
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +21,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/bandit -q -c pyproject.toml -r totes_cdc capture stream_processors warehouse_loader dashboard
 
-test: lint
+# checkov in its own virtualenv: it installs a fork of python-hcl2 under the same module name.
+$(CHECKOV):
+	$(PYTHON) -m venv build/checkov-venv
+	build/checkov-venv/bin/pip install --quiet checkov==3.3.30
+
+checkov: $(CHECKOV)
+	$(CHECKOV) -d infra --framework terraform --skip-download --compact --quiet
+
+test: lint checkov
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --cov --cov-report=term
 
 bench: $(STAMP)

@@ -119,7 +119,7 @@ def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[st
             "QueueArn": files_arn, "Events": ["s3:ObjectCreated:*"],
             "Filter": {"Key": {"FilterRules": [
                 {"Name": "prefix", "Value": cfg["prefixes"]["processed"]},
-                {"Name": "suffix", "Value": ".parquet"}]}},
+                {"Name": "suffix", "Value": cfg["suffixes"]["processed"]}]}},
         }]})
 
     emulator.client("sns").create_topic(Name=cfg["alarm_topic"])

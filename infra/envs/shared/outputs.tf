@@ -1,0 +1,29 @@
+output "capture_repository_url" {
+  description = "Where the deploy workflow pushes the capture image."
+  value       = module.pipeline.capture_repository_url
+}
+
+output "capture_cluster" {
+  description = "ECS cluster of the capture service."
+  value       = module.pipeline.capture_cluster
+}
+
+output "capture_service" {
+  description = "ECS service of the capture task."
+  value       = module.pipeline.capture_service
+}
+
+output "buckets" {
+  description = "Bucket names by role."
+  value       = module.pipeline.buckets
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic every alarm notifies."
+  value       = module.pipeline.alarm_topic_arn
+}
+
+output "dashboard" {
+  description = "CloudWatch dashboard name."
+  value       = module.pipeline.dashboard
+}

@@ -1,0 +1,31 @@
+# Inputs and outputs of every environment root (linked from each envs/<name>/).
+
+variable "vpc_id" {
+  description = "VPC of the source and warehouse RDS instances."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets for the capture task and the loader Lambda."
+  type        = list(string)
+}
+
+variable "source_db_security_group_id" {
+  description = "Security group of the source (totesys) RDS instance."
+  type        = string
+}
+
+variable "warehouse_db_security_group_id" {
+  description = "Security group of the warehouse RDS instance."
+  type        = string
+}
+
+variable "alarm_emails" {
+  description = "E-mail addresses subscribed to the alarm topic."
+  type        = list(string)
+}
+
+variable "capture_image_tag" {
+  description = "Tag of the capture image to run (the deploy workflow passes the commit SHA)."
+  type        = string
+}

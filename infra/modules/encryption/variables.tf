@@ -1,0 +1,4 @@
+variable "name" {
+  description = "Name prefix of the deployment (settings deploy.name and the environment)."
+  type        = string
+}

@@ -1,0 +1,79 @@
+# The warehouse-loader Lambda, attached to the VPC (it writes the warehouse RDS), and its SQS
+# event source mapping, configured from settings loader_mapping (as the local runner
+# `totes-cdc load` is). Files failing max_receive_count times move to the queue's DLQ.
+
+locals {
+  fn       = var.settings.deploy.functions.loader
+  mapping  = var.settings.loader_mapping
+  prefixes = var.settings.prefixes
+}
+
+data "aws_iam_policy_document" "function" {
+  statement {
+    sid = "ConsumeProcessedFileQueue"
+    actions = [
+      "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+    ]
+    resources = [var.processed_files_queue_arn]
+  }
+
+  statement {
+    sid       = "ReadProcessedFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.bucket_arns.processed}/${local.prefixes.processed}*"]
+  }
+
+  statement {
+    sid       = "WriteDeadLetterFiles"
+    actions   = ["s3:PutObject"]
+    resources = ["${var.bucket_arns.dead_letter}/${local.prefixes.dead_letter_files}*"]
+  }
+
+  statement {
+    sid       = "ReadWarehouseCredentials"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.warehouse_secret_arn]
+  }
+
+  statement {
+    sid       = "UsePipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+module "function" {
+  source = "../lambda_function"
+
+  name             = local.fn.name
+  handler          = local.fn.handler
+  runtime          = var.settings.deploy.lambda_runtime
+  artifact_path    = "${var.repo_root}/${local.fn.artifact}"
+  artifacts_bucket = var.artifacts_bucket
+  policy_json      = data.aws_iam_policy_document.function.json
+  environment      = var.environment
+  vpc = {
+    subnet_ids         = var.subnet_ids
+    security_group_ids = [var.security_group_id]
+  }
+  # AWS advises a queue visibility timeout of at least six times the function timeout.
+  timeout_seconds      = floor(local.mapping.visibility_timeout_seconds / 6)
+  memory_mb            = var.memory_mb
+  reserved_concurrency = var.reserved_concurrency
+  kms_key_arn          = var.kms_key_arn
+  metrics_namespace    = var.settings.metrics_namespace
+  log_retention_days   = var.settings.deploy.log_retention_days
+}
+
+resource "aws_lambda_event_source_mapping" "queue" {
+  event_source_arn                   = var.processed_files_queue_arn
+  function_name                      = module.function.arn
+  batch_size                         = local.mapping.batch_size
+  maximum_batching_window_in_seconds = local.mapping.maximum_batching_window_seconds
+  function_response_types            = local.mapping.function_response_types
+
+  # Caps concurrent loads, so the warehouse's connection count stays bounded.
+  scaling_config {
+    maximum_concurrency = var.reserved_concurrency
+  }
+}

@@ -1,0 +1,153 @@
+# Dashboard and alarms. Thresholds come from settings alarms, which the local stack's health panel
+# reads too; every alarm notifies the alarm topic (e-mail subscriptions) when it fires and clears.
+
+locals {
+  ns     = var.settings.metrics_namespace
+  limits = var.settings.alarms
+  period = local.limits.period_seconds
+  region = data.aws_region.current.name
+  stream = { StreamName = var.stream_name }
+
+  function_alarms = merge([for role, fn in var.functions : {
+    "${role}-errors" = {
+      description = "${fn.name} invocations failed (see its log group)"
+      namespace   = "AWS/Lambda", metric = "Errors", statistic = "Sum", dimensions = { FunctionName = fn.name }
+      threshold   = local.limits.lambda_errors, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+    "${role}-throttles" = {
+      description = "${fn.name} invocations throttled (concurrency cap or account limit)"
+      namespace   = "AWS/Lambda", metric = "Throttles", statistic = "Sum", dimensions = { FunctionName = fn.name }
+      threshold   = local.limits.lambda_throttles, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+    "${role}-duration-p99" = {
+      description = "${fn.name} p99 duration near its timeout"
+      namespace   = "AWS/Lambda", metric = "Duration", extended_statistic = "p99", dimensions = { FunctionName = fn.name }
+      threshold   = 1000 * fn.timeout_seconds * local.limits.lambda_duration_p99_fraction_of_timeout
+      comparison  = "GreaterThanThreshold", periods = local.limits.evaluation_periods
+    }
+  }]...)
+
+  stage_alarms = {
+    "slot-lag" = {
+      description = "WAL retained by the replication slot is growing: capture is behind or stopped"
+      namespace   = local.ns, metric = "SlotLagBytes", statistic = "Maximum", dimensions = {}
+      threshold   = local.limits.slot_lag_bytes, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
+    }
+    "capture-heartbeat-missing" = {
+      description = "No capture heartbeat: the capture task is down or cannot reach the source"
+      namespace   = local.ns, metric = "CaptureHeartbeat", statistic = "Sum", dimensions = {}
+      threshold   = 1, comparison = "LessThanThreshold", periods = 1
+      period      = local.limits.heartbeat_missing_seconds, missing = "breaching"
+    }
+    "stream-iterator-age" = {
+      description = "The stream processor is falling behind the stream"
+      namespace   = "AWS/Kinesis", metric = "GetRecords.IteratorAgeMilliseconds", statistic = "Maximum", dimensions = local.stream
+      threshold   = local.limits.iterator_age_ms, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
+    }
+    "end-to-end-latency-p99" = {
+      description = "Source commit to warehouse row takes too long (p99)"
+      namespace   = local.ns, metric = "EndToEndLatencyMs", extended_statistic = "p99", dimensions = {}
+      threshold   = local.limits.end_to_end_latency_p99_ms, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
+    }
+    "records-dead-lettered" = {
+      description = "The stream processor dead-lettered records (dead-letter bucket, records prefix)"
+      namespace   = local.ns, metric = "RecordsDeadLettered", statistic = "Sum", dimensions = {}
+      threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+    "files-dead-lettered" = {
+      description = "The loader dead-lettered files (dead-letter bucket, files prefix)"
+      namespace   = local.ns, metric = "FilesDeadLettered", statistic = "Sum", dimensions = {}
+      threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+    "processed-files-dlq" = {
+      description = "Processed-file notifications failed max_receive_count times and wait in the DLQ"
+      namespace   = "AWS/SQS", metric = "ApproximateNumberOfMessagesVisible", statistic = "Maximum"
+      dimensions  = { QueueName = var.queue_names.processed_files_dlq }
+      threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+    "stream-failures" = {
+      description = "Stream batches exhausted their retries; their positions wait in the on-failure queue"
+      namespace   = "AWS/SQS", metric = "ApproximateNumberOfMessagesVisible", statistic = "Maximum"
+      dimensions  = { QueueName = var.queue_names.stream_failures }
+      threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+  }
+
+  alarms = merge(local.function_alarms, local.stage_alarms)
+}
+
+data "aws_region" "current" {}
+
+resource "aws_sns_topic" "alarms" {
+  name              = var.settings.alarm_topic
+  kms_master_key_id = var.kms_key_arn
+}
+
+resource "aws_sns_topic_subscription" "email" {
+  for_each  = toset(var.alarm_emails)
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "email"
+  endpoint  = each.value
+}
+
+resource "aws_cloudwatch_metric_alarm" "this" {
+  for_each            = local.alarms
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = each.value.description
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = try(each.value.statistic, null)
+  extended_statistic  = try(each.value.extended_statistic, null)
+  period              = try(each.value.period, local.period)
+  evaluation_periods  = each.value.periods
+  threshold           = each.value.threshold
+  comparison_operator = each.value.comparison
+  treat_missing_data  = try(each.value.missing, "notBreaching")
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+resource "aws_cloudwatch_dashboard" "pipeline" {
+  dashboard_name = var.name
+  dashboard_body = jsonencode({
+    widgets = [
+      for index, widget in [
+        { title = "Replication slot lag (bytes)", metrics = [[local.ns, "SlotLagBytes"]], stat = "Maximum" },
+        { title = "Capture: behind source (ms)", metrics = [[local.ns, "MillisBehindSource"]], stat = "Maximum" },
+        { title = "Capture: events published, heartbeats", metrics = [[local.ns, "EventsPublished"], [local.ns, "CaptureHeartbeat"]], stat = "Sum" },
+        { title = "Capture: PutRecords batch size and retries", metrics = [[local.ns, "PutRecordsBatchSize"], [local.ns, "PutRecordsRetries"]], stat = "Sum" },
+        { title = "Stream: incoming records", metrics = [["AWS/Kinesis", "IncomingRecords", "StreamName", var.stream_name]], stat = "Sum" },
+        { title = "Stream: iterator age (ms)", metrics = [["AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", "StreamName", var.stream_name]], stat = "Maximum" },
+        { title = "Lambda errors", metrics = [for fn in var.functions : ["AWS/Lambda", "Errors", "FunctionName", fn.name]], stat = "Sum" },
+        { title = "Lambda throttles", metrics = [for fn in var.functions : ["AWS/Lambda", "Throttles", "FunctionName", fn.name]], stat = "Sum" },
+        { title = "Lambda duration p99 (ms)", metrics = [for fn in var.functions : ["AWS/Lambda", "Duration", "FunctionName", fn.name]], stat = "p99" },
+        { title = "Events processed, files loaded, fact rows", metrics = [[local.ns, "EventsProcessed"], [local.ns, "FilesLoaded"], [local.ns, "FactRowsAppended"]], stat = "Sum" },
+        {
+          title = "Dead letters", stat = "Maximum"
+          metrics = [
+            [local.ns, "RecordsDeadLettered", { stat = "Sum" }],
+            [local.ns, "FilesDeadLettered", { stat = "Sum" }],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_names.processed_files_dlq],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_names.stream_failures],
+          ]
+        },
+        { title = "End-to-end latency (ms)", metrics = [[local.ns, "EndToEndLatencyMs", { stat = "p50" }], [local.ns, "EndToEndLatencyMs", { stat = "p99" }]], stat = "p99" },
+        ] : {
+        type   = "metric"
+        x      = (index % 2) * 12
+        y      = floor(index / 2) * 6
+        width  = 12
+        height = 6
+        properties = {
+          title   = widget.title
+          metrics = widget.metrics
+          stat    = widget.stat
+          period  = local.period
+          region  = local.region
+          view    = "timeSeries"
+        }
+      }
+    ]
+  })
+}

@@ -1,0 +1,9 @@
+output "capture_security_group_id" {
+  description = "Security group of the capture task."
+  value       = aws_security_group.client["capture"].id
+}
+
+output "loader_security_group_id" {
+  description = "Security group of the loader Lambda."
+  value       = aws_security_group.client["loader"].id
+}

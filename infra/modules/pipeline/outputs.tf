@@ -1,0 +1,29 @@
+output "capture_repository_url" {
+  description = "Where the deploy workflow pushes the capture image."
+  value       = module.capture.repository_url
+}
+
+output "capture_cluster" {
+  description = "ECS cluster of the capture service."
+  value       = module.capture.cluster_name
+}
+
+output "capture_service" {
+  description = "ECS service of the capture task."
+  value       = module.capture.service_name
+}
+
+output "buckets" {
+  description = "Bucket names by role."
+  value       = module.storage.names
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic every alarm notifies."
+  value       = module.monitoring.alarm_topic_arn
+}
+
+output "dashboard" {
+  description = "CloudWatch dashboard name."
+  value       = module.monitoring.dashboard_name
+}

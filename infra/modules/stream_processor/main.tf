@@ -1,0 +1,92 @@
+# The stream-processor Lambda and its Kinesis event source mapping, configured from settings
+# stream_processor_mapping (the local runner `totes-cdc process` honours the same settings).
+
+locals {
+  fn          = var.settings.deploy.functions.stream_processor
+  mapping     = var.settings.stream_processor_mapping
+  raw         = var.settings.prefixes.raw
+  processed   = var.settings.prefixes.processed
+  dead_letter = var.settings.prefixes.dead_letter_records
+  writes = [
+    "${var.bucket_arns.raw}/${local.raw}*",
+    "${var.bucket_arns.processed}/${local.processed}*",
+    "${var.bucket_arns.dead_letter}/${local.dead_letter}*",
+  ]
+}
+
+data "aws_iam_policy_document" "function" {
+  statement {
+    sid = "ReadTheStream"
+    actions = [
+      "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+      "kinesis:GetShardIterator", "kinesis:ListShards", "kinesis:SubscribeToShard",
+    ]
+    resources = [var.stream_arn]
+  }
+
+  statement {
+    sid       = "WriteRawProcessedAndDeadLetterObjects"
+    actions   = ["s3:PutObject", "s3:GetObject"]
+    resources = local.writes
+  }
+
+  statement {
+    sid       = "ListOwnPrefixes"
+    actions   = ["s3:ListBucket"]
+    resources = [var.bucket_arns.raw, var.bucket_arns.processed, var.bucket_arns.dead_letter]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.raw}*", "${local.processed}*", "${local.dead_letter}*"]
+    }
+  }
+
+  statement {
+    sid       = "SendFailedBatchesToOnFailureDestination"
+    actions   = ["sqs:SendMessage"]
+    resources = [var.stream_failures_queue_arn]
+  }
+
+  statement {
+    sid       = "UsePipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+module "function" {
+  source = "../lambda_function"
+
+  name                 = local.fn.name
+  handler              = local.fn.handler
+  runtime              = var.settings.deploy.lambda_runtime
+  artifact_path        = "${var.repo_root}/${local.fn.artifact}"
+  artifacts_bucket     = var.artifacts_bucket
+  policy_json          = data.aws_iam_policy_document.function.json
+  environment          = var.environment
+  timeout_seconds      = var.timeout_seconds
+  memory_mb            = var.memory_mb
+  reserved_concurrency = var.reserved_concurrency
+  kms_key_arn          = var.kms_key_arn
+  metrics_namespace    = var.settings.metrics_namespace
+  log_retention_days   = var.settings.deploy.log_retention_days
+}
+
+resource "aws_lambda_event_source_mapping" "stream" {
+  event_source_arn                   = var.stream_arn
+  function_name                      = module.function.arn
+  starting_position                  = local.mapping.starting_position
+  batch_size                         = local.mapping.batch_size
+  maximum_batching_window_in_seconds = local.mapping.maximum_batching_window_seconds
+  bisect_batch_on_function_error     = local.mapping.bisect_batch_on_function_error
+  maximum_retry_attempts             = local.mapping.maximum_retry_attempts
+  maximum_record_age_in_seconds      = local.mapping.maximum_record_age_seconds
+  parallelization_factor             = local.mapping.parallelization_factor
+  function_response_types            = local.mapping.function_response_types
+
+  destination_config {
+    on_failure {
+      destination_arn = var.stream_failures_queue_arn
+    }
+  }
+}

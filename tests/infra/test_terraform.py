@@ -1,0 +1,449 @@
+"""Offline checks of the Terraform under infra/: parsed with python-hcl2 and asserted on.
+
+No provider can be downloaded here, so these stand in for `terraform validate` on what matters:
+failure destinations, bucket protection, least-privilege IAM, alarm actions, and that every name
+and setting comes from infra/settings.json, the file the local stack reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.hcl import INFRA, module, modules, ref, statements
+from totes_cdc.settings import SETTINGS_PATH
+
+RAW_SETTINGS: dict[str, Any] = json.loads(SETTINGS_PATH.read_text(encoding="utf-8"))
+
+# Actions AWS grants only on Resource "*" (no resource-level permissions).
+STAR_RESOURCE_ACTIONS = {
+    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData",
+    "ecr:GetAuthorizationToken", "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+}
+
+
+def all_policy_documents() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(folder, name, doc) for folder, mod in modules().items()
+            for name, doc in mod.data("aws_iam_policy_document").items()]
+
+
+def test_every_tf_file_parses() -> None:
+    assert {"modules/pipeline", "envs/dev", "envs/prod"} <= set(modules())
+    for name in ("encryption", "stream", "storage", "queues", "secrets", "network_access", "capture",
+                 "lambda_function", "stream_processor", "loader", "monitoring"):
+        assert module(name).blocks, name
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform binary not installed")
+def test_terraform_fmt_check_passes() -> None:
+    result = subprocess.run(["terraform", "fmt", "-check", "-recursive", str(INFRA)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"terraform fmt would change: {result.stdout}"
+
+
+def test_environments_keep_remote_state_in_s3_with_locking() -> None:
+    for env in ("dev", "prod"):
+        backend = modules()[f"envs/{env}"].blocks["terraform"]["backend"][0]["s3"]
+        assert backend["use_lockfile"] is True and backend["encrypt"] is True
+        assert backend["key"] == f"totes-cdc/{env}.tfstate"
+        assert modules()[f"envs/{env}"].modules["pipeline"]["environment"] == env
+
+
+# --- one settings file, no drift ------------------------------------------------------------------
+
+@pytest.mark.parametrize("folder", ["modules/pipeline", "envs/dev", "envs/prod"])
+def test_terraform_reads_the_settings_file_the_local_stack_reads(folder: str) -> None:
+    expression = modules()[folder].locals["settings"]
+    match = re.fullmatch(r'\$\{jsondecode\(file\("\$\{path\.module\}/(.+)"\)\)\}', expression)
+    assert match, expression
+    assert (INFRA / folder / match.group(1)).resolve() == SETTINGS_PATH
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_no_setting_is_copied_into_the_terraform() -> None:
+    tf_text = "\n".join(m.text for m in modules().values())
+    copied = sorted({leaf for leaf in _leaves(RAW_SETTINGS) if f'"{leaf}"' in tf_text})
+    assert not copied, f"hard-coded in infra/*.tf instead of read from settings.json: {copied}"
+
+
+def test_resources_the_local_stack_creates_are_named_from_the_same_settings() -> None:
+    """The emulator's resources (totes_cdc.stack.emulator.create_resources) against Terraform's."""
+    stream = module("stream").resources("aws_kinesis_stream")["changes"]
+    assert stream["name"] == "${var.settings.stream.name}"
+    assert stream["shard_count"] == "${var.on_demand ? null : var.settings.stream.shard_count}"
+    assert stream["retention_period"] == "${var.settings.stream.retention_hours}"
+
+    buckets = module("storage").locals["data_buckets"]
+    for role in RAW_SETTINGS["buckets"]:
+        assert buckets[role] == f"${{var.settings.buckets.{role}}}${{var.name_suffix}}"
+
+    queues = module("queues").resources("aws_sqs_queue")
+    for role in RAW_SETTINGS["queues"]:
+        assert queues[role]["name"] == f"${{var.settings.queues.{role}}}"
+    assert queues["processed_files"]["visibility_timeout_seconds"] == (
+        "${var.settings.loader_mapping.visibility_timeout_seconds}")
+
+    notification = module("queues").resources("aws_s3_bucket_notification")["processed"]["queue"][0]
+    assert notification["filter_prefix"] == "${var.settings.prefixes.processed}"
+    assert notification["filter_suffix"] == "${var.settings.suffixes.processed}"
+    assert notification["events"] == ["s3:ObjectCreated:*"]
+
+    topic = module("monitoring").resources("aws_sns_topic")["alarms"]
+    assert topic["name"] == "${var.settings.alarm_topic}"
+
+    secret = module("secrets").resources("aws_secretsmanager_secret")["this"]
+    assert (secret["for_each"], secret["name"]) == ("${var.settings.secrets}", "${each.value}")
+    assert "aws_secretsmanager_secret_version" not in module("secrets").blocks.get("resource", {}), \
+        "secret values must stay out of Terraform state"
+
+    assert module("monitoring").locals["ns"] == "${var.settings.metrics_namespace}"
+
+
+def test_deployed_processes_get_the_suffixed_bucket_names() -> None:
+    pipeline = module("pipeline")
+    overrides = pipeline.locals["settings_overrides"]
+    for role in RAW_SETTINGS["buckets"]:
+        assert f"module.storage.names.{role}" in overrides
+    assert pipeline.modules["capture"]["settings_overrides"] == "${local.settings_overrides}"
+    for name in ("stream_processor", "loader"):
+        environment = pipeline.modules[name]["environment"]
+        assert environment["TOTES_CDC_SETTINGS_OVERRIDES"] == "${local.settings_overrides}"
+    warehouse_secret = pipeline.modules["loader"]["environment"]["TOTES_CDC_WAREHOUSE_SECRET"]
+    assert warehouse_secret == "${local.settings.secrets.warehouse}"
+
+
+# --- Lambdas and their failure destinations -------------------------------------------------------
+
+def _function_modules() -> dict[str, str]:
+    """Module folder -> name of its lambda_function module call (each call is one Lambda)."""
+    found = {}
+    for folder, mod in modules().items():
+        for call, body in mod.modules.items():
+            if body["source"] == "../lambda_function":
+                found[folder] = call
+    return found
+
+
+def test_there_are_exactly_the_two_lambdas_each_from_its_settings() -> None:
+    assert set(_function_modules()) == {"modules/stream_processor", "modules/loader"}
+    assert set(module("lambda_function").resources("aws_lambda_function")) == {"this"}
+    for name in ("stream_processor", "loader"):
+        mod = module(name)
+        assert mod.locals["fn"] == f"${{var.settings.deploy.functions.{name}}}"
+        call = mod.modules["function"]
+        assert call["name"] == "${local.fn.name}" and call["handler"] == "${local.fn.handler}"
+        assert call["artifact_path"] == "${var.repo_root}/${local.fn.artifact}"
+    functions = RAW_SETTINGS["deploy"]["functions"]
+    assert functions["stream_processor"]["handler"] == "stream_processors.handler.handler"
+    assert functions["loader"]["handler"] == "warehouse_loader.handler.handler"
+    assert functions["stream_processor"]["artifact"] == "dist/lambda/stream_processor.zip"
+    assert functions["loader"]["artifact"] == "dist/lambda/warehouse_loader.zip"
+
+
+def test_every_lambda_has_its_failure_destination() -> None:
+    for folder, call in _function_modules().items():
+        mappings = [m for m in modules()[folder].resources("aws_lambda_event_source_mapping").values()
+                    if m["function_name"] == f"${{module.{call}.arn}}"]
+        assert len(mappings) == 1, folder
+        mapping = mappings[0]
+        if folder == "modules/stream_processor":
+            destination = mapping["destination_config"][0]["on_failure"][0]["destination_arn"]
+            assert destination == "${var.stream_failures_queue_arn}"
+            wired = module("pipeline").modules["stream_processor"]["stream_failures_queue_arn"]
+            assert wired == "${module.queues.stream_failures_arn}"
+            assert module("queues").blocks["output"]["stream_failures_arn"]["value"] == (
+                "${aws_sqs_queue.stream_failures.arn}")
+        else:
+            assert mapping["event_source_arn"] == "${var.processed_files_queue_arn}"
+            wired = module("pipeline").modules["loader"]["processed_files_queue_arn"]
+            assert wired == "${module.queues.processed_files_arn}"
+            queue = module("queues").resources("aws_sqs_queue")["processed_files"]
+            redrive = queue["redrive_policy"]
+            assert "deadLetterTargetArn = aws_sqs_queue.processed_files_dlq.arn" in redrive
+            assert "maxReceiveCount = var.settings.loader_mapping.max_receive_count" in redrive
+
+
+def test_stream_processor_mapping_equals_settings() -> None:
+    mod = module("stream_processor")
+    assert mod.locals["mapping"] == "${var.settings.stream_processor_mapping}"
+    mapping = mod.resources("aws_lambda_event_source_mapping")["stream"]
+    assert mapping["event_source_arn"] == "${var.stream_arn}"
+    terraform_names = {
+        "batch_size": "batch_size",
+        "maximum_batching_window_seconds": "maximum_batching_window_in_seconds",
+        "bisect_batch_on_function_error": "bisect_batch_on_function_error",
+        "maximum_retry_attempts": "maximum_retry_attempts",
+        "maximum_record_age_seconds": "maximum_record_age_in_seconds",
+        "parallelization_factor": "parallelization_factor",
+        "starting_position": "starting_position",
+        "function_response_types": "function_response_types",
+    }
+    assert set(terraform_names) == set(RAW_SETTINGS["stream_processor_mapping"]), \
+        "a stream_processor_mapping setting the Terraform does not apply"
+    for key, attribute in terraform_names.items():
+        assert mapping[attribute] == f"${{local.mapping.{key}}}", attribute
+    assert RAW_SETTINGS["stream_processor_mapping"]["function_response_types"] == [
+        "ReportBatchItemFailures"]
+    assert RAW_SETTINGS["stream_processor_mapping"]["bisect_batch_on_function_error"] is True
+
+
+def test_loader_mapping_equals_settings() -> None:
+    mod = module("loader")
+    assert mod.locals["mapping"] == "${var.settings.loader_mapping}"
+    mapping = mod.resources("aws_lambda_event_source_mapping")["queue"]
+    assert mapping["batch_size"] == "${local.mapping.batch_size}"
+    assert mapping["maximum_batching_window_in_seconds"] == "${local.mapping.maximum_batching_window_seconds}"
+    assert mapping["function_response_types"] == "${local.mapping.function_response_types}"
+    # The other two settings live on the queue (asserted above) and bound the function timeout.
+    assert set(RAW_SETTINGS["loader_mapping"]) == {
+        "batch_size", "maximum_batching_window_seconds", "function_response_types",
+        "max_receive_count", "visibility_timeout_seconds"}
+    assert mod.modules["function"]["timeout_seconds"] == (
+        "${floor(local.mapping.visibility_timeout_seconds / 6)}")
+
+
+def test_loader_and_capture_are_attached_to_the_vpc() -> None:
+    vpc = module("loader").modules["function"]["vpc"]
+    assert vpc == {"subnet_ids": "${var.subnet_ids}", "security_group_ids": ["${var.security_group_id}"]}
+    assert module("lambda_function").resources("aws_lambda_function")["this"]["dynamic"][0]["vpc_config"]
+    network = module("capture").resources("aws_ecs_service")["capture"]["network_configuration"][0]
+    assert network["subnets"] == "${var.subnet_ids}"
+    assert network["security_groups"] == ["${var.security_group_id}"]
+    assert network["assign_public_ip"] is False
+    pipeline = module("pipeline").modules
+    assert pipeline["loader"]["security_group_id"] == "${module.network_access.loader_security_group_id}"
+    assert pipeline["capture"]["security_group_id"] == "${module.network_access.capture_security_group_id}"
+
+
+def test_lambdas_are_traced_encrypted_and_capped() -> None:
+    function = module("lambda_function").resources("aws_lambda_function")["this"]
+    assert function["tracing_config"][0]["mode"] == "Active"
+    assert function["kms_key_arn"] == "${var.kms_key_arn}"
+    assert function["reserved_concurrent_executions"] == "${var.reserved_concurrency}"
+    log_group = module("lambda_function").resources("aws_cloudwatch_log_group")["this"]
+    assert log_group["kms_key_id"] == "${var.kms_key_arn}"
+
+
+# --- buckets --------------------------------------------------------------------------------------
+
+def test_every_bucket_blocks_public_access_is_encrypted_and_versioned() -> None:
+    buckets = [(folder, name) for folder, mod in modules().items()
+               for name in mod.resources("aws_s3_bucket")]
+    assert buckets == [("modules/storage", "this")], "every bucket is declared in the storage module"
+    storage = module("storage")
+    assert storage.resources("aws_s3_bucket")["this"]["for_each"] == "${local.buckets}"
+    assert set(RAW_SETTINGS["buckets"]) <= set(storage.locals["data_buckets"])
+
+    def companion(kind: str) -> dict[str, Any]:
+        body: dict[str, Any] = storage.resources(kind)["this"]
+        assert body["for_each"] == "${local.buckets}", kind
+        assert body["bucket"] == "${aws_s3_bucket.this[each.key].id}", kind
+        return body
+
+    block = companion("aws_s3_bucket_public_access_block")
+    for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+        assert block[flag] is True, flag
+    assert companion("aws_s3_bucket_versioning")["versioning_configuration"][0]["status"] == "Enabled"
+    ownership = companion("aws_s3_bucket_ownership_controls")["rule"][0]
+    assert ownership["object_ownership"] == "BucketOwnerEnforced"
+    encryption = companion("aws_s3_bucket_server_side_encryption_configuration")["rule"][0]
+    default = encryption["apply_server_side_encryption_by_default"][0]
+    # SSE-KMS with the pipeline key; SSE-S3 only for the access-log bucket (logging requires it).
+    assert default["sse_algorithm"] == '${each.key == "access_logs" ? "AES256" : "aws:kms"}'
+    assert default["kms_master_key_id"] == '${each.key == "access_logs" ? null : var.kms_key_arn}'
+    policy = companion("aws_s3_bucket_policy")["policy"]
+    assert policy == "${data.aws_iam_policy_document.bucket[each.key].json}"
+    lifecycle = companion("aws_s3_bucket_lifecycle_configuration")["rule"][0]
+    assert lifecycle["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 7
+    transition = lifecycle["dynamic"][0]["transition"]
+    assert transition["for_each"] == '${each.key == "raw" ? var.raw_transitions : {}}'
+    logging = storage.resources("aws_s3_bucket_logging")["this"]
+    assert logging["for_each"] == "${local.data_buckets}"
+
+
+def test_bucket_policies_deny_insecure_transport() -> None:
+    document = module("storage").data("aws_iam_policy_document")["bucket"]
+    deny = document["statement"][0]
+    assert deny["effect"] == "Deny" and deny["actions"] == ["s3:*"]
+    assert deny["condition"] == [{"test": "Bool", "variable": "aws:SecureTransport", "values": ["false"]}]
+    bucket_arn = "${aws_s3_bucket.this[each.key].arn}"
+    assert deny["resources"] == [bucket_arn, f"{bucket_arn}/*"]
+
+
+# --- IAM ------------------------------------------------------------------------------------------
+
+def test_no_iam_wildcard_actions() -> None:
+    documents = all_policy_documents()
+    assert len(documents) >= 10
+    for folder, name, document in documents:
+        for statement in statements(document):
+            if statement.get("effect", "Allow") == "Deny":
+                continue  # a Deny only takes permissions away
+            for action in statement["actions"]:
+                assert "*" not in action, f"{folder} {name}: wildcard action {action}"
+
+
+def test_star_resources_only_where_aws_requires_them() -> None:
+    key_policies = {(folder, ref(key["policy"]).split(".")[2])
+                    for folder, mod in modules().items()
+                    for key in mod.resources("aws_kms_key").values()}
+    assert key_policies == {("modules/encryption", "key")}
+    for folder, name, document in all_policy_documents():
+        for statement in statements(document):
+            if statement.get("effect", "Allow") == "Deny" or "*" not in statement.get("resources", []):
+                continue
+            if (folder, name) in key_policies:
+                continue  # in a key policy "*" is the key itself
+            unscoped = set(statement["actions"]) - STAR_RESOURCE_ACTIONS
+            assert not unscoped, f"{folder} {name}: {unscoped} on Resource '*'"
+            if "cloudwatch:PutMetricData" in statement["actions"]:
+                assert statement["condition"][0]["variable"] == "cloudwatch:namespace"
+
+
+def test_every_role_policy_is_a_policy_document() -> None:
+    for folder, mod in modules().items():
+        for name, policy in mod.resources("aws_iam_role_policy").items():
+            assert re.fullmatch(r"\$\{data\.aws_iam_policy_document\.\w+\.json\}", policy["policy"]), \
+                f"{folder} {name}"
+        assert "aws_iam_role_policy_attachment" not in mod.blocks.get("resource", {}), \
+            f"{folder}: managed policies are broader than the pipeline needs"
+
+
+# --- capture service ------------------------------------------------------------------------------
+
+def test_capture_runs_exactly_one_task_and_stops_the_old_one_first() -> None:
+    service = module("capture").resources("aws_ecs_service")["capture"]
+    assert service["desired_count"] == 1
+    assert service["deployment_minimum_healthy_percent"] == 0
+    assert service["deployment_maximum_percent"] == 100
+    assert service["launch_type"] == "FARGATE"
+
+
+def test_capture_task_has_health_check_logs_and_no_credentials_in_plain_text() -> None:
+    capture = module("capture")
+    task = capture.resources("aws_ecs_task_definition")["capture"]
+    containers = task["container_definitions"]
+    assert 'healthCheck = {command = ["CMD", "python", "/app/capture_health.py"]' in containers
+    assert 'logDriver = "awslogs"' in containers
+    assert "awslogs-group = aws_cloudwatch_log_group.capture.name" in containers
+    assert "readonlyRootFilesystem = true" in containers
+    # snapshot progress must outlive the task: it is kept in the raw bucket, not on task storage
+    assert '{name = "TOTES_CDC_STATE_STORE", value = "s3"}' in containers
+    assert 'valueFrom = "${var.source_secret_arn}:${key}::"' in containers
+    assert "PGPASSWORD" in capture.locals["secret_keys"]
+    assert "password" not in containers.lower()
+    assert task["execution_role_arn"] != task["task_role_arn"]
+
+
+def test_dockerfile_copies_what_exists_and_runs_capture_with_the_health_check() -> None:
+    dockerfile = (INFRA / "docker" / "capture.Dockerfile").read_text(encoding="utf-8")
+    root = SETTINGS_PATH.parent.parent
+    copies = re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.M)
+    assert copies
+    for source, _ in copies:
+        assert (root / source).exists(), source
+    assert ("infra/docker/capture_health.py", "capture_health.py") in copies
+    assert 'ENTRYPOINT ["python", "-m", "totes_cdc"]' in dockerfile
+    assert 'CMD ["capture"]' in dockerfile
+    assert "USER 10001" in dockerfile
+
+
+def test_the_image_layout_finds_the_settings_and_every_command(tmp_path: Path) -> None:
+    """Lay the source tree out as the Dockerfile's COPY lines do and run the entry point there."""
+    dockerfile = (INFRA / "docker" / "capture.Dockerfile").read_text(encoding="utf-8")
+    root = SETTINGS_PATH.parent.parent
+    for source, target in re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.M):
+        if source == "pyproject.toml":
+            continue
+        destination = tmp_path / target
+        if (root / source).is_dir():
+            shutil.copytree(root / source, destination, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / source, destination)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    code = "import totes_cdc.settings as s; print(s.SETTINGS_PATH); s.settings()"
+    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60, check=True)
+    assert found.stdout.strip() == str(tmp_path / "infra" / "settings.json")
+    subprocess.run([sys.executable, "-m", "totes_cdc", "--help"], cwd=tmp_path, env=env,
+                   capture_output=True, timeout=60, check=True)
+
+
+# --- monitoring -----------------------------------------------------------------------------------
+
+def test_every_alarm_notifies_the_topic() -> None:
+    alarms = [(folder, name, body) for folder, mod in modules().items()
+              for name, body in mod.resources("aws_cloudwatch_metric_alarm").items()]
+    assert [(folder, name) for folder, name, _ in alarms] == [("modules/monitoring", "this")]
+    for _, _, body in alarms:
+        assert body["alarm_actions"] == ["${aws_sns_topic.alarms.arn}"]
+        assert body["ok_actions"] == ["${aws_sns_topic.alarms.arn}"]
+        assert body["for_each"] == "${local.alarms}"
+    subscription = module("monitoring").resources("aws_sns_topic_subscription")["email"]
+    assert subscription["protocol"] == "email"
+    assert subscription["for_each"] == "${toset(var.alarm_emails)}"
+    topic = module("monitoring").resources("aws_sns_topic")["alarms"]
+    assert topic["kms_master_key_id"] == "${var.kms_key_arn}"
+
+
+def test_alarms_cover_every_health_signal_with_settings_thresholds() -> None:
+    mon = module("monitoring")
+    assert mon.locals["limits"] == "${var.settings.alarms}"
+    assert mon.locals["alarms"] == "${merge(local.function_alarms, local.stage_alarms)}"
+    stage = mon.locals["stage_alarms"]
+    metrics = {alarm["metric"] for alarm in stage.values()}
+    assert metrics == {"SlotLagBytes", "CaptureHeartbeat", "GetRecords.IteratorAgeMilliseconds",
+                       "EndToEndLatencyMs", "RecordsDeadLettered", "FilesDeadLettered",
+                       "ApproximateNumberOfMessagesVisible"}
+    per_function = mon.locals["function_alarms"]
+    for metric in ("Errors", "Throttles", "Duration"):
+        assert f'metric = "{metric}"' in per_function
+    # Every threshold in settings is used; each alarm's threshold is a setting (or the heartbeat's 1).
+    for key in RAW_SETTINGS["alarms"]:
+        assert f"local.limits.{key}" in mon.text, f"settings alarms.{key} is not used"
+    for name, alarm in stage.items():
+        assert str(alarm["threshold"]).startswith("${local.limits.") or name == "capture-heartbeat-missing"
+    latency = stage["end-to-end-latency-p99"]
+    assert latency["extended_statistic"] == "p99"
+    queues = {alarm["dimensions"]["QueueName"] for alarm in stage.values()
+              if alarm["metric"] == "ApproximateNumberOfMessagesVisible"}
+    assert queues == {"${var.queue_names.processed_files_dlq}", "${var.queue_names.stream_failures}"}
+
+
+def test_heartbeat_alarm_fires_when_heartbeats_stop() -> None:
+    heartbeat = module("monitoring").locals["stage_alarms"]["capture-heartbeat-missing"]
+    assert heartbeat["statistic"] == "Sum"
+    assert heartbeat["comparison"] == "LessThanThreshold" and heartbeat["threshold"] == 1
+    assert heartbeat["period"] == "${local.limits.heartbeat_missing_seconds}"
+    assert heartbeat["missing"] == "breaching"
+    alarm = module("monitoring").resources("aws_cloudwatch_metric_alarm")["this"]
+    assert alarm["treat_missing_data"] == '${try(each.value.missing, "notBreaching")}'
+    assert alarm["period"] == "${try(each.value.period, local.period)}"
+
+
+def test_dashboard_shows_lag_latency_errors_and_dead_letters() -> None:
+    body = module("monitoring").resources("aws_cloudwatch_dashboard")["pipeline"]["dashboard_body"]
+    for metric in ("SlotLagBytes", "MillisBehindSource", "EventsPublished", "PutRecordsBatchSize",
+                   "PutRecordsRetries", "CaptureHeartbeat", "GetRecords.IteratorAgeMilliseconds",
+                   "IncomingRecords", "Errors", "Throttles", "Duration", "EventsProcessed",
+                   "RecordsDeadLettered", "FilesLoaded", "FactRowsAppended", "FilesDeadLettered",
+                   "ApproximateNumberOfMessagesVisible", "EndToEndLatencyMs"):
+        assert f'"{metric}"' in body, metric
+    assert 'stat = "p50"' in body and 'stat = "p99"' in body
