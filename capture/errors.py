@@ -16,5 +16,5 @@ class SourceUnavailable(TransientError):
     """The source database or its replication connection went away."""
 
 
-class Stopped(Exception):  # noqa: N818 - a signal, not a failure
+class Stopped(Exception):
     """The service was asked to stop while waiting."""

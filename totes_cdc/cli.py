@@ -18,6 +18,10 @@ from totes_cdc.errors import ConfigError
 
 COMMAND_MODULES = (
     "totes_cdc.stack.cli",
+    "capture.cli",
+    "warehouse_loader.cli",
+    "totes_cdc.ops_cli",
+    "stream_processors.cli",
 )
 
 

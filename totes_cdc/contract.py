@@ -179,6 +179,11 @@ def encode(event: ChangeEvent) -> bytes:
 
 def decode(data: bytes) -> ChangeEvent:
     """The event in ``data``; ContractError naming what is wrong when it is not one."""
+    return from_record(decode_record(data))
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """The Avro record in ``data``, as fastavro returns it (what an Avro container file holds)."""
     if data[:2] != _MARKER:
         raise ContractError("not an Avro single-object encoded change event (bad marker)")
     if data[2:10] != _HEADER[2:]:
@@ -191,7 +196,7 @@ def decode(data: bytes) -> ChangeEvent:
         raise ContractError(f"corrupt change event body: {exc!r}") from exc
     if not isinstance(record, dict):
         raise ContractError("corrupt change event body")
-    return from_record(record)
+    return record
 
 
 # --- Parquet: the processed zone's typed columns -------------------------------------------------

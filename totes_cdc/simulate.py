@@ -69,9 +69,10 @@ def _insert(cur: Any, table: str, row: dict[str, Any]) -> int:
     return new_id
 
 
-def _ids(cur: Any, table: str, where: sql.Composable = sql.SQL("true")) -> list[int]:
+def _ids(cur: Any, table: str, where: str = "true") -> list[int]:
+    """The ids of ``table`` (rows matching the constant condition ``where``), ascending."""
     cur.execute(sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY 1").format(
-        sql.Identifier(f"{table}_id"), sql.Identifier("public", table), where))
+        sql.Identifier(f"{table}_id"), sql.Identifier("public", table), sql.SQL(where)))
     return [row[0] for row in cur.fetchall()]
 
 
@@ -80,12 +81,13 @@ class Simulator:
 
     def __init__(self, conn: Any, seed: int) -> None:
         self.conn = conn
-        self.rng = random.Random(seed)
+        # Reproducible traffic, not secrets: a seeded generator is the point.
+        self.rng = random.Random(seed)  # noqa: S311  # nosec B311
         with conn.cursor() as cur:
             self.keys = synthetic.Keys(*(_ids(cur, t) for t in (
                 "address", "counterparty", "currency", "staff", "design")))
             self.departments = _ids(cur, "department")
-            self.unpaid = _ids(cur, "payment", sql.SQL("NOT paid"))
+            self.unpaid = _ids(cur, "payment", "NOT paid")
         conn.commit()
         if not all((*vars(self.keys).values(), self.departments)):
             raise ConfigError("the source has no totesys reference rows (addresses, counterparties, "
@@ -147,7 +149,7 @@ class Simulator:
         return cur.rowcount  # type: ignore[no-any-return]
 
 
-def run(dsn: str, rate: float = 50.0, duration: float | None = None, seed: int = 0,
+def run(dsn: str, rate: float = 50.0, duration: float | None = None, seed: int = 0, *,
         stop: threading.Event | None = None,
         progress: Callable[[SimulationStats], None] | None = None) -> SimulationStats:
     """Make ``rate`` changes per second until ``duration`` seconds pass or ``stop`` is set.

@@ -27,7 +27,7 @@ from totes_cdc.settings import settings
 from totes_cdc.stack.postgres import ensure_port_free, free_port
 
 # Credentials the emulator accepts; they grant nothing anywhere else.
-EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
 
 
 def client_env(endpoint: str) -> dict[str, str]:

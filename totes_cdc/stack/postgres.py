@@ -58,6 +58,8 @@ def free_port() -> int:
 def ensure_port_free(port: int, what: str) -> None:
     """ConfigError naming ``what`` when 127.0.0.1:port is already taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As servers bind (SO_REUSEADDR): connections of a just-stopped server in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -98,19 +98,18 @@ class Supervisor:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every component, wait, then SIGKILL what is left (only our own children)."""
-        running = [c for c in self.components if c.process is not None and c.process.poll() is None]
-        for c in running:
-            assert c.process is not None
-            c.process.send_signal(signal.SIGTERM)
+        running = [c.process for c in self.components
+                   if c.process is not None and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for c in running:
-            assert c.process is not None
+        for process in running:
             try:
-                c.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("component %s did not stop within %.0f s; killing it", c.name, timeout)
-                c.process.kill()
-                c.process.wait()
+                log.warning("pid %d did not stop within %.0f s; killing it", process.pid, timeout)
+                process.kill()
+                process.wait()
         for c in self.components:
             if c.log_file is not None:
                 c.log_file.close()

@@ -55,6 +55,8 @@ class StackOptions:
     dashboard_port: int | None = None
     simulate_rate: float = 0.0
     components: tuple[str, ...] = PIPELINE
+    # Where the components reach AWS, when not the emulator itself (e.g. a fault-injecting proxy).
+    component_aws_endpoint: str | None = None
 
 
 @dataclass
@@ -93,7 +95,8 @@ class Stack:
 
     def description(self) -> dict[str, Any]:
         """What stack.json holds: endpoints and DSNs (the file is readable by its owner only)."""
-        assert self.emulator is not None
+        if self.emulator is None:
+            raise RuntimeError("the stack is not up")
         return {
             "source_dsn": self.source_dsn,
             "warehouse_dsn": self.warehouse_dsn,
@@ -248,7 +251,7 @@ def start(stack: Stack) -> None:
     create_resources(stack.emulator, {"source": _secret(stack.source_dsn),
                                       "warehouse": _secret(stack.warehouse_dsn)})
 
-    env = child_env({**client_env(stack.emulator.endpoint),
+    env = child_env({**client_env(options.component_aws_endpoint or stack.emulator.endpoint),
                      "TOTES_CDC_SOURCE_DSN": stack.source_dsn,
                      "TOTES_CDC_WAREHOUSE_DSN": stack.warehouse_dsn,
                      "TOTES_CDC_STATE_DIR": str(run_dir)})

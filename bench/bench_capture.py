@@ -1,0 +1,164 @@
+"""Capture throughput against pg_recvlogical (the physical limit of reading a slot), same backlog.
+
+For each workload a fresh database gets a table, a publication and two slots at the same point; the
+workload is written, then each reader drains the backlog: pg_recvlogical into /dev/null (to the
+end LSN), and the capture process (its own OS process, as deployed) into a fresh emulator stream
+(until its slot confirms the end LSN, i.e. Kinesis has accepted every event). Capture's time is
+counted from its first streaming log line, so process start-up is not included. Peak RSS is the
+capture process's VmHWM. Sizes can be lowered with BENCH_CAPTURE_SCALE (e.g. 0.1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+
+from totes_cdc.stack.emulator import Emulator, client_env
+from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+
+SCALE = float(os.environ.get("BENCH_CAPTURE_SCALE", "1"))
+RUNS = 3
+TABLE = "CREATE TABLE bench (id bigserial PRIMARY KEY, name text, amount numeric(10,2), at timestamp(3))"
+ROW = "'name ' || g, g * 1.5, now()"
+
+
+def _sql(dsn, *statements):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for s in statements:
+            cur.execute(s)
+        result = cur.fetchall() if cur.description else None
+    conn.close()
+    return result
+
+
+def _workload(dsn, kind, n):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        if kind == "single":
+            for _ in range(n):
+                cur.execute(f"INSERT INTO bench (name, amount, at) SELECT {ROW} FROM generate_series(1, 1) g")
+        elif kind == "thousand":
+            for _ in range(n // 1000):
+                cur.execute(f"INSERT INTO bench (name, amount, at) SELECT {ROW} FROM generate_series(1, 1000) g")
+        else:
+            cur.execute(f"INSERT INTO bench (name, amount, at) SELECT {ROW} FROM generate_series(1, {n}) g")
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        end = cur.fetchone()[0]
+        # Something past the end, so both readers see WAL beyond it and stop there.
+        cur.execute("SELECT pg_logical_emit_message(false, 'bench_end', '')")
+    conn.close()
+    return end
+
+
+def _confirmed(dsn, slot, end):
+    rows = _sql(dsn, f"SELECT confirmed_flush_lsn >= '{end}'::pg_lsn FROM pg_replication_slots "
+                     f"WHERE slot_name = '{slot}'")
+    return bool(rows and rows[0][0])
+
+
+def one_run(server, emulator, kind, n, state_root):
+    db = f"bench_{uuid.uuid4().hex[:8]}"
+    dsn = server.create_database(db)
+    stream = f"bench-{uuid.uuid4().hex[:8]}"
+    emulator.client("kinesis").create_stream(StreamName=stream, ShardCount=2)
+    emulator.client("kinesis").get_waiter("stream_exists").wait(StreamName=stream)
+    _sql(dsn, TABLE, "CREATE PUBLICATION totes_cdc FOR TABLE bench",
+         f"SELECT pg_create_logical_replication_slot('{db}_recv', 'pgoutput')")
+    state_dir = Path(tempfile.mkdtemp(dir=state_root))
+    env = {**os.environ, **client_env(emulator.endpoint), "TOTES_CDC_SOURCE_DSN": dsn}
+    command = [sys.executable, "-m", "totes_cdc", "capture", "--tables", "bench", "--slot", f"{db}_cap",
+               "--stream", stream, "--state-dir", str(state_dir), "--heartbeat-seconds", "5"]
+    # First start: creates the capture slot and takes the (empty) snapshot; then stop it.
+    first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:
+            if "streaming slot" in line:
+                break
+    finally:
+        first.terminate()
+        first.communicate(timeout=60)
+    end = _workload(dsn, kind, n)
+
+    started = time.monotonic()
+    subprocess.run([str(server.bindir / "pg_recvlogical"), "-d", dsn, "--slot", f"{db}_recv", "--start",
+                    "-o", "proto_version=1", "-o", "publication_names=totes_cdc", "-E", end, "-f", "/dev/null"],
+                   check=True, env={**os.environ, "PGPASSWORD": server.password}, timeout=600)
+    recv_seconds = time.monotonic() - started
+
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    streaming = threading.Event()
+    stream_started = [0.0]
+
+    def watch():
+        for line in process.stderr:
+            if "streaming slot" in line and not streaming.is_set():
+                stream_started[0] = time.monotonic()
+                streaming.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        if not streaming.wait(120):
+            raise RuntimeError("capture did not start streaming")
+        deadline = time.monotonic() + 1800
+        while not _confirmed(dsn, f"{db}_cap", end):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("capture stopped before catching up")
+            time.sleep(0.02)
+        capture_seconds = time.monotonic() - stream_started[0]
+        rss_kib = 0
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM"):
+                rss_kib = int(line.split()[1])
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    _sql(dsn, f"SELECT pg_drop_replication_slot('{db}_recv')", f"SELECT pg_drop_replication_slot('{db}_cap')")
+    emulator.client("kinesis").delete_stream(StreamName=stream)
+    return recv_seconds, capture_seconds, rss_kib / 1024
+
+
+def run() -> str:
+    base = make_base_dir()
+    server = LocalPostgres(base / "pg")
+    server.init()
+    server.start()
+    emulator = Emulator()
+    emulator.start()
+    workloads = [("single-row transactions", "single", int(50_000 * SCALE), RUNS),
+                 ("1,000-row transactions", "thousand", int(200_000 * SCALE), RUNS),
+                 ("one big transaction", "big", int(1_000_000 * SCALE), 1)]
+    rows = []
+    try:
+        for label, kind, n, runs in workloads:
+            results = [one_run(server, emulator, kind, n, base) for _ in range(runs)]
+            recv = statistics.median(r[0] for r in results)
+            cap = statistics.median(r[1] for r in results)
+            rss = max(r[2] for r in results)
+            rows.append(f"| {label} | {n:,} | {n / recv:,.0f} | {n / cap:,.0f} | {recv / cap:.2f} | "
+                        f"{rss:.0f} MB | {runs} |")
+            print(rows[-1], flush=True)
+    finally:
+        emulator.stop()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return ("## Capture: pgoutput slot → Kinesis (emulator)\n\n"
+            f"Run {time.strftime('%Y-%m-%d')}. Rows/s draining the same backlog (medians of the runs); "
+            "ratio = capture rate / pg_recvlogical rate; capture is a separate process writing KPL-"
+            "aggregated records to a fresh 2-shard stream and counts as done when its slot confirms "
+            "the end LSN.\n\n"
+            "| workload | rows | pg_recvlogical rows/s | capture rows/s | ratio | capture peak RSS | runs |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")

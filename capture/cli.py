@@ -1,0 +1,89 @@
+"""``totes-cdc capture``: run the capture service until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from totes_cdc.cli import add_dsn_argument, add_state_dir_argument
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+
+
+def register(subparsers: Any) -> None:
+    cfg = settings()
+    parser = subparsers.add_parser(
+        "capture", help="stream every row change of the source into Kinesis",
+        description="Read the source's logical replication slot (taking a consistent initial snapshot "
+                    "first) and put every change, as a change event, on the Kinesis stream.")
+    add_dsn_argument(parser, "source", required=False)
+    parser.add_argument("--source-secret", default=os.environ.get("TOTES_CDC_SOURCE_SECRET"),
+                        metavar="NAME", help="Secrets Manager secret holding the source's host, port, "
+                        "username, password, dbname (and sslmode), used when no DSN is given "
+                        "(default: $TOTES_CDC_SOURCE_SECRET)")
+    parser.add_argument("--stream", default=cfg["stream"]["name"], help="Kinesis stream name")
+    parser.add_argument("--tables", nargs="+", metavar="TABLE",
+                        help="tables to capture, table or schema.table (default: the 11 totesys tables)")
+    parser.add_argument("--slot", default=cfg["capture"]["slot"], help="replication slot name")
+    parser.add_argument("--publication", default=cfg["capture"]["publication"], help="publication name")
+    parser.add_argument("--state-store", choices=["local", "s3"],
+                        default=os.environ.get("TOTES_CDC_STATE_STORE", "local"),
+                        help="where snapshot progress is kept: the state dir, or the raw bucket in S3 "
+                             "(default: $TOTES_CDC_STATE_STORE or local)")
+    add_state_dir_argument(parser)
+    parser.add_argument("--heartbeat-seconds", type=float, help="seconds between heartbeats")
+    parser.add_argument("--max-batch-delay-ms", type=int, help="longest wait before a put to the stream")
+    parser.set_defaults(func=run)
+
+
+def dsn_from_secret(name: str, client: Any = None) -> str:
+    """A libpq DSN from a Secrets Manager secret (RDS layout: host, port, username, password, dbname)."""
+    import boto3
+    import botocore.exceptions
+    import psycopg2.extensions
+
+    try:
+        secret = json.loads((client or boto3.client("secretsmanager")).get_secret_value(
+            SecretId=name)["SecretString"])
+        fields = {"host": secret["host"], "port": str(secret.get("port", 5432)),
+                  "user": secret.get("username") or secret["user"], "password": secret["password"],
+                  "dbname": secret.get("dbname", "postgres"), "sslmode": secret.get("sslmode", "require")}
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise ConfigError(f"cannot read the source secret {name!r}: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"secret {name!r} lacks the source connection field {exc}") from None
+    return str(psycopg2.extensions.make_dsn(**fields))
+
+
+def run(args: argparse.Namespace) -> int:
+    from capture.config import CaptureConfig
+    from capture.kinesis import KinesisSink, S3DeadLetter
+    from capture.metrics import MetricsPublisher
+    from capture.service import CaptureService
+    from capture.state import LocalStateStore, S3StateStore, StateStore
+
+    dsn = args.source_dsn or (dsn_from_secret(args.source_secret) if args.source_secret else None)
+    if not dsn:
+        raise ConfigError("no source database given: set TOTES_CDC_SOURCE_DSN (or --source-dsn), "
+                          "or --source-secret in AWS")
+    state_dir = Path(args.state_dir)
+    config = CaptureConfig.from_settings(
+        dsn, state_dir, stream=args.stream, tables=tuple(args.tables) if args.tables else None,
+        slot=args.slot, publication=args.publication, state_store=args.state_store,
+        heartbeat_seconds=args.heartbeat_seconds, max_batch_delay_ms=args.max_batch_delay_ms)
+    cfg = settings()
+    store: StateStore = (
+        S3StateStore(cfg["buckets"]["raw"], cfg["prefixes"]["capture_state"], config.slot)
+        if config.state_store == "s3" else LocalStateStore(state_dir, config.slot))
+    service = CaptureService(
+        config, KinesisSink(config.stream),
+        S3DeadLetter(cfg["buckets"]["dead_letter"], cfg["prefixes"]["dead_letter_records"]),
+        store, MetricsPublisher(state_dir / "status" / "capture.json"))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop.set())
+    service.run()
+    return 0

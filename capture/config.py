@@ -1,0 +1,55 @@
+"""The capture service's one configuration object, built at the entry point and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from capture.source import qualified
+from totes_cdc.settings import settings
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    source_dsn: str
+    """libpq DSN of the source database (from the environment or Secrets Manager, never logged)."""
+    stream: str
+    """Kinesis stream the change events go to."""
+    tables: tuple[str, ...]
+    """Captured tables as ``schema.table`` (given as ``table``, the schema is public)."""
+    slot: str
+    """Logical replication slot (created when missing)."""
+    publication: str
+    """Publication of the captured tables (created or extended when needed)."""
+    state_dir: Path
+    """Local folder for snapshot progress (local state store) and ``status/capture.json``."""
+    state_store: str = "local"
+    """Where snapshot progress is kept: ``local`` (state_dir) or ``s3`` (raw bucket, capture-state/)."""
+    heartbeat_seconds: float = 10.0
+    """How often a heartbeat message is written to the source's WAL."""
+    max_batch_delay_ms: int = 200
+    """Longest time a change waits in memory before it is put to the stream."""
+    flush_bytes: int = 4 * 1024 * 1024
+    """Put to the stream as soon as this many bytes are buffered (bounds memory in big transactions)."""
+    snapshot_chunk_rows: int = 10_000
+    """Rows per snapshot chunk; progress is saved after each."""
+    metrics_seconds: float = 5.0
+    """How often metrics are published and the status file rewritten."""
+    reconnect_max_seconds: float = 30.0
+    """Longest wait between reconnection attempts to the source."""
+
+    @classmethod
+    def from_settings(cls, source_dsn: str, state_dir: Path, **overrides: object) -> CaptureConfig:
+        """The configuration with settings.json's names and defaults, then ``overrides``."""
+        cfg = settings()
+        values: dict[str, object] = {
+            "stream": cfg["stream"]["name"],
+            "tables": tuple(cfg["source_tables"]),
+            "slot": cfg["capture"]["slot"],
+            "publication": cfg["capture"]["publication"],
+            "heartbeat_seconds": float(cfg["capture"]["heartbeat_seconds"]),
+            "max_batch_delay_ms": int(cfg["capture"]["max_batch_delay_ms"]),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["tables"] = tuple(".".join(qualified(t)) for t in values["tables"])  # type: ignore[attr-defined]
+        return cls(source_dsn=source_dsn, state_dir=state_dir, **values)  # type: ignore[arg-type]

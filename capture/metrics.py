@@ -1,0 +1,48 @@
+"""Capture's metrics: CloudWatch (namespace from settings) and the local status file.
+
+Publishing is best effort: a failure is logged and capture goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+
+from totes_cdc.settings import settings
+
+log = logging.getLogger(__name__)
+
+Metric = tuple[str, float, str]  # name, value, CloudWatch unit
+
+
+class MetricsPublisher:
+    def __init__(self, status_path: Path, client: Any = None) -> None:
+        self.status_path = status_path
+        self._client = client
+        self._namespace = settings()["metrics_namespace"]
+
+    def publish(self, metrics: Sequence[Metric], status: dict[str, Any]) -> None:
+        self._write_status(status)
+        try:
+            if self._client is None:
+                self._client = boto3.client("cloudwatch")
+            self._client.put_metric_data(Namespace=self._namespace, MetricData=[
+                {"MetricName": name, "Value": value, "Unit": unit} for name, value, unit in metrics])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            log.warning("could not publish capture metrics to CloudWatch: %s", exc)
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(status, indent=1, default=str), encoding="utf-8")
+            os.replace(tmp, self.status_path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.status_path, exc)

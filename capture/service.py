@@ -1,0 +1,335 @@
+"""The capture service: initial snapshot, then the slot's change stream, into Kinesis.
+
+One session = one connection to the source: check it, make sure the publication and slot exist,
+finish the initial snapshot if it is not complete, then stream. When the source goes away (restart,
+network), the session ends and a new one starts after a backoff, from the slot's confirmed
+position: events not yet acknowledged are simply read and sent again (duplicates, never gaps).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import select
+import threading
+import time
+from typing import Any
+
+import psycopg2
+
+from capture import source
+from capture.checkpoint import Checkpoint
+from capture.config import CaptureConfig
+from capture.decoder import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Origin,
+    PgOutputMessage,
+    Relation,
+    Truncate,
+    Type,
+    Update,
+    decode,
+)
+from capture.errors import CaptureError, Stopped
+from capture.events import EventBuilder
+from capture.metrics import MetricsPublisher
+from capture.producer import DeadLetter, Producer, Sink
+from capture.snapshot import ResumeFilter, SnapshotReader
+from capture.state import SnapshotState, StateStore
+from totes_cdc.contract import ChangeEvent, encode
+from totes_cdc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_SECONDS = 10.0
+
+
+class CaptureService:
+    def __init__(self, config: CaptureConfig, sink: Sink, dead_letter: DeadLetter, store: StateStore,
+                 publisher: MetricsPublisher, *, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self._sink = sink
+        self._dead_letter = dead_letter
+        self._store = store
+        self._publisher = publisher
+        self._connected = False
+        self._phase = "starting"
+        self._state: SnapshotState | None = None
+        self._acked = 0
+        self._behind_ms = 0.0
+        self._heartbeats = 0
+        self._last_publish = (time.monotonic(), 0, 0, 0, 0, 0)  # time, events, records, calls, retries, beats
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Capture until :attr:`stop` is set, reconnecting to the source with backoff."""
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except Stopped:
+                break
+            except (psycopg2.Error, ConfigError) as exc:
+                if isinstance(exc, ConfigError) and not self._connected:
+                    raise  # never reached the source: a setting to fix, not an outage
+                if isinstance(exc, psycopg2.Error) and not _connection_lost(exc):
+                    raise
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning("source connection lost (%s); reconnecting in %.1fs from the slot's "
+                            "confirmed position", reason, delay)
+                self._phase = "reconnecting"
+                if self.stop.wait(delay):
+                    break
+                delay = min(delay * 2, self.config.reconnect_max_seconds)
+            else:
+                delay = 0.5
+        log.info("capture stopped; slot %s acknowledged up to %s",
+                 self.config.slot, source.format_lsn(self._acked))
+
+    def _session(self) -> None:
+        cfg = self.config
+        conn = source.connect(cfg.source_dsn)
+        try:
+            src = source.Source(conn)
+            src.check(cfg.tables)
+            self._connected = True
+            src.ensure_publication(cfg.publication, cfg.tables)
+            producer = Producer(self._sink, self._dead_letter, self.stop)
+            state = self._snapshot(src, producer)
+            self._stream(src, conn.server_version, producer, state)
+        finally:
+            conn.close()
+
+    # --- snapshot -------------------------------------------------------------------------------
+
+    def _snapshot(self, src: source.Source, producer: Producer) -> SnapshotState:
+        """Take or finish the initial snapshot; the state the stream filter needs."""
+        cfg = self.config
+        position = src.slot_position(cfg.slot)
+        state = self._store.load()
+        if position is None:
+            # Saved before the slot exists, so a crash in between still finds an unfinished snapshot.
+            state = SnapshotState(cfg.slot, 0)
+            self._store.save(state)
+            temporary = False
+        elif state is None or state.slot != cfg.slot or not state.complete(list(cfg.tables)):
+            if state is None or state.slot != cfg.slot:
+                log.warning("slot %s exists but no snapshot progress was found for it: taking a full "
+                            "snapshot (rows already in the stream are sent again)", cfg.slot)
+                state = SnapshotState(cfg.slot, position)
+            temporary = True
+        else:
+            self._state = state
+            return state
+        self._state = state
+        slot = f"{cfg.slot}_resume_{os.getpid()}" if temporary else cfg.slot
+        repl = source.connect_replication(cfg.source_dsn)
+        try:
+            lsn, snapshot_name = source.create_slot(repl, slot, temporary=temporary)
+            if not temporary:
+                state.snapshot_lsn = lsn
+                self._store.save(state)
+                log.info("created slot %s at %s; taking the initial snapshot", slot, source.format_lsn(lsn))
+            else:
+                log.info("resuming the initial snapshot at %s", source.format_lsn(lsn))
+            self._phase = "snapshot"
+
+            def flush() -> None:
+                producer.flush()
+                self.publish_metrics(producer, src)
+
+            reader = SnapshotReader(cfg.source_dsn, self._store, lambda e, k: producer.add(k, encode(e)),
+                                    flush, stop=self.stop, chunk_rows=cfg.snapshot_chunk_rows)
+            reader.read(state, cfg.tables, snapshot_name, lsn)
+        finally:
+            repl.close()  # also drops a temporary slot
+        log.info("initial snapshot complete: %s", ", ".join(
+            f"{t} {p.rows}" for t, p in state.tables.items()))
+        return state
+
+    # --- stream ---------------------------------------------------------------------------------
+
+    def _stream(self, src: source.Source, server_version: int, producer: Producer,
+                state: SnapshotState) -> None:
+        cfg = self.config
+        start = src.slot_position(cfg.slot)
+        if start is None:
+            raise CaptureError(f"replication slot {cfg.slot} disappeared; restart capture to take a new "
+                               "initial snapshot")
+        checkpoint = Checkpoint(start)
+        self._acked = start
+        options = {"proto_version": "1", "publication_names": cfg.publication}
+        if server_version >= 140000:
+            options["messages"] = "true"  # heartbeats arrive as logical messages
+        repl = source.connect_replication(cfg.source_dsn)
+        try:
+            cur = repl.cursor()
+            cur.start_replication(slot_name=cfg.slot, decode=False, options=options)
+            log.info("streaming slot %s from %s", cfg.slot, source.format_lsn(start))
+            self._phase = "streaming"
+            stream = _Stream(self, src, cur, producer, checkpoint=checkpoint,
+                             resume_filter=ResumeFilter(state))
+            stream.run()
+        finally:
+            repl.close()
+
+    def acknowledge(self, cur: Any, producer: Producer, checkpoint: Checkpoint) -> None:
+        """Flush the producer, then confirm to the slot what the stream now holds.
+
+        The only code that moves the slot: after ``producer.flush()`` returned, every event of every
+        completed transaction is in Kinesis, so the server may forget WAL up to there.
+        """
+        producer.flush()
+        if checkpoint.accepted():
+            self._acked = checkpoint.acked
+            cur.send_feedback(write_lsn=checkpoint.acked, flush_lsn=checkpoint.acked,
+                              apply_lsn=checkpoint.acked, force=True)
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    def heartbeat(self, src: source.Source) -> None:
+        src.heartbeat()
+        self._heartbeats += 1
+
+    def publish_metrics(self, producer: Producer, src: source.Source, force: bool = False) -> None:
+        now = time.monotonic()
+        last, events, records, calls, retries, beats = self._last_publish
+        if not force and now - last < self.config.metrics_seconds:
+            return
+        stats = producer.stats
+        lag = src.slot_lag_bytes(self.config.slot) or 0
+        elapsed = max(now - last, 1e-6)
+        rate = (stats.events - events) / elapsed
+        new_calls = stats.calls - calls
+        batch = (stats.records - records) / new_calls if new_calls else 0.0
+        self._publisher.publish([
+            ("SlotLagBytes", float(lag), "Bytes"),
+            ("MillisBehindSource", self._behind_ms, "Milliseconds"),
+            ("EventsPublished", float(stats.events - events), "Count"),
+            ("PutRecordsBatchSize", batch, "Count"),
+            ("PutRecordsRetries", float(stats.retries - retries), "Count"),
+            ("CaptureHeartbeat", float(self._heartbeats - beats), "Count"),
+        ], {
+            "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "phase": self._phase,
+            "slot": self.config.slot,
+            "stream": self.config.stream,
+            "slot_lag_bytes": lag,
+            "millis_behind_source": round(self._behind_ms),
+            "events_per_second": round(rate, 1),
+            "events_published": stats.events,
+            "put_records_retries": stats.retries,
+            "dead_lettered": stats.dead_lettered,
+            "last_acked_lsn": source.format_lsn(self._acked),
+            "snapshot": {} if self._state is None else {
+                t: {"done": p.done, "rows": p.rows, "total": p.total}
+                for t, p in self._state.tables.items()},
+        })
+        self._last_publish = (now, stats.events, stats.records, stats.calls, stats.retries, self._heartbeats)
+
+    def set_behind(self, commit_ts: dt.datetime | None) -> None:
+        self._behind_ms = 0.0 if commit_ts is None else max(
+            0.0, (dt.datetime.now(dt.UTC) - commit_ts).total_seconds() * 1000)
+
+
+def _connection_lost(exc: psycopg2.Error) -> bool:
+    """A dropped connection (server restart, network), as opposed to an error in a statement.
+
+    Errors without an SQLSTATE come from the client side, e.g. "no COPY in progress" when the
+    replication stream's connection died under it.
+    """
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) or exc.pgcode is None
+
+
+class _Stream:
+    """One START_REPLICATION run: messages → events → producer, flushed on size or time."""
+
+    def __init__(self, service: CaptureService, src: source.Source, cur: Any, producer: Producer, *,
+                 checkpoint: Checkpoint, resume_filter: ResumeFilter) -> None:
+        self.service = service
+        self.src = src
+        self.cur = cur
+        self.producer = producer
+        self.checkpoint = checkpoint
+        self.filter = resume_filter
+        self.builder = EventBuilder(src)
+        self.last_commit_ts: dt.datetime | None = None
+
+    def _add(self, event: ChangeEvent, key: str) -> None:
+        kept = self.filter.apply(event)
+        if kept is event:
+            self.producer.add(key, encode(event))
+        elif kept is not None:
+            self.producer.add(kept.partition_key, encode(kept))
+
+    def handle(self, message: PgOutputMessage) -> None:
+        kind = type(message)
+        if kind is Insert or kind is Update or kind is Delete:
+            self._add(*self.builder.change(message))  # type: ignore[arg-type]
+        elif isinstance(message, Begin):
+            self.builder.begin(message)
+        elif isinstance(message, Commit):
+            self.checkpoint.completed(message.end_lsn)
+            self.last_commit_ts = message.commit_ts
+        elif isinstance(message, Relation):
+            self.builder.relation(message)
+        elif isinstance(message, Truncate):
+            for event, key in self.builder.truncate(message):
+                self._add(event, key)
+        elif isinstance(message, Message):
+            if not message.transactional:  # a heartbeat: nothing before it is left unsent
+                self.checkpoint.completed(message.lsn)
+        elif not isinstance(message, (Type, Origin)):
+            raise CaptureError(f"unexpected {kind.__name__} message: capture asks for protocol 1, "
+                               "without streaming of in-progress transactions")
+
+    def run(self) -> None:
+        service, cfg, cur = self.service, self.service.config, self.cur
+        delay = cfg.max_batch_delay_ms / 1000
+        flush_due: float | None = None
+        now = time.monotonic()
+        next_heartbeat = now + cfg.heartbeat_seconds
+        next_feedback = now + FEEDBACK_SECONDS
+        next_metrics = now + cfg.metrics_seconds
+        try:
+            while not service.stop.is_set():
+                message = cur.read_message()
+                now = time.monotonic()
+                if message is not None:
+                    self.handle(decode(message.payload))
+                    if flush_due is None:
+                        flush_due = now + delay
+                    if now < flush_due and self.producer.buffered_bytes < cfg.flush_bytes:
+                        continue
+                if flush_due is not None and (now >= flush_due or message is not None):
+                    service.set_behind(self.last_commit_ts)
+                    service.acknowledge(cur, self.producer, self.checkpoint)
+                    flush_due = None
+                if message is None:
+                    service.set_behind(None)
+                if now >= next_heartbeat:
+                    service.heartbeat(self.src)
+                    next_heartbeat = now + cfg.heartbeat_seconds
+                if now >= next_feedback:
+                    cur.send_feedback(force=True)
+                    next_feedback = now + FEEDBACK_SECONDS
+                if now >= next_metrics:
+                    service.publish_metrics(self.producer, self.src, force=True)
+                    next_metrics = now + cfg.metrics_seconds
+                if message is None:
+                    wake = min(next_heartbeat, next_feedback, next_metrics,
+                               flush_due if flush_due is not None else now + 1.0)
+                    select.select([cur.connection], [], [], max(0.0, min(wake - now, 0.5)))
+        finally:
+            if service.stop.is_set():
+                try:
+                    service.acknowledge(cur, self.producer, self.checkpoint)
+                except Stopped:
+                    log.info("stopping with unsent events: they are read again on the next start")

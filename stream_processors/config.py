@@ -1,0 +1,71 @@
+"""Configuration of the handler and of the local event source mapping: frozen, built at the entry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from totes_cdc.settings import settings
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Where the handler writes. Each field is read from its environment variable, else settings.json."""
+
+    raw_bucket: str  # TOTES_CDC_RAW_BUCKET: bucket of the raw zone (Avro, exactly as received)
+    raw_prefix: str  # TOTES_CDC_RAW_PREFIX
+    processed_bucket: str  # TOTES_CDC_PROCESSED_BUCKET: bucket of the processed zone (Parquet)
+    processed_prefix: str  # TOTES_CDC_PROCESSED_PREFIX: the S3->SQS notification filters on it
+    processed_suffix: str  # settings.json suffixes.processed, the notification's other filter
+    dead_letter_bucket: str  # TOTES_CDC_DEAD_LETTER_BUCKET: poison records, with their error
+    dead_letter_prefix: str  # TOTES_CDC_DEAD_LETTER_PREFIX
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ProcessorConfig:
+        cfg = settings()
+        return cls(
+            raw_bucket=env.get("TOTES_CDC_RAW_BUCKET", cfg["buckets"]["raw"]),
+            raw_prefix=env.get("TOTES_CDC_RAW_PREFIX", cfg["prefixes"]["raw"]),
+            processed_bucket=env.get("TOTES_CDC_PROCESSED_BUCKET", cfg["buckets"]["processed"]),
+            processed_prefix=env.get("TOTES_CDC_PROCESSED_PREFIX", cfg["prefixes"]["processed"]),
+            processed_suffix=cfg["suffixes"]["processed"],
+            dead_letter_bucket=env.get("TOTES_CDC_DEAD_LETTER_BUCKET", cfg["buckets"]["dead_letter"]),
+            dead_letter_prefix=env.get("TOTES_CDC_DEAD_LETTER_PREFIX",
+                                       cfg["prefixes"]["dead_letter_records"]),
+        )
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """The event source mapping's settings (settings.json ``stream_processor_mapping``)."""
+
+    stream: str
+    region: str
+    function_name: str  # the function the mapping invokes (named in the local Lambda context)
+    failure_queue: str  # on-failure destination: SQS queue name
+    batch_size: int
+    batching_window_seconds: float
+    bisect_on_function_error: bool
+    maximum_retry_attempts: int  # -1: retry until the record expires
+    maximum_record_age_seconds: int  # -1: no limit
+    starting_position: str  # TRIM_HORIZON or LATEST
+    report_batch_item_failures: bool
+
+    @classmethod
+    def from_settings(cls) -> MappingConfig:
+        cfg = settings()
+        mapping = cfg["stream_processor_mapping"]
+        return cls(
+            stream=cfg["stream"]["name"],
+            region=cfg["region"],
+            function_name=cfg["deploy"]["functions"]["stream_processor"]["name"],
+            failure_queue=cfg["queues"]["stream_failures"],
+            batch_size=int(mapping["batch_size"]),
+            batching_window_seconds=float(mapping["maximum_batching_window_seconds"]),
+            bisect_on_function_error=bool(mapping["bisect_batch_on_function_error"]),
+            maximum_retry_attempts=int(mapping["maximum_retry_attempts"]),
+            maximum_record_age_seconds=int(mapping["maximum_record_age_seconds"]),
+            starting_position=mapping["starting_position"],
+            report_batch_item_failures="ReportBatchItemFailures" in mapping["function_response_types"],
+        )

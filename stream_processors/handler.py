@@ -1,0 +1,99 @@
+"""The Lambda function of the stream processor (Kinesis event source mapping, partial batch response).
+
+Per batch: parse every Kinesis record (de-aggregate, decode, type), then write the batch once:
+poison user records to the dead-letter bucket, events to the raw and processed zones.
+
+Poison records: each is written to the dead-letter bucket (raw bytes, error, shard, sequence
+number) as soon as it is seen, and its Kinesis record is also reported as a batch item failure.
+Every good event of the batch, including those in records after the poison one, is written in the
+same invocation, so nothing waits on it. The mapping then retries from the poison record (the good
+events after it are written again under the retried batch's keys: duplicates the loader ignores by
+source position); after its retries it sends the batch's shard and sequence range to the on-failure
+destination and moves on. Per-key order is kept: nothing newer on the shard is processed before the
+retries end. Infrastructure errors (S3 failing) raise: the whole batch is retried by the mapping.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from totes_cdc.settings import settings
+
+from .config import ProcessorConfig
+from .errors import PoisonRecordError
+from .files import BatchId
+from .records import ParsedRecord, parse_record
+from .store import ObjectStore, write_batch
+
+SERVICE = "stream-processor"
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=settings()["metrics_namespace"])
+
+
+@cache
+def _s3(endpoint: str | None) -> Any:
+    """One client per endpoint (boto3 reads AWS_ENDPOINT_URL itself), reused across invocations."""
+    return boto3.client("s3")
+
+
+def batch_id(records: list[dict[str, Any]]) -> BatchId:
+    shard_id = records[0]["eventID"].split(":", 1)[0]
+    return BatchId(shard_id, records[0]["kinesis"]["sequenceNumber"],
+                   records[-1]["kinesis"]["sequenceNumber"])
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    records = event.get("Records") or []
+    if not records:
+        metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=0)
+        return {"batchItemFailures": []}
+    config = ProcessorConfig.from_env()
+    batch = batch_id(records)
+    logger.set_correlation_id(batch.name)
+    parsed: list[ParsedRecord] = []
+
+    def parse(record: KinesisStreamRecord) -> None:
+        result = parse_record(record.kinesis.data_as_bytes(), record.kinesis.partition_key,
+                              record.kinesis.sequence_number)
+        parsed.append(result)
+        if result.poison:
+            raise PoisonRecordError("; ".join(p.error for p in result.poison))
+
+    processor = BatchProcessor(event_type=EventType.KinesisDataStreams,
+                               raise_on_entire_batch_failure=False)
+    response = process_partial_response(event=event, record_handler=parse, processor=processor,
+                                        context=context)
+    result = write_batch(ObjectStore(_s3(os.environ.get("AWS_ENDPOINT_URL"))), config, batch, parsed,
+                         records[0].get("eventSourceARN", ""))
+    poisons = [poison for record in parsed for poison in record.poison]
+    for poison, key in zip(poisons, result.dead_letter_keys, strict=True):
+        logger.error("poison record dead-lettered", extra={
+            "shard_id": batch.shard_id, "sequence_number": poison.sequence_number,
+            "sub_sequence_number": poison.sub_sequence, "error": poison.error,
+            "dead_letter_object": f"s3://{config.dead_letter_bucket}/{key}"})
+    metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=result.events)
+    metrics.add_metric(name="RecordsDeadLettered", unit=MetricUnit.Count,
+                       value=len(result.dead_letter_keys))
+    logger.info("batch written", extra={
+        "records": len(records), "events": result.events,
+        "raw_objects": len(result.raw_keys), "processed_objects": len(result.processed_keys),
+        "dead_lettered": len(result.dead_letter_keys)})
+    return response

@@ -1,0 +1,123 @@
+"""Kinesis record bytes to typed change events: de-aggregate, decode, type the values. No I/O.
+
+Anything that fails here is data, not infrastructure: it becomes a :class:`Poison` (what, where,
+why) for the dead-letter location, and the rest of the record and batch carries on.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache, partial
+from typing import Any
+
+import pyarrow as pa
+
+from totes_cdc import contract, kpl
+from totes_cdc.contract import ChangeEvent, ContractError
+
+
+@dataclass(frozen=True)
+class TypedEvent:
+    """One decoded change event, with its row image typed for Parquet."""
+
+    record: dict[str, Any]  # the Avro record exactly as received (what the raw zone stores)
+    event: ChangeEvent
+    row: dict[str, Any]  # column -> typed value of the image the processed row holds
+
+
+@dataclass(frozen=True)
+class Poison:
+    """A user record (or a whole Kinesis record) that cannot be turned into an event."""
+
+    sequence_number: str
+    sub_sequence: int | None  # position inside an aggregated record; None: the record as a whole
+    partition_key: str
+    data: bytes
+    error: str
+
+
+@dataclass(frozen=True)
+class ParsedRecord:
+    """What one Kinesis record held: its good events and its poison user records, in order."""
+
+    sequence_number: str
+    events: tuple[TypedEvent, ...]
+    poison: tuple[Poison, ...]
+
+
+def _parse_integer(low: int, high: int, text: str) -> int:
+    value = int(text)
+    if not low <= value <= high:
+        raise ContractError(f"{value} is out of range")
+    return value
+
+
+def _parse_decimal(precision: int, scale: int, text: str) -> decimal.Decimal:
+    value = decimal.Decimal(text)
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN or infinity
+        raise ContractError(f"{text!r} has no decimal representation")
+    if -exponent > scale or value.adjusted() >= precision - scale:
+        raise ContractError(f"{text!r} does not fit numeric({precision},{scale})")
+    return value
+
+
+@cache
+def value_parser(pg_type: str) -> Callable[[str], Any]:
+    """The parser from PostgreSQL text to the Python value of the column's Arrow type.
+
+    Stricter than the contract's bare parser where Arrow would otherwise fail on the whole file
+    (an out-of-range integer, a decimal wider than its precision): such a value poisons one event.
+    """
+    arrow, parse = contract.arrow_type(pg_type)
+    if pa.types.is_integer(arrow):
+        bits = arrow.bit_width - 1
+        return partial(_parse_integer, -(1 << bits), (1 << bits) - 1)
+    if pa.types.is_decimal(arrow):
+        return partial(_parse_decimal, arrow.precision, arrow.scale)
+    return parse
+
+
+def row_image(event: ChangeEvent) -> Mapping[str, str | None]:
+    """The image a processed row holds: ``after`` for r/c/u, ``before`` for d, none for t."""
+    image = event.before if event.op == contract.OP_DELETE else event.after
+    return image or {}
+
+
+def typed_row(event: ChangeEvent) -> dict[str, Any]:
+    types = {c.name: c.type for c in event.columns}
+    row: dict[str, Any] = {}
+    for name, text in row_image(event).items():
+        pg_type = types.get(name, "text")
+        try:
+            row[name] = None if text is None else value_parser(pg_type)(text)
+        except (ValueError, ArithmeticError) as exc:
+            raise ContractError(f"{event.schema}.{event.table} lsn {event.lsn} seq {event.seq}: "
+                                f"column {name} ({pg_type}) value {text!r}: {exc}") from exc
+    return row
+
+
+def typed_event(data: bytes) -> TypedEvent:
+    """Decode and type one user record; ContractError when it is poison."""
+    record = contract.decode_record(data)
+    event = contract.from_record(record)
+    return TypedEvent(record, event, typed_row(event))
+
+
+def parse_record(data: bytes, partition_key: str, sequence_number: str) -> ParsedRecord:
+    """De-aggregate one Kinesis record and type every user record in it."""
+    try:
+        user_records = kpl.deaggregate(data, partition_key)
+    except (kpl.AggregationError, UnicodeDecodeError) as exc:
+        poison = Poison(sequence_number, None, partition_key, data, f"cannot de-aggregate: {exc}")
+        return ParsedRecord(sequence_number, (), (poison,))
+    events: list[TypedEvent] = []
+    poisons: list[Poison] = []
+    for index, (key, payload) in enumerate(user_records):
+        try:
+            events.append(typed_event(payload))
+        except ContractError as exc:
+            poisons.append(Poison(sequence_number, index, key, payload, str(exc)))
+    return ParsedRecord(sequence_number, tuple(events), tuple(poisons))

@@ -1,0 +1,97 @@
+"""Writing a batch to S3: dead-letter documents, raw Avro files, processed Parquet files.
+
+Every object is written at most once (a conditional put, ``If-None-Match: *``): objects are
+immutable, and a retried or replayed batch, whose keys are the same, finds them present and
+writes nothing (so the loader is not notified twice). botocore errors become StoreError here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .config import ProcessorConfig
+from .errors import StoreError
+from .files import BatchId, avro_file, parquet_file, partitions
+from .records import ParsedRecord, Poison
+
+
+class ObjectStore:
+    """S3, through a boto3 client."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        """Store the object unless the key exists; True when this call wrote it."""
+        try:
+            self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                                    IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "PreconditionFailed":
+                return False
+            raise StoreError(f"cannot write s3://{bucket}/{key}: {code} {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"cannot write s3://{bucket}/{key}: {exc}") from exc
+        return True
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch wrote: object keys (present now, written by this call or an earlier one)."""
+
+    events: int
+    raw_keys: tuple[str, ...]
+    processed_keys: tuple[str, ...]
+    dead_letter_keys: tuple[str, ...]
+
+
+def dead_letter_key(config: ProcessorConfig, batch: BatchId, poison: Poison) -> str:
+    position = "" if poison.sub_sequence is None else f"-{poison.sub_sequence}"
+    return f"{config.dead_letter_prefix}{batch.shard_id}/{poison.sequence_number}{position}.json"
+
+
+def dead_letter_document(batch: BatchId, poison: Poison, event_source_arn: str) -> bytes:
+    return json.dumps({
+        "error": poison.error,
+        "event_source_arn": event_source_arn,
+        "shard_id": batch.shard_id,
+        "sequence_number": poison.sequence_number,
+        "sub_sequence_number": poison.sub_sequence,
+        "partition_key": poison.partition_key,
+        "data_base64": base64.b64encode(poison.data).decode(),
+    }, indent=1).encode()
+
+
+def write_batch(store: ObjectStore, config: ProcessorConfig, batch: BatchId,
+                parsed: Sequence[ParsedRecord], event_source_arn: str) -> BatchResult:
+    """Dead-letter the poison, then the raw files, then the processed files (which announce
+    themselves to the loader): whatever the loader sees is already in the raw zone."""
+    dead_letter_keys = []
+    for record in parsed:
+        for poison in record.poison:
+            key = dead_letter_key(config, batch, poison)
+            store.put_new(config.dead_letter_bucket, key,
+                          dead_letter_document(batch, poison, event_source_arn), "application/json")
+            dead_letter_keys.append(key)
+    groups = partitions(item for record in parsed for item in record.events)
+    raw_keys = []
+    for partition, events in groups.items():
+        key = partition.key(config.raw_prefix, batch, ".avro")
+        store.put_new(config.raw_bucket, key, avro_file([e.record for e in events], key),
+                      "application/avro")
+        raw_keys.append(key)
+    processed_keys = []
+    for partition, events in groups.items():
+        key = partition.key(config.processed_prefix, batch, config.processed_suffix)
+        store.put_new(config.processed_bucket, key, parquet_file(events),
+                      "application/vnd.apache.parquet")
+        processed_keys.append(key)
+    return BatchResult(sum(len(events) for events in groups.values()), tuple(raw_keys),
+                       tuple(processed_keys), tuple(dead_letter_keys))

@@ -1,0 +1,76 @@
+"""The dashboard in headless Chromium: charts render, a filter applies, a new sale appears live."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dashboard import server
+from tests.integration.dashboard import warehouse_rows
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def dashboard_url(warehouse_dsn, tmp_path, aws):
+    warehouse_rows.create(warehouse_dsn)
+    warehouse_rows.sample(warehouse_dsn)
+    srv, threads = server.start(warehouse_dsn, port=0, state_dir=tmp_path)
+    yield f"http://127.0.0.1:{srv.server_port}/"
+    server.stop(srv, threads)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_charts_render_filters_apply_and_new_sales_appear_without_reload(
+        browser, dashboard_url, warehouse_dsn, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(dashboard_url)
+
+    orders = page.locator("#total-orders")
+    page.wait_for_function("document.querySelector('#total-orders').textContent === '6'")
+    assert page.locator("#chart-units rect.bar").count() == 4          # four months with sales
+    assert page.locator("#chart-value polyline").count() == 3          # one line per currency
+    assert page.locator("#chart-country rect.bar").count() == 3
+    assert page.locator("#chart-design text.label title").all_text_contents() == ["Steel", "Cotton"]
+    assert "Norway" in page.locator("#chart-country").get_attribute("aria-label")
+    page.wait_for_function("document.querySelector('#health-files').textContent !== 'unknown'")
+    assert page.locator("#health-files").inner_text().isdigit()        # read from the queue
+
+    page.select_option("#filter-currency", "GBP")
+    page.wait_for_function("document.querySelector('#total-orders').textContent === '2'")
+    assert page.locator("#chart-currency text.label title").all_text_contents() == ["GBP"]
+    assert page.locator("#chart-value polyline").count() == 1
+
+    page.evaluate("window.loadedOnce = true")
+    warehouse_rows.add_sale(warehouse_dsn, 50, currency_id=1, units=5000, location_id=2)
+    page.wait_for_function("document.querySelector('#total-orders').textContent === '3'",
+                           timeout=10_000)
+    assert orders.inner_text() == "3"
+    assert page.locator("#total-units").inner_text() == "6,400"
+    assert page.evaluate("window.loadedOnce") is True                  # no reload happened
+    assert "3 orders shown" in page.locator("#updated").inner_text()
+
+    page.select_option("#filter-currency", "")
+    page.select_option("#filter-range", "today")
+    page.wait_for_function("document.querySelector('#total-orders').textContent === '2'")
+    assert errors == []
+    page.close()

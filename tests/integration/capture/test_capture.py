@@ -1,0 +1,185 @@
+"""Capture against a real PostgreSQL and the AWS emulator in server mode."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from tests.integration.capture.conftest import (
+    FlakySink,
+    execute,
+    query,
+    Writer,
+    assert_versions_exact,
+    dedupe,
+    read_stream,
+    seed_designs,
+    slot_caught_up,
+    wait_for,
+)
+
+from totes_cdc.stack import seed
+from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+
+pytestmark = pytest.mark.integration
+
+
+def test_snapshot_and_concurrent_writes_give_each_change_exactly_once(totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 400)
+    service = capture_factory(totesys_dsn)
+    with Writer(totesys_dsn) as writer:
+        capture_factory.start(service)
+        wait_for(lambda: writer.transactions > 300, what="source writes")
+    wait_for(slot_caught_up(totesys_dsn, service.config.slot), what="capture to catch up")
+    events = read_stream()
+    identities = [e.identity for e in events]
+    assert len(identities) == len(set(identities))
+    snapshot = [e for e in events if e.op == "r"]
+    assert len(snapshot) >= 400 and {e.seq for e in snapshot} == set(range(1, len(snapshot) + 1))
+    assert len({e.lsn for e in snapshot}) == 1
+    assert {"c", "u", "d"} <= {e.op for e in events}
+    assert_versions_exact(events, totesys_dsn)
+
+
+def test_snapshot_resumed_after_a_stop_midway_has_no_gap_and_no_double(totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 300)
+    first = capture_factory(totesys_dsn, snapshot_chunk_rows=40,
+                            sink=FlakySink(lambda call, i: False, after_calls=None))
+    first._sink.after_calls = lambda calls: calls >= 3 and first.stop.set()
+    first.run()  # stops itself after three chunks
+    state = first._store.load()
+    progress = state.tables["public.design"]
+    assert not progress.done and progress.rows == 120 and progress.last_key == ["120"]
+    # Changes between the two snapshots, on both sides of the last key read.
+    execute(totesys_dsn,
+            "UPDATE design SET design_name = (design_name::int + 1)::text WHERE design_id IN (5, 150, 250)",
+            "DELETE FROM design WHERE design_id IN (6, 151)",
+            "INSERT INTO design (design_name, file_location, file_name, last_updated) "
+            "VALUES ('0', '/d', 'late', now())",
+            "UPDATE design SET design_id = 1000 WHERE design_id = 7",   # key moves past the last key read
+            "UPDATE design SET design_id = 8000 WHERE design_id = 200")  # key moves within the unread range
+    second = capture_factory(totesys_dsn, slot=first.config.slot, snapshot_chunk_rows=40)
+    with Writer(totesys_dsn) as writer:
+        capture_factory.start(second)
+        wait_for(lambda: writer.transactions > 100, what="source writes")
+    wait_for(slot_caught_up(totesys_dsn, second.config.slot), what="capture to catch up")
+    events = read_stream()
+    assert len({e.identity for e in events}) == len(events)
+    snapshot_lsns = sorted({e.lsn for e in events if e.op == "r"})
+    assert len(snapshot_lsns) == 2
+    first_read = sorted(e.seq for e in events if e.op == "r" and e.lsn == snapshot_lsns[0])
+    resumed = sorted(e.seq for e in events if e.op == "r" and e.lsn == snapshot_lsns[1])
+    assert first_read == list(range(1, 121))
+    assert resumed == list(range(121, 121 + len(resumed)))
+    assert_versions_exact(events, totesys_dsn)
+
+
+
+def test_partial_put_failures_never_reorder_a_key(totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 20)
+    # The first record of every other call, among the first 12, is refused, as throttling would.
+    service = capture_factory(totesys_dsn, sink=FlakySink(lambda call, i: call <= 12 and call % 2 and i == 0))
+    capture_factory.start(service)
+    with Writer(totesys_dsn) as writer:
+        wait_for(lambda: writer.transactions > 150, what="source writes")
+    wait_for(slot_caught_up(totesys_dsn, service.config.slot), what="capture to catch up")
+    events = read_stream()
+    assert service._sink.refused > 0
+    assert len({e.identity for e in events}) == len(events)
+    assert_versions_exact(events, totesys_dsn)
+
+
+def test_kill_9_repeatedly_loses_nothing(totesys_dsn, aws_env, tmp_path):
+    seed_designs(totesys_dsn, 200)
+    slot = f"kill_{uuid.uuid4().hex[:8]}"
+    env = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
+    command = [sys.executable, "-m", "totes_cdc", "capture", "--tables", "design", "--slot", slot,
+               "--state-dir", str(tmp_path), "--heartbeat-seconds", "0.5", "--max-batch-delay-ms", "20"]
+    try:
+        with Writer(totesys_dsn) as writer:
+            for kill_after in (1.0, 1.5, 2.0):
+                process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+                seen = writer.transactions
+                wait_for(lambda: writer.transactions > seen + 100, what="source writes")
+                time.sleep(kill_after)
+                process.kill()
+                process.wait()
+        process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        wait_for(slot_caught_up(totesys_dsn, slot), what="capture to catch up")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+    events = dedupe(read_stream())
+    assert_versions_exact(events, totesys_dsn)
+
+
+def test_truncate_and_a_column_added_mid_stream(totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 3)
+    service = capture_factory(totesys_dsn)
+    capture_factory.start(service)
+    wait_for(lambda: service._phase == "streaming", what="streaming")
+    execute(totesys_dsn, "ALTER TABLE design ADD COLUMN colour text",
+            "INSERT INTO design (design_name, file_location, file_name, last_updated, colour) "
+            "VALUES ('0', '/d', 'x', now(), 'red')",
+            "ALTER TABLE design DROP COLUMN file_location",
+            "UPDATE design SET design_name = '1' WHERE design_id = 1",
+            "TRUNCATE design CASCADE")
+    wait_for(slot_caught_up(totesys_dsn, service.config.slot), what="capture to catch up")
+    events = sorted(read_stream(), key=lambda e: (e.lsn, e.seq))
+    insert, update, truncate = [e for e in events if not e.snapshot]
+    assert insert.op == "c" and insert.after["colour"] == "red"
+    assert [c.type for c in insert.columns if c.name == "colour"] == ["text"]
+    assert update.op == "u" and "file_location" not in update.after and "colour" in update.after
+    assert truncate.op == "t" and truncate.table == "design" and truncate.after is None
+
+
+def test_quiet_source_heartbeats_keep_the_slot_moving(totesys_dsn, capture_factory):
+    service = capture_factory(totesys_dsn, heartbeat_seconds=0.2)
+    capture_factory.start(service)
+    wait_for(lambda: service._phase == "streaming", what="streaming")
+    # WAL the captured tables do not see: without heartbeats the slot would hold it all.
+    execute(totesys_dsn, "CREATE TABLE other AS SELECT g FROM generate_series(1, 20000) g")
+    for _ in range(2):
+        wait_for(slot_caught_up(totesys_dsn, service.config.slot), timeout=20, what="the slot to advance")
+        execute(totesys_dsn, "INSERT INTO other SELECT generate_series(1, 1000)")
+    status = json.loads((service._publisher.status_path).read_text())
+    assert status["phase"] == "streaming" and status["slot"] == service.config.slot
+    assert read_stream() == []
+
+
+def test_source_restart_reconnects_and_resumes(capture_factory):
+    base = make_base_dir()
+    server = LocalPostgres(base / "pg")
+    server.init()
+    server.start()
+    try:
+        dsn = server.dsn()
+        conn = psycopg2.connect(dsn)
+        seed.create_schema(conn)
+        conn.close()
+        seed_designs(dsn, 10)
+        service = capture_factory(dsn)
+        capture_factory.start(service)
+        wait_for(lambda: service._phase == "streaming", what="streaming")
+        execute(dsn, "UPDATE design SET design_name = '1'")
+        server.restart()
+        execute(dsn, "UPDATE design SET design_name = '2'")
+        wait_for(slot_caught_up(dsn, service.config.slot), what="capture to catch up after the restart")
+        service.stop.set()
+        events = dedupe(read_stream())
+        assert_versions_exact(events, dsn)
+        assert sum(e.op == "u" for e in events) == 20
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""Simulated business traffic on a real totesys database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from totes_cdc import simulate
+from totes_cdc.cli import main
+from totes_cdc.errors import ConfigError
+from totes_cdc.stack import seed, synthetic
+
+pytestmark = pytest.mark.integration
+
+COUNTED = ("sales_order", "purchase_order", "transaction", "payment")
+
+
+@pytest.fixture
+def seeded_dsn(totesys_dsn):
+    conn = psycopg2.connect(totesys_dsn)
+    try:
+        synthetic.load_synthetic(conn)
+    finally:
+        conn.close()
+    return totesys_dsn
+
+
+def _query(dsn, statement):
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _state(dsn):
+    conn = psycopg2.connect(dsn)
+    try:
+        counts = seed.row_counts(conn)
+    finally:
+        conn.close()
+    paid = _query(dsn, "SELECT count(*) FROM payment WHERE paid")[0][0]
+    return counts, paid
+
+
+def test_run_makes_orders_payments_and_edits_that_the_database_shows(seeded_dsn):
+    before, paid_before = _state(seeded_dsn)
+    seen = []
+    stats = simulate.run(seeded_dsn, rate=400, duration=2.5, seed=3, progress=seen.append)
+    after, paid_after = _state(seeded_dsn)
+    assert stats.transactions == (stats.sales_orders + stats.purchase_orders + stats.payments_paid
+                                  + stats.edits)
+    assert stats.sales_orders > 0 and stats.payments_paid > 0
+    assert after["sales_order"] - before["sales_order"] == stats.sales_orders
+    assert after["purchase_order"] - before["purchase_order"] == stats.purchase_orders
+    new_orders = stats.sales_orders + stats.purchase_orders
+    assert after["transaction"] - before["transaction"] == new_orders
+    assert after["payment"] - before["payment"] == new_orders
+    assert paid_after - paid_before == stats.payments_paid
+    assert stats.changes == 3 * new_orders + stats.payments_paid + stats.edits
+    assert stats.rate > 0 and seen
+    # New rows keep the shape: one order per transaction, payment = units x price.
+    assert _query(seeded_dsn, "SELECT count(*) FROM payment p JOIN transaction t USING "
+                  "(transaction_id) JOIN sales_order s USING (sales_order_id) "
+                  "WHERE p.payment_amount <> s.units_sold * s.unit_price")[0][0] == 0
+
+
+def test_same_seed_same_traffic(seeded_dsn, source_server):
+    other = source_server.create_database(seeded_dsn.split("dbname=")[1].split()[0] + "_twin")
+    conn = psycopg2.connect(other)
+    try:
+        seed.create_schema(conn)
+        synthetic.load_synthetic(conn)
+    finally:
+        conn.close()
+    for dsn in (seeded_dsn, other):
+        conn = psycopg2.connect(dsn)
+        try:
+            simulator = simulate.Simulator(conn, seed=11)
+            stats = simulate.SimulationStats()
+            for _ in range(300):
+                simulator.step(stats)
+        finally:
+            conn.close()
+    orders = ("SELECT design_id, staff_id, counterparty_id, units_sold, unit_price, currency_id "
+              "FROM sales_order ORDER BY sales_order_id DESC LIMIT 200")
+    assert _query(seeded_dsn, orders) == _query(other, orders)
+    paid = "SELECT payment_id FROM payment WHERE paid ORDER BY payment_id"
+    assert _query(seeded_dsn, paid) == _query(other, paid)
+    edits = "SELECT design_id, design_name FROM design ORDER BY design_id"
+    assert _query(seeded_dsn, edits) == _query(other, edits)
+
+
+def test_a_set_stop_event_ends_the_run_at_once(seeded_dsn):
+    stop = threading.Event()
+    stop.set()
+    assert simulate.run(seeded_dsn, rate=10, stop=stop).changes == 0
+
+
+def test_cli_runs_for_its_duration_and_prints_a_summary(seeded_dsn, capsys):
+    assert main(["simulate", "--source-dsn", seeded_dsn, "--rate", "100", "--duration", "1",
+                 "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "changes in" in out and "changes/s" in out
+
+
+def test_an_unseeded_source_is_a_clear_error(totesys_dsn):
+    with pytest.raises(ConfigError, match="no totesys reference rows"):
+        simulate.run(totesys_dsn, duration=1)
+
+
+def test_a_non_positive_rate_is_refused(seeded_dsn):
+    with pytest.raises(ConfigError, match="--rate must be positive"):
+        simulate.run(seeded_dsn, rate=0)
+
+
+def test_the_command_stops_cleanly_on_sigterm(seeded_dsn):
+    env = {**os.environ, "TOTES_CDC_SOURCE_DSN": seeded_dsn}
+    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "simulate", "--rate", "20"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while _query(seeded_dsn, "SELECT count(*) FROM sales_order")[0][0] == 11187:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "changes in" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_with_every_payment_paid_a_new_order_is_made_instead(seeded_dsn):
+    conn = psycopg2.connect(seeded_dsn)
+    try:
+        simulator = simulate.Simulator(conn, seed=5)
+        stats = simulate.SimulationStats()
+        for _ in range(40):
+            simulator.unpaid.clear()
+            simulator.step(stats)
+        assert stats.payments_paid == 0
+        assert stats.sales_orders + stats.purchase_orders + stats.edits == 40
+    finally:
+        conn.close()

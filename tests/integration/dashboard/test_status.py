@@ -1,0 +1,110 @@
+"""``totes-cdc status`` against a real source, warehouse and the AWS emulator."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import psycopg2
+import pytest
+
+from tests.integration.dashboard import warehouse_rows
+from totes_cdc import status
+from totes_cdc.cli import main
+from totes_cdc.settings import settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def slot(source_dsn, monkeypatch):
+    name = f"status_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(settings()["capture"], "slot", name)
+    conn = psycopg2.connect(source_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+            cur.execute("CREATE TABLE churn (x text)")
+            cur.execute("INSERT INTO churn SELECT repeat('x', 100) FROM generate_series(1, 1000)")
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+        conn.close()
+
+
+def _put_metric(aws, name, value):
+    aws.client("cloudwatch").put_metric_data(
+        Namespace=settings()["metrics_namespace"],
+        MetricData=[{"MetricName": name, "Value": value, "Unit": "Count"}])
+
+
+def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehouse_dsn, tmp_path,
+                                                 monkeypatch):
+    s = settings()
+    warehouse_rows.create(warehouse_dsn)
+    warehouse_rows.sample(warehouse_dsn)
+    for n, ms in enumerate((100, 200, 300, 400, 9000), start=10):
+        warehouse_rows.add_sale(warehouse_dsn, n, latency=timedelta(milliseconds=ms))
+    sqs = aws.client("sqs")
+    for queue, messages in ((s["queues"]["processed_files"], 2), (s["queues"]["processed_files_dlq"], 1)):
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        sqs.purge_queue(QueueUrl=url)
+        for i in range(messages):
+            sqs.send_message(QueueUrl=url, MessageBody=f"file {i}")
+    aws.client("s3").put_object(Bucket=s["buckets"]["dead_letter"],
+                                Key=s["prefixes"]["dead_letter_files"] + "bad.parquet", Body=b"x")
+    _put_metric(aws, "IteratorAgeMilliseconds", 75000)
+    _put_metric(aws, "CaptureHeartbeat", 1)
+    monkeypatch.setitem(s["alarms"], "slot_lag_bytes", 1000)
+
+    report = status.collect(source_dsn, warehouse_dsn, tmp_path)
+
+    assert report.slot_lag_bytes > 1000
+    assert report.stream_lag_ms == 75000
+    assert report.files_waiting == 2
+    assert report.dead_letter_queue_depth == 1
+    assert report.dead_lettered_objects == 1
+    assert report.heartbeat_age_s is not None and not report.heartbeat_missing
+    assert report.last_loaded_at is not None and report.last_event_age_s is not None
+    assert 250 <= report.latency_ms["p50"] <= 350                  # snapshot rows are excluded
+    assert report.latency_ms["p99"] > 5000
+    assert report.unknown == {}
+    fired = " | ".join(report.alerts)
+    for expected in ("replication slot lag", "stream lag 75000 ms > 60000",
+                     "end-to-end latency p99", "2 dead-lettered"):
+        assert expected in fired
+    assert "heartbeat" not in fired
+
+
+def test_nothing_running_is_unknown_not_a_crash(aws, tmp_path, warehouse_server, source_dsn):
+    empty = warehouse_server.create_database(f"wh_empty_{uuid.uuid4().hex[:8]}")
+    report = status.collect(source_dsn, empty, tmp_path)
+    assert report.slot_lag_bytes is None and "no replication slot" in report.unknown["slot_lag_bytes"]
+    assert "fact_sales_order" in report.unknown["warehouse"]
+    assert report.stream_lag_ms is None and "stream_lag_ms" in report.unknown
+    assert report.heartbeat_missing and report.alerts == ["capture heartbeat missing"]
+
+
+def test_the_local_runner_status_file_gives_stream_lag(aws, tmp_path):
+    (tmp_path / "status").mkdir()
+    path = tmp_path / "status" / "process.json"
+    path.write_text(json.dumps({"shards": {}}))
+    assert "no shard yet" in status.collect(None, None, tmp_path).unknown["stream_lag_ms"]
+    path.write_text(json.dumps({"shards": {"a": {"millis_behind_latest": 1234},
+                                           "b": {"millis_behind_latest": 20}}}))
+    assert status.collect(None, None, tmp_path).stream_lag_ms == 1234
+
+
+def test_cli_prints_text_and_json(aws, tmp_path, capsys, warehouse_dsn, monkeypatch):
+    warehouse_rows.create(warehouse_dsn)
+    monkeypatch.delenv("TOTES_CDC_SOURCE_DSN", raising=False)
+    assert main(["status", "--warehouse-dsn", warehouse_dsn, "--state-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "replication slot lag" in text and "unknown slot_lag_bytes: no source DSN" in text
+    assert main(["status", "--json", "--warehouse-dsn", warehouse_dsn,
+                 "--state-dir", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["latency_ms"] is None and report["files_waiting"] is not None

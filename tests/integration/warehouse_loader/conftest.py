@@ -1,0 +1,35 @@
+"""Fixtures for the loader's integration tests: a migrated warehouse and the totesys columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+
+from tests.integration.warehouse_loader.files import source_columns
+from totes_cdc.contract import Column
+from totes_cdc.stack import seed
+from totes_cdc.stack.postgres import LocalPostgres
+from warehouse_loader.migrate import migrate
+
+
+@pytest.fixture(scope="session")
+def totesys_columns(source_server: LocalPostgres) -> dict[str, tuple[Column, ...]]:
+    """Each totesys table's columns as change events describe them, from a real totesys schema."""
+    conn = psycopg2.connect(source_server.create_database("loader_columns"))
+    try:
+        seed.create_schema(conn)
+        return {table: source_columns(conn, table) for table in seed.LOAD_ORDER}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def warehouse(warehouse_dsn: str) -> Iterator[Any]:
+    """A connection to a fresh, migrated warehouse."""
+    conn = psycopg2.connect(warehouse_dsn)
+    migrate(conn)
+    yield conn
+    conn.close()

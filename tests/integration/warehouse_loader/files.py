@@ -1,0 +1,74 @@
+"""Processed Parquet files as the stream processor writes them, built for tests and benchmarks.
+
+Columns and types come from a real totesys database's catalog; values are given in PostgreSQL's
+text form, as change events carry them, and typed with the contract's own parsers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from totes_cdc.contract import Column, arrow_type, parquet_schema
+
+COMMIT_TS = dt.datetime(2024, 11, 15, 12, 0, tzinfo=dt.UTC)
+
+
+def source_columns(conn: Any, table: str) -> tuple[Column, ...]:
+    """The columns of ``public.<table>`` with their format_type() names and key flags."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+            "COALESCE(a.attnum = ANY(i.indkey), false) FROM pg_attribute a "
+            "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+            "ORDER BY a.attnum", (f"public.{table}",))
+        return tuple(Column(name, typ, key) for name, typ, key in cur.fetchall())
+
+
+def event(op: str, lsn: int, seq: int, values: Mapping[str, str | None] | None = None,
+          unchanged: Sequence[str] = (), commit_ts: dt.datetime = COMMIT_TS) -> dict[str, Any]:
+    """One processed row: the meta fields, then column values in text form (None = null)."""
+    return {"_op": op, "_lsn": lsn, "_seq": seq, "_xid": None, "_commit_ts": commit_ts,
+            "_snapshot": op == "r", "_unchanged": list(unchanged), **(values or {})}
+
+
+def parquet_bytes(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """A processed Parquet file of ``rows`` (see :func:`event`) for a table with ``columns``."""
+    schema = parquet_schema(columns)
+    arrays = {}
+    for f in schema:
+        if f.name.startswith("_"):
+            arrays[f.name] = pa.array([row[f.name] for row in rows], f.type)
+        else:
+            parse = arrow_type(f.metadata[b"pg_type"].decode())[1]
+            arrays[f.name] = pa.array(
+                [None if row.get(f.name) is None else parse(row[f.name]) for row in rows], f.type)
+    buf = io.BytesIO()
+    pq.write_table(pa.table(arrays, schema=schema), buf)
+    return buf.getvalue()
+
+
+def object_key(table: str, first: int, last: int, shard: str = "shardId-000000000000") -> str:
+    return f"processed/public.{table}/date=2024-11-15/{shard}-{first}-{last}.parquet"
+
+
+def snapshot_files(conn: Any, tables: Sequence[str], lsn: int = 1000) -> dict[str, bytes]:
+    """A snapshot of ``tables`` in ``conn`` as processed files: op r, seq = ordinal by key."""
+    files = {}
+    for table in tables:
+        columns = source_columns(conn, table)
+        names = [c.name for c in columns]
+        keys = [c.name for c in columns if c.key]
+        with conn.cursor() as cur:
+            cur.execute("SELECT {} FROM public.{} ORDER BY {}".format(
+                ", ".join(f'"{n}"::text' for n in names), table, ", ".join(keys)))
+            rows = [event("r", lsn, i, dict(zip(names, values, strict=True)))
+                    for i, values in enumerate(cur.fetchall(), start=1)]
+        files[object_key(table, 1, len(rows))] = parquet_bytes(columns, rows)
+    return files

@@ -1,0 +1,176 @@
+"""The loader behind the real queue: S3 notification → SQS → runner/Lambda handler → warehouse."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import botocore.exceptions
+import psycopg2
+import pytest
+from aws_lambda_powertools.utilities import parameters
+
+from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
+from tests.integration.warehouse_loader.test_apply import design, payment
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+from warehouse_loader import handler
+from warehouse_loader.runner import Runner
+
+pytestmark = pytest.mark.integration
+
+
+def put(aws, key: str, data: bytes) -> None:
+    aws.client("s3").put_object(Bucket=settings()["buckets"]["processed"], Key=key, Body=data)
+
+
+def count_rows(dsn: str, table: str) -> int:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {table}")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def poll_until(runner: Runner, done, attempts: int = 20) -> None:
+    for _ in range(attempts):
+        runner.poll_once(wait_seconds=1)
+        if done():
+            return
+    raise AssertionError("the runner did not get there")
+
+
+def queue_attribute(aws, name: str) -> int:
+    sqs = aws.client("sqs")
+    url = sqs.get_queue_url(QueueName=settings()["queues"]["processed_files"])["QueueUrl"]
+    return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[name])["Attributes"][name])
+
+
+@pytest.fixture
+def runner(aws, warehouse_dsn):
+    runner = Runner(warehouse_dsn, threading.Event())
+    runner.migrate()
+    yield runner
+    runner.loader.close()
+
+
+def test_bad_file_is_dead_lettered_and_the_next_file_still_loads(aws, runner, warehouse_dsn,
+                                                                 totesys_columns):
+    bad_key = object_key("payment", 1, 1)
+    put(aws, bad_key, b"PAR1 truncated")
+    put(aws, object_key("payment", 2, 3), parquet_bytes(totesys_columns["payment"], [
+        event("r", 100, 1, payment(1)), event("u", 200, 1, payment(1, paid="true"))]))
+
+    poll_until(runner, lambda: count_rows(warehouse_dsn, "fact_payment") == 2)
+    poll_until(runner, lambda: queue_attribute(aws, "ApproximateNumberOfMessages") == 0)
+
+    s3 = aws.client("s3")
+    dead = settings()["buckets"]["dead_letter"]
+    target = settings()["prefixes"]["dead_letter_files"] + bad_key
+    assert s3.get_object(Bucket=dead, Key=target)["Body"].read() == b"PAR1 truncated"
+    record = json.loads(s3.get_object(Bucket=dead, Key=f"{target}.error.json")["Body"].read())
+    assert record["key"] == bad_key and "unreadable Parquet" in record["reason"]
+    assert queue_attribute(aws, "ApproximateNumberOfMessagesNotVisible") == 0
+    names = {m["MetricName"] for m in aws.client("cloudwatch").list_metrics(
+        Namespace=settings()["metrics_namespace"])["Metrics"]}
+    assert {"FilesLoaded", "FactRowsAppended", "EndToEndLatencyMs", "FilesDeadLettered"} <= names
+
+
+def test_unreachable_warehouse_leaves_the_message_for_redelivery(aws, totesys_columns):
+    runner = Runner("host=127.0.0.1 port=1 dbname=wh user=u connect_timeout=2", threading.Event())
+    put(aws, object_key("design", 1, 1),
+        parquet_bytes(totesys_columns["design"], [event("r", 1, 1, design(1))]))
+
+    poll_until(runner, lambda: queue_attribute(aws, "ApproximateNumberOfMessagesNotVisible") == 1)
+    assert queue_attribute(aws, "ApproximateNumberOfMessages") == 0
+    assert "Contents" not in aws.client("s3").list_objects_v2(
+        Bucket=settings()["buckets"]["dead_letter"])
+
+
+def test_handler_takes_the_warehouse_from_secrets_manager(aws, warehouse, warehouse_dsn,
+                                                                 totesys_columns, monkeypatch):
+    p = psycopg2.extensions.parse_dsn(warehouse_dsn)
+    secret = {"host": p["host"], "port": int(p["port"]), "dbname": p["dbname"],
+              "username": p["user"], "password": p.get("password", ""), "sslmode": "disable"}
+    aws.client("secretsmanager").create_secret(Name="wh-secret", SecretString=json.dumps(secret))
+    monkeypatch.delenv(handler.DSN_ENV, raising=False)
+    monkeypatch.setenv(handler.SECRET_ENV, "wh-secret")
+    parameters.clear_caches()  # a client made before the emulator's environment was set is stale
+    key = object_key("design", 1, 1)
+    body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": settings()["buckets"]["processed"]},
+        "object": {"key": key.replace("=", "%3D"), "size": 1}}}]})
+    put(aws, key, parquet_bytes(totesys_columns["design"], [event("r", 1, 1, design(1))]))
+    context = SimpleNamespace(function_name="loader", memory_limit_in_mb=512, aws_request_id="1",
+                              invoked_function_arn="arn:aws:lambda:eu-west-2:1:function:loader")
+    records = [{"messageId": "m1", "receiptHandle": "r1", "body": body, "attributes": {},
+                "messageAttributes": {}, "eventSource": "aws:sqs"},
+               {"messageId": "m2", "receiptHandle": "r2", "body": json.dumps({"Event": "s3:TestEvent"}),
+                "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"},
+               {"messageId": "m3", "receiptHandle": "r3", "body": "not json", "attributes": {},
+                "messageAttributes": {}, "eventSource": "aws:sqs"}]
+    try:
+        assert handler.handler({"Records": records}, context) == {"batchItemFailures": []}
+    finally:
+        handler._lambda_loader().close()
+        handler._lambda_loader.cache_clear()
+    with warehouse.cursor() as cur:
+        cur.execute("SELECT design_name FROM dim_design")
+        assert cur.fetchall() == [("Wooden",)]
+
+
+def test_load_command_runs_until_sigterm(aws, aws_env, warehouse_dsn, totesys_columns):
+    env = {**aws_env, "TOTES_CDC_WAREHOUSE_DSN": warehouse_dsn}
+    proc = subprocess.Popen([sys.executable, "-m", "totes_cdc", "load"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        put(aws, object_key("design", 1, 1),
+            parquet_bytes(totesys_columns["design"], [event("r", 1, 1, design(1))]))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if count_rows(warehouse_dsn, "dim_design") == 1:
+                    break
+            except psycopg2.Error:
+                pass  # not migrated yet
+            time.sleep(0.2)
+        assert count_rows(warehouse_dsn, "dim_design") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, output
+    assert "loader stopped" in output
+    assert warehouse_dsn not in output
+
+
+def test_a_missing_queue_is_a_config_error(aws, warehouse_dsn):
+    sqs = aws.client("sqs")
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(
+        QueueName=settings()["queues"]["processed_files"])["QueueUrl"])
+    with pytest.raises(ConfigError, match="cannot use the queue totes-cdc-processed-files"):
+        Runner(warehouse_dsn, threading.Event())
+
+
+def test_run_keeps_polling_through_aws_errors_until_stopped(aws, warehouse_dsn, monkeypatch, caplog):
+    stop = threading.Event()
+    runner = Runner(warehouse_dsn, stop)
+    calls = []
+
+    def poll_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        stop.set()
+        return 0
+
+    monkeypatch.setattr(runner, "poll_once", poll_once)
+    runner.run()
+    assert len(calls) == 2
+    assert "polling" in caplog.text and "failed, retrying" in caplog.text

@@ -1,0 +1,45 @@
+"""The simulate/status/dashboard subcommands: arguments, help, progress display."""
+
+import logging
+
+import pytest
+
+from totes_cdc import simulate
+from totes_cdc.cli import build_parser
+
+
+@pytest.mark.parametrize("command", ["simulate", "status", "dashboard"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([command, "--help"])
+    assert done.value.code == 0
+    assert "usage: totes-cdc" in capsys.readouterr().out
+
+
+def test_dsns_default_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TOTES_CDC_WAREHOUSE_DSN", "dbname=wh")
+    monkeypatch.setenv("TOTES_CDC_SOURCE_DSN", "dbname=src")
+    args = build_parser().parse_args(["dashboard", "--port", "0"])
+    assert (args.warehouse_dsn, args.source_dsn, args.host, args.port) == ("dbname=wh", "dbname=src",
+                                                                           "127.0.0.1", 0)
+    args = build_parser().parse_args(["simulate", "--rate", "5", "--seed", "3"])
+    assert (args.source_dsn, args.rate, args.duration, args.seed) == ("dbname=src", 5.0, None, 3)
+
+
+def test_progress_is_one_updating_line_on_a_terminal(capsys):
+    show = simulate.progress_printer(tty=True)
+    show(simulate.SimulationStats(changes=30, transactions=10, seconds=2.0, sales_orders=10))
+    err = capsys.readouterr().err
+    assert err.startswith("\r30 changes in 10 transactions, 2 s, 15.0 changes/s")
+
+
+def test_progress_is_a_periodic_log_line_otherwise(caplog):
+    show = simulate.progress_printer(tty=False)
+    with caplog.at_level(logging.INFO, logger="totes_cdc.simulate"):
+        for second in (1.0, 5.0, 10.5, 12.0, 21.0):
+            show(simulate.SimulationStats(changes=3, transactions=1, seconds=second))
+    assert [r.getMessage().split(",")[1].strip() for r in caplog.records] == ["10 s", "21 s"]
+
+
+def test_no_time_no_rate():
+    assert simulate.SimulationStats().rate == 0.0

@@ -1,0 +1,38 @@
+"""Dashboard request parsing and time buckets."""
+
+from datetime import date, datetime
+
+import pytest
+
+from dashboard.errors import BadRequest
+from dashboard.queries import Filters, buckets
+
+
+def test_filters_from_a_query_string():
+    f = Filters.from_query({"currency": ["GBP"], "country": [""], "range": ["7d"]})
+    assert f == Filters(currency="GBP", range="7d")
+    assert Filters.from_query({}) == Filters()
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"range": ["forever"]}, "unknown date range 'forever'"),
+    ({"design": ["x" * 201]}, "filter design is longer than 200 characters"),
+])
+def test_bad_filters(query, message):
+    with pytest.raises(BadRequest, match=message):
+        Filters.from_query(query)
+
+
+def test_where_parameters_carry_the_values_and_the_date_range():
+    _, params = Filters(currency="GBP", department="Sales", range="7d").where(date(2026, 3, 10))
+    assert params == {"bucket": "day", "currency": "GBP", "department": "Sales",
+                      "date_from": date(2026, 3, 4)}
+    assert Filters().where(date(2026, 3, 10))[1] == {"bucket": "month"}
+
+
+def test_buckets_include_quiet_periods_and_cross_year_ends():
+    assert buckets(datetime(2025, 11, 1), datetime(2026, 2, 1), "month") == [
+        "2025-11-01T00:00:00", "2025-12-01T00:00:00", "2026-01-01T00:00:00", "2026-02-01T00:00:00"]
+    assert len(buckets(datetime(2026, 1, 1), datetime(2026, 1, 31), "day")) == 31
+    assert buckets(datetime(2026, 1, 1, 9), datetime(2026, 1, 1, 11), "hour") == [
+        "2026-01-01T09:00:00", "2026-01-01T10:00:00", "2026-01-01T11:00:00"]

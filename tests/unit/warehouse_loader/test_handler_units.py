@@ -1,0 +1,157 @@
+"""The handler's decisions without a warehouse: credentials, dead-lettering, retries (moto mocks)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from moto import mock_aws
+
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+from warehouse_loader import handler
+from warehouse_loader.apply import FileResult
+from warehouse_loader.errors import BadFileError, RetryableLoadError
+from warehouse_loader.handler import Loader, warehouse_dsn
+
+KEY = "processed/public.design/date=2024-11-15/s-1-1.parquet"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", handler.DSN_ENV, handler.SECRET_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", settings()["region"])
+    parameters.clear_caches()  # powertools keeps its Secrets Manager client across calls
+    with mock_aws():
+        client = boto3.client("s3")
+        for bucket in (settings()["buckets"]["processed"], settings()["buckets"]["dead_letter"]):
+            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={
+                "LocationConstraint": settings()["region"]})
+        client.put_object(Bucket=settings()["buckets"]["processed"], Key=KEY, Body=b"data")
+        yield client
+    parameters.clear_caches()
+
+
+class FakeConnection:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def message(key: str = KEY) -> SQSRecord:
+    body = {"Records": [{"s3": {"bucket": {"name": settings()["buckets"]["processed"]},
+                                "object": {"key": key.replace("=", "%3D")}}}]}
+    return SQSRecord({"messageId": "m", "body": json.dumps(body)})
+
+
+def loader(s3, monkeypatch, outcome) -> tuple[Loader, list[tuple[str, str, float]]]:
+    published: list[tuple[str, str, float]] = []
+
+    def apply_file(conn, key, data):
+        assert (key, data) == (KEY, b"data")
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(handler, "apply_file", apply_file)
+    monkeypatch.setattr(handler, "connect", lambda dsn, what: FakeConnection())
+    return Loader(lambda: "dbname=x", lambda *m: published.append(m), s3), published
+
+
+def test_dsn_comes_from_the_environment_first(monkeypatch, s3):
+    monkeypatch.setenv(handler.DSN_ENV, "host=h dbname=d")
+    assert warehouse_dsn() == "host=h dbname=d"
+
+
+def test_dsn_is_built_from_the_secret(monkeypatch, s3):
+    boto3.client("secretsmanager").create_secret(Name="wh", SecretString=json.dumps({
+        "host": "db.example", "port": 5432, "dbname": "warehouse", "username": "loader",
+        "password": "p w'd", "sslmode": "verify-full"}))
+    monkeypatch.setenv(handler.SECRET_ENV, "wh")
+    dsn = warehouse_dsn()
+    assert "host=db.example" in dsn and "sslmode=verify-full" in dsn and "user=loader" in dsn
+    assert "password='p w\\'d'" in dsn
+
+    boto3.client("secretsmanager").create_secret(Name="bad", SecretString=json.dumps({"host": "h"}))
+    monkeypatch.setenv(handler.SECRET_ENV, "bad")
+    with pytest.raises(ConfigError, match="the warehouse secret bad has no 'dbname' field"):
+        warehouse_dsn()
+
+
+def test_no_warehouse_configured_is_a_config_error(s3):
+    with pytest.raises(ConfigError, match="TOTES_CDC_WAREHOUSE_DSN or TOTES_CDC_WAREHOUSE_SECRET"):
+        warehouse_dsn()
+
+
+def test_a_loaded_file_publishes_its_metrics(s3, monkeypatch):
+    ldr, published = loader(s3, monkeypatch, FileResult(KEY, "design", 3, 2, 120.5))
+    ldr.handle_record(message())
+    assert published == [("FilesLoaded", "Count", 1), ("FactRowsAppended", "Count", 2),
+                         ("EndToEndLatencyMs", "Milliseconds", 120.5)]
+
+
+def test_a_bad_file_is_dead_lettered_with_its_reason(s3, monkeypatch):
+    ldr, published = loader(s3, monkeypatch, BadFileError(KEY, "column 'x' is missing"))
+    ldr.handle_record(message())
+    dead = settings()["buckets"]["dead_letter"]
+    target = settings()["prefixes"]["dead_letter_files"] + KEY
+    assert s3.get_object(Bucket=dead, Key=target)["Body"].read() == b"data"
+    record = json.loads(s3.get_object(Bucket=dead, Key=f"{target}.error.json")["Body"].read())
+    assert record["reason"] == "column 'x' is missing" and record["key"] == KEY
+    assert published == [("FilesDeadLettered", "Count", 1)]
+
+
+def test_a_missing_object_leaves_a_dead_letter_record(s3, monkeypatch):
+    ldr, _ = loader(s3, monkeypatch, None)
+    ldr.handle_record(message(KEY.replace("s-1-1", "gone")))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings()["buckets"]["dead_letter"])["Contents"]]
+    assert keys == [settings()["prefixes"]["dead_letter_files"] + KEY.replace("s-1-1", "gone")
+                    + ".error.json"]
+
+
+def test_retryable_failures_fail_the_message_and_drop_the_connection(s3, monkeypatch):
+    ldr, published = loader(s3, monkeypatch, RetryableLoadError("server closed the connection"))
+    conn = ldr._connection()
+    with pytest.raises(RetryableLoadError):
+        ldr.handle_record(message())
+    assert conn.closed and ldr._conn is None and published == []
+
+
+def test_an_unreachable_warehouse_is_retryable(s3, monkeypatch):
+    def refuse(dsn, what):
+        raise ConfigError("cannot connect to the warehouse database u@h:1/d")
+
+    monkeypatch.setattr(handler, "connect", refuse)
+    with pytest.raises(RetryableLoadError, match="cannot connect"):
+        Loader(lambda: "dbname=x", lambda *m: None, s3).load(settings()["buckets"]["processed"], KEY)
+
+
+def test_s3_failures_are_retryable(s3, monkeypatch):
+    ldr, _ = loader(s3, monkeypatch, None)
+    with pytest.raises(RetryableLoadError, match="cannot read s3://no-such-bucket"):
+        ldr.load("no-such-bucket", KEY)
+    ldr.dead_letter_bucket = "no-such-bucket"
+    with pytest.raises(RetryableLoadError, match="cannot dead-letter"):
+        ldr.dead_letter("b", KEY, b"x", "reason")
+
+
+@pytest.mark.parametrize("body", ["not json", "[1]", '{"Records": "x"}', "{}"])
+def test_messages_that_are_not_s3_notifications_are_dropped(s3, monkeypatch, body):
+    ldr, published = loader(s3, monkeypatch, None)
+    ldr.handle_record(SQSRecord({"messageId": "m", "body": body}))
+    assert published == []
+
+
+def test_batch_reports_only_the_failed_messages(s3, monkeypatch):
+    ldr, _ = loader(s3, monkeypatch, RetryableLoadError("down"))
+    ok = {"messageId": "ok", "body": json.dumps({"Event": "s3:TestEvent"})}
+    bad = {"messageId": "bad", "body": message().raw_event["body"]}
+    assert ldr.handle_batch({"Records": [ok, bad]}) == {
+        "batchItemFailures": [{"itemIdentifier": "bad"}]}

@@ -1,0 +1,87 @@
+"""Subcommands for running and watching the pipeline: ``simulate``, ``status`` and ``dashboard``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from totes_cdc.cli import add_dsn_argument, add_state_dir_argument
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so a loop can finish its step and exit cleanly."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from totes_cdc import simulate as sim
+
+    tty = sys.stderr.isatty()
+    stats = sim.run(args.source_dsn, rate=args.rate, duration=args.duration, seed=args.seed,
+                    stop=_stop_on_signals(), progress=sim.progress_printer(tty))
+    if tty:
+        sys.stderr.write("\n")
+    print(sim.describe(stats))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from totes_cdc import status as st
+
+    report = st.collect(args.source_dsn, args.warehouse_dsn, Path(args.state_dir))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else st.render(report))
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    from dashboard.server import serve
+
+    serve(args.warehouse_dsn, host=args.host, port=args.port, source_dsn=args.source_dsn,
+          state_dir=Path(args.state_dir), stop_event=_stop_on_signals())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("simulate", help="make realistic business traffic on totesys",
+                              description="Insert orders with their transactions and payments, "
+                                          "flip payments to paid and edit reference rows, at a "
+                                          "steady rate, until --duration or Ctrl-C.")
+    add_dsn_argument(p, "source")
+    p.add_argument("--rate", type=float, default=50.0,
+                   help="changes (rows inserted or updated) per second (default 50)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same traffic")
+    p.set_defaults(func=simulate)
+
+    p = subparsers.add_parser("status", help="how far behind each pipeline stage is",
+                              description="Slot lag, stream lag, files waiting, dead letters, last "
+                                          "load and end-to-end latency; unknown where a stage "
+                                          "cannot be read.")
+    add_dsn_argument(p, "source", required=False)
+    add_dsn_argument(p, "warehouse", required=False)
+    add_state_dir_argument(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=status)
+
+    p = subparsers.add_parser("dashboard", help="serve the live sales dashboard",
+                              description="A web page of the warehouse's sales, updated live, "
+                                          "with the pipeline's health.")
+    add_dsn_argument(p, "warehouse")
+    add_dsn_argument(p, "source", required=False)
+    add_state_dir_argument(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8050, help="port to listen on (default 8050)")
+    p.set_defaults(func=dashboard)

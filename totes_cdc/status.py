@@ -1,0 +1,271 @@
+"""How far behind each stage is, read from the stages' own hand-offs (never from their internals).
+
+- source: replication slot lag in bytes (``pg_current_wal_lsn() - confirmed_flush_lsn``) and the
+  age of the capture's last heartbeat (CloudWatch ``CaptureHeartbeat``);
+- stream: the stream processor's iterator age (CloudWatch ``IteratorAgeMilliseconds``, else the
+  local runner's ``<state-dir>/status/process.json``: the largest ``millis_behind_latest`` of its
+  shards);
+- files: processed files waiting in the loader's queue (visible + in flight), dead-lettered
+  objects and the loader's dead-letter queue depth;
+- warehouse: the last fact ``loaded_at``, the age of the newest source change loaded, and the
+  end-to-end latency percentiles (``loaded_at - source_commit_ts``) of streamed fact rows loaded in
+  the last five minutes (snapshot rows excluded).
+
+A piece that cannot be read (stage not running, table not there yet, no credentials) is reported
+as unknown with the reason; it never fails the whole report. Alerts are the thresholds of
+``settings()["alarms"]`` that a known value exceeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import psycopg2
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from psycopg2 import sql
+
+from totes_cdc.db import connect
+from totes_cdc.errors import TotesError
+from totes_cdc.settings import settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FACT_TABLES = ("fact_sales_order", "fact_purchase_order", "fact_payment")
+LATENCY_WINDOW = timedelta(minutes=5)
+HEARTBEAT_LOOKBACK = timedelta(hours=1)
+# Status must answer quickly even when a service is down.
+AWS_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+EXPECTED_ERRORS = (psycopg2.Error, TotesError, BotoCoreError, ClientError, OSError, ValueError,
+                   LookupError, TypeError)
+
+
+@dataclass
+class Status:
+    """One reading of the pipeline; None means unknown (``unknown`` says why)."""
+
+    slot_lag_bytes: int | None = None
+    heartbeat_age_s: float | None = None
+    stream_lag_ms: float | None = None
+    files_waiting: int | None = None
+    dead_lettered_objects: int | None = None
+    dead_letter_queue_depth: int | None = None
+    last_loaded_at: str | None = None
+    last_event_age_s: float | None = None
+    latency_ms: dict[str, float] | None = None
+    heartbeat_missing: bool = False
+    alerts: list[str] = field(default_factory=list)
+    unknown: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _aws(service: str) -> Any:
+    """A client for the AWS the environment points at, made once (boto3 clients are thread-safe)."""
+    return _client(service, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
+@cache
+def _client(service: str, endpoint: str | None, key_id: str | None) -> Any:
+    """Cached per endpoint and key, so a changed environment gets a new client."""
+    return boto3.client(service, region_name=settings()["region"], config=AWS_CONFIG)
+
+
+def _latest_metric(name: str, since: timedelta, statistic: str) -> tuple[datetime, float] | None:
+    """(timestamp, value) of the newest datapoint of ``name`` within ``since``, if any."""
+    now = datetime.now(UTC)
+    points = _aws("cloudwatch").get_metric_statistics(
+        Namespace=settings()["metrics_namespace"], MetricName=name, StartTime=now - since,
+        EndTime=now + timedelta(minutes=1), Period=60, Statistics=[statistic])["Datapoints"]
+    if not points:
+        return None
+    newest = max(points, key=lambda p: p["Timestamp"])
+    return newest["Timestamp"], float(newest[statistic])
+
+
+def slot_lag_bytes(source_dsn: str) -> int | None:
+    conn = connect(source_dsn, "source", connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots "
+                        "WHERE slot_name = %s", (settings()["capture"]["slot"],))
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise LookupError(f"no replication slot {settings()['capture']['slot']!r} yet")
+    return None if row[0] is None else int(row[0])
+
+
+def heartbeat_age_s() -> float | None:
+    """Seconds since the capture's last heartbeat; None when there was none in the last hour."""
+    point = _latest_metric("CaptureHeartbeat", HEARTBEAT_LOOKBACK, "Sum")
+    return None if point is None else (datetime.now(UTC) - point[0]).total_seconds()
+
+
+def stream_lag_ms(state_dir: Path) -> float:
+    point = _latest_metric("IteratorAgeMilliseconds", LATENCY_WINDOW, "Maximum")
+    if point is not None:
+        return point[1]
+    path = state_dir / "status" / "process.json"
+    if not path.is_file():
+        raise LookupError("no IteratorAgeMilliseconds metric and no local process status")
+    shards = json.loads(path.read_text(encoding="utf-8"))["shards"].values()
+    if not shards:
+        raise LookupError("the local stream runner reads no shard yet")
+    return float(max(shard["millis_behind_latest"] for shard in shards))
+
+
+def _queue_depth(name: str) -> int:
+    sqs = _aws("sqs")
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def files_waiting() -> int:
+    return _queue_depth(settings()["queues"]["processed_files"])
+
+
+def dead_letter_queue_depth() -> int:
+    return _queue_depth(settings()["queues"]["processed_files_dlq"])
+
+
+def dead_lettered_objects() -> int:
+    s = settings()
+    pages = _aws("s3").get_paginator("list_objects_v2")
+    return sum(page.get("KeyCount", 0)
+               for prefix in (s["prefixes"]["dead_letter_records"], s["prefixes"]["dead_letter_files"])
+               for page in pages.paginate(Bucket=s["buckets"]["dead_letter"], Prefix=prefix))
+
+
+def _facts_union(columns: str, where: str = "true") -> sql.Composed:
+    """``SELECT columns FROM each fact table WHERE where`` joined by UNION ALL (constant SQL)."""
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            sql.SQL(columns), sql.Identifier("public", table), sql.SQL(where))
+        for table in FACT_TABLES)
+
+
+def warehouse_reading(warehouse_dsn: str) -> tuple[str | None, float | None, dict[str, float] | None]:
+    """(last loaded_at, age in s of the newest source change loaded, latency percentiles in ms)."""
+    conn = connect(warehouse_dsn, "warehouse", connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "SELECT max(loaded_at), extract(epoch FROM now() - max(source_commit_ts)) FROM ({}) f"
+            ).format(_facts_union("loaded_at, source_commit_ts")))
+            last_loaded, last_age = cur.fetchone()
+            cur.execute(sql.SQL(
+                "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms), count(*) "
+                "FROM ({}) f").format(_facts_union(
+                    "extract(epoch FROM loaded_at - source_commit_ts) * 1000 AS ms",
+                    "source_op <> %(snapshot)s AND loaded_at > now() - %(window)s")),
+                {"snapshot": "r", "window": LATENCY_WINDOW})
+            percentiles, count = cur.fetchone()
+    finally:
+        conn.close()
+    latency = (dict(zip(("p50", "p95", "p99"), (float(p) for p in percentiles), strict=True))
+               if count else None)
+    return (last_loaded.isoformat() if last_loaded else None,
+            None if last_age is None else float(last_age), latency)
+
+
+def _read(status: Status, what: str, read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except EXPECTED_ERRORS as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        status.unknown[what] = reason
+        log.debug("status: %s unknown: %s", what, reason)
+        return None
+
+
+def alerts(status: Status) -> list[str]:
+    """The alarm thresholds that known values exceed."""
+    a = settings()["alarms"]
+    checks = [
+        (status.slot_lag_bytes, a["slot_lag_bytes"], "replication slot lag {} bytes > {}"),
+        (status.stream_lag_ms, a["iterator_age_ms"], "stream lag {:.0f} ms > {}"),
+        (status.latency_ms and status.latency_ms["p99"], a["end_to_end_latency_p99_ms"],
+         "end-to-end latency p99 {:.0f} ms > {}"),
+        (status.heartbeat_age_s, a["heartbeat_missing_seconds"],
+         "capture heartbeat {:.0f} s old > {}"),
+    ]
+    fired = [text.format(value, limit) for value, limit, text in checks
+             if value is not None and value > limit]
+    dead = (status.dead_lettered_objects or 0) + (status.dead_letter_queue_depth or 0)
+    if dead >= a["dead_letter_objects"]:
+        fired.append(f"{dead} dead-lettered objects/messages")
+    if status.heartbeat_missing:
+        fired.append("capture heartbeat missing")
+    return fired
+
+
+def collect(source_dsn: str | None, warehouse_dsn: str | None, state_dir: Path) -> Status:
+    """Read every piece that can be read now."""
+    status = Status()
+    if source_dsn:
+        status.slot_lag_bytes = _read(status, "slot_lag_bytes", lambda: slot_lag_bytes(source_dsn))
+    else:
+        status.unknown["slot_lag_bytes"] = "no source DSN"
+    status.heartbeat_age_s = _read(status, "heartbeat_age_s", heartbeat_age_s)
+    if status.heartbeat_age_s is None and "heartbeat_age_s" not in status.unknown:
+        status.heartbeat_missing = True
+        status.unknown["heartbeat_age_s"] = "no capture heartbeat in the last hour"
+    status.stream_lag_ms = _read(status, "stream_lag_ms", lambda: stream_lag_ms(state_dir))
+    status.files_waiting = _read(status, "files_waiting", files_waiting)
+    status.dead_lettered_objects = _read(status, "dead_lettered_objects", dead_lettered_objects)
+    status.dead_letter_queue_depth = _read(status, "dead_letter_queue_depth", dead_letter_queue_depth)
+    if warehouse_dsn:
+        reading = _read(status, "warehouse", lambda: warehouse_reading(warehouse_dsn))
+        if reading:
+            status.last_loaded_at, status.last_event_age_s, status.latency_ms = reading
+    else:
+        status.unknown["warehouse"] = "no warehouse DSN"
+    status.alerts = alerts(status)
+    return status
+
+
+def _show(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:,.0f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return str(value)
+
+
+def render(status: Status) -> str:
+    """The report as aligned text lines, one per measure, then alerts and unknown reasons."""
+    latency = status.latency_ms or {}
+    rows = [
+        ("source", "replication slot lag", _show(status.slot_lag_bytes, " bytes")),
+        ("source", "capture heartbeat age", _show(status.heartbeat_age_s, " s")),
+        ("stream", "stream lag", _show(status.stream_lag_ms, " ms")),
+        ("files", "files waiting", _show(status.files_waiting)),
+        ("files", "dead-lettered objects", _show(status.dead_lettered_objects)),
+        ("files", "dead-letter queue depth", _show(status.dead_letter_queue_depth)),
+        ("warehouse", "last fact loaded_at", _show(status.last_loaded_at)),
+        ("warehouse", "last event age", _show(status.last_event_age_s, " s")),
+        *(("warehouse", f"end-to-end latency {p}", _show(latency.get(p), " ms"))
+          for p in ("p50", "p95", "p99")),
+    ]
+    lines = [f"{stage:<10} {what:<26} {value}" for stage, what, value in rows]
+    lines.append("alerts: " + ("; ".join(status.alerts) if status.alerts else "none"))
+    lines.extend(f"unknown {what}: {why}" for what, why in status.unknown.items())
+    return "\n".join(lines)

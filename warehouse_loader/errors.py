@@ -1,0 +1,16 @@
+"""The loader's two error roots: a bad file (dead-lettered) and a failure a retry may fix."""
+
+from totes_cdc.errors import TerminalError, TransientError
+
+
+class BadFileError(TerminalError):
+    """A file that does not follow the contract; retrying cannot help, so it is dead-lettered."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class RetryableLoadError(TransientError):
+    """The warehouse or S3 failed (unreachable, restarting, mid-apply); the message is redelivered."""

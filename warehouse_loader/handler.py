@@ -1,0 +1,179 @@
+"""The loader Lambda: SQS messages carrying S3 ObjectCreated notifications of processed files.
+
+Each message is processed on its own (partial batch response): a file that breaks the contract is
+dead-lettered and its message succeeds, so it never blocks the queue; a failure a retry may fix
+fails the message, and SQS redelivers it (after ``max_receive_count`` receives it goes to the
+queue's DLQ). The same :class:`Loader` runs under ``totes-cdc load`` locally.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+import botocore.exceptions
+import psycopg2.extensions
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from totes_cdc.db import connect
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+from warehouse_loader.apply import apply_file
+from warehouse_loader.errors import BadFileError, RetryableLoadError
+
+logger = Logger(service="warehouse_loader")
+tracer = Tracer(service="warehouse_loader")
+metrics = Metrics(namespace=settings()["metrics_namespace"])
+
+# (metric name, CloudWatch unit, value): where a metric goes is the runtime's business.
+Publish = Callable[[str, str, float], None]
+
+DSN_ENV = "TOTES_CDC_WAREHOUSE_DSN"
+# The name of an environment variable, not a secret.
+SECRET_ENV = "TOTES_CDC_WAREHOUSE_SECRET"  # noqa: S105  # nosec B105
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def warehouse_dsn() -> str:
+    """The warehouse DSN: ``$TOTES_CDC_WAREHOUSE_DSN`` locally; in AWS, built from the Secrets
+    Manager secret named by ``$TOTES_CDC_WAREHOUSE_SECRET`` (JSON: host, port, dbname, username,
+    password, sslmode)."""
+    if dsn := os.environ.get(DSN_ENV):
+        return dsn
+    name = os.environ.get(SECRET_ENV)
+    if not name:
+        raise ConfigError(f"no warehouse configured: set {DSN_ENV} or {SECRET_ENV}")
+    secret = parameters.get_secret(name, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+    try:
+        return str(psycopg2.extensions.make_dsn(
+            host=secret["host"], port=secret.get("port", 5432), dbname=secret["dbname"],
+            user=secret["username"], password=secret["password"],
+            sslmode=secret.get("sslmode", "require")))
+    except KeyError as exc:
+        raise ConfigError(f"the warehouse secret {name} has no {exc.args[0]!r} field") from None
+
+
+class Loader:
+    """Applies the files that S3 notifications name; keeps one warehouse connection across calls."""
+
+    def __init__(self, dsn: Callable[[], str], publish: Publish, s3: Any | None = None) -> None:
+        self._dsn = dsn
+        self._publish = publish
+        self._s3 = s3 or boto3.client("s3")
+        self._conn: Any = None
+        cfg = settings()
+        self.dead_letter_bucket = cfg["buckets"]["dead_letter"]
+        self.dead_letter_prefix = cfg["prefixes"]["dead_letter_files"]
+
+    def handle_batch(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        """An SQS event in, the partial batch response (``batchItemFailures``) out."""
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        return dict(process_partial_response(event, self.handle_record, processor, context))
+
+    def handle_record(self, record: SQSRecord) -> None:
+        try:
+            body = json.loads(record.body)
+        except json.JSONDecodeError:
+            body = None
+        if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("Records"), list):
+            logger.error("message is not an S3 notification; dropped",
+                         extra={"message_id": record.message_id, "body": record.body[:500]})
+            return
+        try:
+            for s3_record in S3Event(body).records:
+                self.load(s3_record.s3.bucket.name, unquote_plus(s3_record.s3.get_object.key))
+        except Exception:
+            logger.exception("message failed; SQS will redeliver it",
+                             extra={"message_id": record.message_id})
+            raise
+
+    def load(self, bucket: str, key: str) -> None:
+        """Apply one object; dead-letter it when it is bad; RetryableLoadError when a retry may help."""
+        data: bytes | None = None
+        try:
+            data = self._get(bucket, key)
+            result = apply_file(self._connection(), key, data)
+        except BadFileError as exc:
+            self.dead_letter(bucket, key, data, exc.reason)
+            return
+        except RetryableLoadError:
+            self._close()
+            raise
+        self._publish("FilesLoaded", "Count", 1)
+        self._publish("FactRowsAppended", "Count", result.fact_rows_appended)
+        if result.latency_ms is not None:
+            self._publish("EndToEndLatencyMs", "Milliseconds", result.latency_ms)
+        logger.info("file loaded", extra={"key": key, "table": result.table, "rows": result.rows,
+                                          "fact_rows_appended": result.fact_rows_appended,
+                                          "latency_ms": result.latency_ms})
+
+    def dead_letter(self, bucket: str, key: str, data: bytes | None, reason: str) -> None:
+        """Keep the bad object and why it was refused under the dead-letter prefix."""
+        target = f"{self.dead_letter_prefix}{key}"
+        record = {"bucket": bucket, "key": key, "reason": reason,
+                  "dead_lettered_at": dt.datetime.now(dt.UTC).isoformat()}
+        try:
+            if data is not None:
+                self._s3.put_object(Bucket=self.dead_letter_bucket, Key=target, Body=data)
+            self._s3.put_object(Bucket=self.dead_letter_bucket, Key=f"{target}.error.json",
+                                Body=json.dumps(record).encode(), ContentType="application/json")
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise RetryableLoadError(f"cannot dead-letter s3://{bucket}/{key}: {exc}") from exc
+        self._publish("FilesDeadLettered", "Count", 1)
+        logger.error("file dead-lettered", extra={
+            "key": key, "reason": reason,
+            "dead_letter": f"s3://{self.dead_letter_bucket}/{target}"})
+
+    def _get(self, bucket: str, key: str) -> bytes:
+        try:
+            body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self._s3.exceptions.NoSuchKey:
+            raise BadFileError(key, f"object s3://{bucket}/{key} does not exist") from None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise RetryableLoadError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+        return body
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            try:
+                self._conn = connect(self._dsn(), "warehouse")
+            except ConfigError as exc:  # the warehouse may be restarting: retry, never dead-letter
+                raise RetryableLoadError(str(exc)) from None
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._close()
+
+
+def _publish_to_powertools(name: str, unit: str, value: float) -> None:
+    metrics.add_metric(name=name, unit=unit, value=value)
+
+
+@cache
+def _lambda_loader() -> Loader:
+    return Loader(warehouse_dsn, _publish_to_powertools)
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point (SQS event source mapping with ReportBatchItemFailures)."""
+    return _lambda_loader().handle_batch(event, context)

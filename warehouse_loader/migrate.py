@@ -1,0 +1,68 @@
+"""Versioned warehouse migrations: ``migrations/NNN_name.sql``, each applied once, in order.
+
+``schema_migrations`` records what is applied; each migration runs in its own transaction together
+with its bookkeeping row, so a crash leaves it either fully applied or not at all. A session
+advisory lock serialises concurrent runners (the loader runs ``migrate`` at every start).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the migration runner (an arbitrary constant, unique to this project).
+MIGRATION_LOCK_KEY = 0x746F7465735F6D67
+_NAME = re.compile(r"(\d{3})_(\w+)\.sql")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    """The packaged migrations, by version."""
+    found = []
+    for entry in resources.files("warehouse_loader.migrations").iterdir():
+        if m := _NAME.fullmatch(entry.name):
+            found.append(Migration(int(m[1]), m[2], entry.read_text("utf-8")))
+    return sorted(found, key=lambda mig: mig.version)
+
+
+def migrate(conn: Any) -> list[Migration]:
+    """Bring the warehouse schema up to date; returns the migrations applied now (maybe none)."""
+    conn.autocommit = False
+    applied_now = []
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.commit()
+        try:
+            cur.execute("CREATE TABLE IF NOT EXISTS public.schema_migrations ("
+                        "version integer PRIMARY KEY, name text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            cur.execute("SELECT version FROM public.schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            conn.commit()
+            for migration in available():
+                if migration.version in done:
+                    continue
+                cur.execute(migration.sql)
+                cur.execute("INSERT INTO public.schema_migrations (version, name) VALUES (%s, %s)",
+                            (migration.version, migration.name))
+                conn.commit()
+                log.info("applied warehouse migration %03d_%s", migration.version, migration.name)
+                applied_now.append(migration)
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.commit()
+    return applied_now

@@ -1,0 +1,131 @@
+"""``totes-cdc load``: the local stand-in for the Lambda SQS event source mapping.
+
+It long-polls the processed-files queue, hands each batch to :class:`~warehouse_loader.handler.Loader`
+as an AWS-shaped SQS event, and deletes only the messages the handler did not report as failed;
+a failed message becomes visible again after the queue's visibility timeout, and after
+``max_receive_count`` receives SQS moves it to the DLQ, as in AWS. A message is deleted only after
+its file is committed, so a kill -9 at any moment loses nothing (a redelivered file appends nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import botocore.exceptions
+
+from totes_cdc.db import connect
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
+from warehouse_loader.handler import Loader
+from warehouse_loader.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+# Long-poll wait per receive: short enough that SIGTERM is honoured within it.
+POLL_WAIT_SECONDS = 2
+# Pause after a failed receive/delete before polling again.
+RETRY_DELAY_SECONDS = 1.0
+AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+# CloudWatch accepts at most this many metric data points per put_metric_data call.
+METRICS_PER_PUT = 1000
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source mapping would build from received messages."""
+    return {"Records": [{
+        "messageId": m["MessageId"],
+        "receiptHandle": m["ReceiptHandle"],
+        "body": m["Body"],
+        "attributes": m.get("Attributes", {}),
+        "messageAttributes": m.get("MessageAttributes", {}),
+        "md5OfBody": m.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    } for m in messages]}
+
+
+class MetricBuffer:
+    """Collects a batch's metrics, then sends them to CloudWatch in one call."""
+
+    def __init__(self, cloudwatch: Any, namespace: str) -> None:
+        self._cloudwatch = cloudwatch
+        self._namespace = namespace
+        self._data: list[dict[str, Any]] = []
+
+    def add(self, name: str, unit: str, value: float) -> None:
+        self._data.append({"MetricName": name, "Unit": unit, "Value": float(value)})
+
+    def flush(self) -> None:
+        for start in range(0, len(self._data), METRICS_PER_PUT):
+            self._cloudwatch.put_metric_data(Namespace=self._namespace,
+                                             MetricData=self._data[start:start + METRICS_PER_PUT])
+        self._data = []
+
+
+class Runner:
+    """Polls the queue and calls the loader, batch by batch, until ``stop`` is set."""
+
+    def __init__(self, dsn: str, stop: threading.Event,
+                 loader_factory: Callable[[MetricBuffer], Loader] | None = None) -> None:
+        cfg = settings()
+        self._dsn = dsn
+        self._stop = stop
+        self._batch_size = min(cfg["loader_mapping"]["batch_size"], 10)  # SQS receives <= 10
+        self._region = cfg["region"]
+        self._sqs = boto3.client("sqs")
+        queue = cfg["queues"]["processed_files"]
+        try:
+            self._queue_url = self._sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+            self._queue_arn = self._sqs.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        except AWS_ERRORS as exc:
+            raise ConfigError(f"cannot use the queue {queue}: {exc}") from None
+        self.metrics = MetricBuffer(boto3.client("cloudwatch"), cfg["metrics_namespace"])
+        factory = loader_factory or (lambda m: Loader(lambda: self._dsn, m.add))
+        self.loader = factory(self.metrics)
+
+    def migrate(self) -> None:
+        conn = connect(self._dsn, "warehouse")
+        try:
+            for migration in migrate(conn):
+                log.info("warehouse migrated to %03d_%s", migration.version, migration.name)
+        finally:
+            conn.close()
+
+    def poll_once(self, wait_seconds: int = POLL_WAIT_SECONDS) -> int:
+        """Receive one batch, process it, delete what succeeded; the number of messages received."""
+        messages = self._sqs.receive_message(
+            QueueUrl=self._queue_url, MaxNumberOfMessages=self._batch_size,
+            WaitTimeSeconds=wait_seconds, MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"]).get("Messages", [])
+        if not messages:
+            return 0
+        response = self.loader.handle_batch(sqs_event(messages, self._queue_arn, self._region))
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages) if m["MessageId"] not in failed]
+        if done:
+            self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=done)
+        if failed:
+            log.warning("%d of %d messages failed; they will be redelivered", len(failed), len(messages))
+        self.metrics.flush()
+        return len(messages)
+
+    def run(self) -> None:
+        self.migrate()
+        log.info("loader polling %s", self._queue_url)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.poll_once()
+                except AWS_ERRORS as exc:  # SQS or CloudWatch briefly unavailable: poll again
+                    log.warning("polling %s failed, retrying: %s", self._queue_url, exc)
+                    self._stop.wait(RETRY_DELAY_SECONDS)
+        finally:
+            self.loader.close()
+        log.info("loader stopped")
