@@ -52,7 +52,8 @@ def _workload(dsn, kind, n):
                 cur.execute(f"INSERT INTO bench (name, amount, at) SELECT {ROW} FROM generate_series(1, 1) g")
         elif kind == "thousand":
             for _ in range(n // 1000):
-                cur.execute(f"INSERT INTO bench (name, amount, at) SELECT {ROW} FROM generate_series(1, 1000) g")
+                cur.execute(f"INSERT INTO bench (name, amount, at) "
+                            f"SELECT {ROW} FROM generate_series(1, 1000) g")
         else:
             cur.execute(f"INSERT INTO bench (name, amount, at) SELECT {ROW} FROM generate_series(1, {n}) g")
         cur.execute("SELECT pg_current_wal_lsn()::text")
@@ -94,7 +95,8 @@ def one_run(server, emulator, kind, n, state_root):
 
     started = time.monotonic()
     subprocess.run([str(server.bindir / "pg_recvlogical"), "-d", dsn, "--slot", f"{db}_recv", "--start",
-                    "-o", "proto_version=1", "-o", "publication_names=totes_cdc", "-E", end, "-f", "/dev/null"],
+                    "-o", "proto_version=1", "-o", "publication_names=totes_cdc", "-E", end,
+                    "-f", "/dev/null"],
                    check=True, env={**os.environ, "PGPASSWORD": server.password}, timeout=600)
     recv_seconds = time.monotonic() - started
 
@@ -102,8 +104,11 @@ def one_run(server, emulator, kind, n, state_root):
     streaming = threading.Event()
     stream_started = [0.0]
 
+    lines = []
+
     def watch():
         for line in process.stderr:
+            lines.append(line)
             if "streaming slot" in line and not streaming.is_set():
                 stream_started[0] = time.monotonic()
                 streaming.set()
@@ -112,11 +117,11 @@ def one_run(server, emulator, kind, n, state_root):
     watcher.start()
     try:
         if not streaming.wait(120):
-            raise RuntimeError("capture did not start streaming")
+            raise RuntimeError("capture did not start streaming: " + "".join(lines[-5:]))
         deadline = time.monotonic() + 1800
         while not _confirmed(dsn, f"{db}_cap", end):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("capture stopped before catching up")
+                raise RuntimeError("capture stopped before catching up: " + "".join(lines[-5:]))
             time.sleep(0.02)
         capture_seconds = time.monotonic() - stream_started[0]
         rss_kib = 0

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_RECORD_BYTES = 1024 * 1024  # Kinesis: data + partition key of one record
 MAX_CALL_RECORDS = 500
 MAX_CALL_BYTES = 5 * 1024 * 1024
+# Protobuf framing one user record adds to an aggregate beyond its data and partition key, at most
+# (tags and length varints, an index, a key-table entry): a bound, cheaper than kpl.record_size.
+RECORD_FRAMING = 24
 
 
 @dataclass(frozen=True)
@@ -101,18 +104,19 @@ class Producer:
         self.buffered_bytes = 0
         self.stats = ProducerStats()
 
-    def shard_index(self, partition_key: str) -> int:
-        """Which shard Kinesis would route this partition key to."""
-        digest = int.from_bytes(hashlib.md5(partition_key.encode(), usedforsecurity=False).digest())
+    def shard_index(self, partition_key: bytes) -> int:
+        """Which shard Kinesis would route this (UTF-8) partition key to."""
+        digest = int.from_bytes(hashlib.md5(partition_key, usedforsecurity=False).digest())
         return bisect.bisect_right(self._starts, digest) - 1
 
     def add(self, partition_key: str, data: bytes) -> None:
         """Buffer one event; it is sent by the next :meth:`flush`."""
-        index = self.shard_index(partition_key)
-        size = kpl.record_size(partition_key, data)
-        if kpl.FIXED_OVERHEAD + size + len(partition_key) > MAX_RECORD_BYTES:
+        key = partition_key.encode()
+        index = self.shard_index(key)
+        size = len(data) + len(key) + RECORD_FRAMING
+        if kpl.FIXED_OVERHEAD + size + len(key) > MAX_RECORD_BYTES:
             self._close(index)
-            if len(data) + len(partition_key.encode()) > MAX_RECORD_BYTES:
+            if len(data) + len(key) > MAX_RECORD_BYTES:
                 reason = (f"event of {len(data)} bytes with partition key {partition_key!r} exceeds "
                           f"the Kinesis record limit of {MAX_RECORD_BYTES} bytes")
                 log.error("dead-lettering an event: %s", reason)
@@ -122,7 +126,7 @@ class Producer:
             self._queue(index, Record(partition_key, str(self._shards[index].start_hash), data, 1))
             return
         if self._open[index] and (kpl.FIXED_OVERHEAD + self._open_size[index] + size
-                                  + len(self._open[index][0][0]) > MAX_RECORD_BYTES):
+                                  + len(self._open[index][0][0].encode()) > MAX_RECORD_BYTES):
             self._close(index)
         self._open[index].append((partition_key, data))
         self._open_size[index] += size

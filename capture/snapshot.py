@@ -123,8 +123,10 @@ class SnapshotReader:
         progress = state.tables[table]
         described, key_columns = source.table_columns(cur, table)
         # Values exactly as the type's output function prints them (what pgoutput sends).
+        # Without a key, one pass through a server-side cursor (memory stays bounded by a chunk).
+        reader = conn.cursor() if key_columns is not None else conn.cursor(name=f"snapshot_{name}"[:60])
         psycopg2.extensions.register_type(psycopg2.extensions.new_type(
-            tuple({oid for _, _, oid in described}), "TOTES_CDC_TEXT", lambda value, _cur: value), conn)
+            tuple({oid for _, _, oid in described}), "TOTES_CDC_TEXT", lambda value, _cur: value), reader)
         key_set = set(key_columns or ())
         columns = tuple(Column(n, t, n in key_set) for n, t, _ in described)
         names = [c.name for c in columns]
@@ -144,8 +146,6 @@ class SnapshotReader:
         log.info("snapshot of %s at LSN %s: %d of %d rows done, reading the rest",
                  table, source.format_lsn(lsn), progress.rows, progress.total)
         key_positions = [names.index(k) for k in progress.key_columns]
-        # Without a key, one pass through a server-side cursor (memory stays bounded by a chunk).
-        reader = cur if key_columns is not None else conn.cursor(name=f"snapshot_{name}"[:60])
         if key_columns is None:
             reader.execute(self._query(schema, name, names, None, after=False))
         while True:
@@ -169,8 +169,7 @@ class SnapshotReader:
                 self._store.save(state)
             log.info("snapshot of %s: %d/%d rows", table, progress.rows, progress.total)
             if done:
-                if reader is not cur:
-                    reader.close()
+                reader.close()
                 return
 
     @staticmethod

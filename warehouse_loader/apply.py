@@ -343,15 +343,32 @@ def _apply_rows(cur: Any, spec: SourceTable, rows: pa.Table, totals: _Totals) ->
         cur.execute("DROP TABLE resolved")
 
 
-def _apply_truncate(cur: Any, spec: SourceTable, row: pa.Table, totals: _Totals) -> None:
-    params = {"lsn": row["_lsn"][0].as_py(), "seq": row["_seq"][0].as_py(),
-              "commit_ts": row["_commit_ts"][0].as_py()}
+def _truncate(cur: Any, spec: SourceTable, params: dict[str, Any], totals: _Totals) -> None:
+    """Tombstone and mark deleted every mirror row of ``spec`` older than the truncate."""
     if fact := FACTS_BY_SOURCE.get(spec.name):
         cur.execute(truncate_tombstones_sql(fact), params)
         totals.add(cur.fetchone())
     cur.execute(truncate_mirror_sql(spec), params)
+
+
+def _apply_truncate(cur: Any, spec: SourceTable, row: pa.Table, totals: _Totals) -> None:
+    params = {"lsn": row["_lsn"][0].as_py(), "seq": row["_seq"][0].as_py(),
+              "commit_ts": row["_commit_ts"][0].as_py()}
+    cur.execute("INSERT INTO mirror._truncations VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (spec.name, params["lsn"], params["seq"], params["commit_ts"]))
+    _truncate(cur, spec, params, totals)
     log.warning("truncate of %s.%s applied at lsn %s: its mirror rows are marked deleted",
                 SOURCE_SCHEMA, spec.name, params["lsn"])
+
+
+def _reapply_later_truncates(cur: Any, spec: SourceTable, rows: pa.Table, totals: _Totals) -> None:
+    """Rows older than a truncate already applied (from another shard, late) are truncated too."""
+    cur.execute("SELECT source_lsn, source_seq, source_commit_ts FROM mirror._truncations "
+                "WHERE source_table = %s AND (source_lsn, source_seq) > (%s, %s) "
+                "ORDER BY source_lsn, source_seq",
+                (spec.name, rows["_lsn"][0].as_py(), rows["_seq"][0].as_py()))
+    for lsn, seq, commit_ts in cur.fetchall():
+        _truncate(cur, spec, {"lsn": lsn, "seq": seq, "commit_ts": commit_ts}, totals)
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
@@ -385,6 +402,7 @@ def apply_file(conn: Any, key: str, data: bytes) -> FileResult:
                     _apply_truncate(cur, spec, segment, totals)
                 else:
                     _apply_rows(cur, spec, segment, totals)
+                    _reapply_later_truncates(cur, spec, segment, totals)
     except psycopg2.DataError as exc:
         raise BadFileError(key, f"the warehouse rejected its values: {_first_line(exc)}") from None
     except psycopg2.Error as exc:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from tests.chaos import report
 from tests.chaos.report import render
 
 pytestmark = pytest.mark.chaos
@@ -51,10 +55,8 @@ def test_a_run_stopped_before_reconcile_says_so() -> None:
     assert "| the early scenario | error | 1 | 1,200 | 390 | not reached | - |" in text
 
 
-def test_regenerating_keeps_the_hand_written_findings(tmp_path, monkeypatch) -> None:
-    import json
-
-    from tests.chaos import report
+def test_regenerating_keeps_the_hand_written_findings(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
 
     results, target = tmp_path / "results.json", tmp_path / "RELIABILITY.md"
     monkeypatch.setattr(report, "RESULTS_PATH", results)

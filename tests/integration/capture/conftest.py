@@ -66,7 +66,8 @@ def read_stream(stream: str | None = None) -> list[ChangeEvent]:
         while iterator:
             page = client.get_records(ShardIterator=iterator, Limit=10000)
             for record in page["Records"]:
-                events += [decode(data) for _, data in kpl.deaggregate(record["Data"], record["PartitionKey"])]
+                users = kpl.deaggregate(record["Data"], record["PartitionKey"])
+                events += [decode(data) for _, data in users]
             if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
                 break
             iterator = page.get("NextShardIterator")
@@ -128,8 +129,8 @@ class Writer:
                     cur.execute("UPDATE design SET design_name = (design_name::int + 1)::text "
                                 "WHERE design_id IN (SELECT design_id FROM design ORDER BY random() LIMIT 3)")
                     if i % 5 == 0:
-                        cur.execute("INSERT INTO design (design_name, file_location, file_name, last_updated) "
-                                    "VALUES ('0', '/d', 'new', now())")
+                        cur.execute("INSERT INTO design (design_name, file_location, file_name, "
+                                    "last_updated) VALUES ('0', '/d', 'new', now())")
                     if i % 7 == 0:
                         cur.execute("DELETE FROM design WHERE design_id = "
                                     "(SELECT design_id FROM design ORDER BY random() LIMIT 1)")
@@ -207,7 +208,8 @@ def capture_factory(tmp_path: Path, aws: Any) -> Iterator[Callable[..., CaptureS
             "snapshot_chunk_rows": 50, "metrics_seconds": 0.5, "reconnect_max_seconds": 1.0,
             **overrides})
         return CaptureService(config, sink or KinesisSink(config.stream),
-                              S3DeadLetter(cfg["buckets"]["dead_letter"], cfg["prefixes"]["dead_letter_records"]),
+                              S3DeadLetter(cfg["buckets"]["dead_letter"],
+                                           cfg["prefixes"]["dead_letter_records"]),
                               LocalStateStore(tmp_path, config.slot),
                               MetricsPublisher(tmp_path / "status" / "capture.json"))
 

@@ -15,17 +15,15 @@ import pytest
 
 from tests.integration.capture.conftest import (
     FlakySink,
-    execute,
-    query,
     Writer,
     assert_versions_exact,
     dedupe,
+    execute,
     read_stream,
     seed_designs,
     slot_caught_up,
     wait_for,
 )
-
 from totes_cdc.stack import seed
 from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
 
@@ -183,3 +181,28 @@ def test_source_restart_reconnects_and_resumes(capture_factory):
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_snapshot_of_bigint_keys_enums_and_a_table_without_key(source_dsn, capture_factory):
+    execute(source_dsn,
+            'CREATE TYPE "Mood" AS ENUM (\'happy\', \'sad\')',
+            'CREATE TABLE big (id bigint PRIMARY KEY, mood "Mood", ok boolean, price numeric(10,2))',
+            "INSERT INTO big SELECT g, 'sad', g % 2 = 0, g * 1.25 FROM generate_series(1, 120) g",
+            "CREATE TABLE nokey (a integer, b text)",
+            "ALTER TABLE nokey REPLICA IDENTITY FULL",
+            "INSERT INTO nokey SELECT g, 'x' FROM generate_series(1, 70) g")
+    service = capture_factory(source_dsn, tables=("big", "public.nokey"))
+    capture_factory.start(service)
+    wait_for(lambda: service._phase == "streaming", what="streaming")
+    execute(source_dsn, "UPDATE big SET ok = true WHERE id = 1", "DELETE FROM nokey WHERE a = 1")
+    wait_for(slot_caught_up(source_dsn, service.config.slot), what="capture to catch up")
+    events = read_stream()
+    big = sorted((e for e in events if e.table == "big"), key=lambda e: (e.lsn, e.seq))
+    assert [e.op for e in big].count("r") == 120 and big[-1].op == "u"
+    first = next(e for e in big if e.after["id"] == "1")
+    assert first.after == {"id": "1", "mood": "sad", "ok": "f", "price": "1.25"}
+    assert big[-1].after["ok"] == "t"  # snapshot and stream print values alike
+    assert [c.type for c in first.columns] == ["bigint", '"Mood"', "boolean", "numeric(10,2)"]
+    nokey = [e for e in events if e.table == "nokey"]
+    assert sum(e.op == "r" for e in nokey) == 70
+    assert [e.before for e in nokey if e.op == "d"] == [{"a": "1", "b": "x"}]

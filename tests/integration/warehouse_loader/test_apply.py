@@ -214,6 +214,20 @@ def test_truncate_marks_the_mirror_deleted_and_tombstones_current_facts(warehous
     assert query(warehouse, "SELECT count(*) FROM dim_design") == [(1,)]
 
 
+def test_a_row_older_than_a_truncate_applied_before_it_is_truncated_too(warehouse, totesys_columns):
+    """Regression: an insert from another shard arrived after the truncate and stayed current."""
+    load(warehouse, totesys_columns, "payment", [event("r", 100, 1, payment(1))])
+    load(warehouse, totesys_columns, "payment", [event("t", 300, 1)])
+    load(warehouse, totesys_columns, "payment", [event("c", 250, 1, payment(2))])
+    load(warehouse, totesys_columns, "payment", [event("c", 350, 1, payment(3))])
+
+    assert query(warehouse, "SELECT payment_id FROM fact_payment_current") == [(3,)]
+    assert query(warehouse, "SELECT payment_id, is_deleted FROM mirror.payment ORDER BY 1") == [
+        (1, True), (2, True), (3, False)]
+    assert query(warehouse, "SELECT payment_id, source_op FROM fact_payment WHERE is_deleted "
+                            "ORDER BY 1") == [(1, "d"), (2, "d")]
+
+
 def test_a_file_of_truncates_alone_carries_only_the_metadata_columns(warehouse, totesys_columns):
     load(warehouse, totesys_columns, "payment", [event("r", 100, 1, payment(1))])
     apply_file(warehouse, object_key("payment", 9, 9), parquet_bytes((), [event("t", 200, 1)]))

@@ -125,7 +125,8 @@ def test_s3_state_store_round_trip():
     state = SnapshotState("slot", 7, {"public.a": TableProgress(last_key=["1"], segments=[(["1"], 9)])})
     store.save(state)
     assert store.load() == state
-    assert json.loads(s3.get_object(Bucket="raw", Key="capture-state/slot.json")["Body"].read())["slot"] == "slot"
+    body = s3.get_object(Bucket="raw", Key="capture-state/slot.json")["Body"].read()
+    assert json.loads(body)["slot"] == "slot"
     s3.put_object(Bucket="raw", Key="capture-state/slot.json", Body=b"[")
     with pytest.raises(CaptureError, match="corrupt"):
         store.load()
