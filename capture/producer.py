@@ -10,6 +10,10 @@ Order: a PutRecords call carries at most one record per shard, and a shard's nex
 only once the previous one is accepted. A partial failure or throttling therefore never lets a
 newer record of a shard land before an older one: the failed record is retried, with exponential
 backoff, before anything after it.
+
+Sending happens on one sender thread, so reading the source goes on while Kinesis answers: batches
+are handed over with :meth:`Producer.submit` and sent strictly one after the other; a batch is
+never started before the previous one is wholly accepted, and after a failure none is sent again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -103,6 +108,12 @@ class Producer:
         self._ready: list[deque[Record]] = [deque() for _ in shards]
         self.buffered_bytes = 0
         self.stats = ProducerStats()
+        self.accepted: int | None = None
+        """The marker of the last submitted batch Kinesis has wholly accepted."""
+        self._batches: queue.Queue[tuple[list[deque[Record]], int | None] | None] = queue.Queue(maxsize=2)
+        self._failure: BaseException | None = None
+        self._sender = threading.Thread(target=self._send_batches, name="kinesis-sender", daemon=True)
+        self._sender.start()
 
     def shard_index(self, partition_key: bytes) -> int:
         """Which shard Kinesis would route this (UTF-8) partition key to."""
@@ -145,17 +156,63 @@ class Producer:
         self._ready[index].append(record)
         self.buffered_bytes += record.size
 
-    def flush(self) -> None:
-        """Return once Kinesis has accepted every event added so far (retrying, in order)."""
+    @property
+    def busy(self) -> bool:
+        """Whether submitted batches are still being sent."""
+        return self._batches.unfinished_tasks > 0
+
+    def submit(self, marker: int | None) -> None:
+        """Hand every event added so far to the sender; :attr:`accepted` becomes ``marker`` once
+        Kinesis holds them all (and all submitted before). Blocks while two batches wait."""
+        self.raise_failure()
         for index in range(len(self._shards)):
             self._close(index)
+        batch, self._ready = self._ready, [deque() for _ in self._shards]
+        self.buffered_bytes = 0
+        self._batches.put((batch, marker))
+
+    def flush(self) -> None:
+        """Return once Kinesis has accepted every event added so far (retrying, in order)."""
+        self.submit(None)
+        self._batches.join()
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """Re-raise, in the caller's thread, what stopped the sender."""
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        """End the sender thread once it has finished what it holds."""
+        self._batches.put(None)
+        self._sender.join()
+
+    def _send_batches(self) -> None:
+        while True:
+            item = self._batches.get()
+            try:
+                if item is None:
+                    return
+                batch, marker = item
+                if self._failure is None:  # after a failure nothing more is sent: order first
+                    try:
+                        self._send(batch)
+                    except BaseException as exc:  # handed to the producing thread
+                        self._failure = exc
+                    else:
+                        if marker is not None:
+                            self.accepted = marker
+            finally:
+                self._batches.task_done()
+
+    def _send(self, ready: list[deque[Record]]) -> None:
         delay = self._backoff
-        while any(self._ready):
+        while any(ready):
             calls: list[list[int]] = [[]]
             size = 0
-            for index, queue in enumerate(self._ready):
-                if queue:
-                    record = queue[0]
+            for index, pending in enumerate(ready):
+                if pending:
+                    record = pending[0]
                     if len(calls[-1]) == MAX_CALL_RECORDS or size + record.size > MAX_CALL_BYTES:
                         calls.append([])
                         size = 0
@@ -163,12 +220,11 @@ class Producer:
                     size += record.size
             failed = 0
             for indexes in calls:
-                results = self._sink.put_records([self._ready[i][0] for i in indexes])
+                results = self._sink.put_records([ready[i][0] for i in indexes])
                 self.stats.calls += 1
                 for index, error in zip(indexes, results, strict=True):
                     if error is None:
-                        record = self._ready[index].popleft()
-                        self.buffered_bytes -= record.size
+                        record = ready[index].popleft()
                         self.stats.records += 1
                         self.stats.events += record.events
                     else:

@@ -102,8 +102,11 @@ class CaptureService:
             self._connected = True
             src.ensure_publication(cfg.publication, cfg.tables)
             producer = Producer(self._sink, self._dead_letter, self.stop)
-            state = self._snapshot(src, producer)
-            self._stream(src, conn.server_version, producer, state)
+            try:
+                state = self._snapshot(src, producer)
+                self._stream(src, conn.server_version, producer, state)
+            finally:
+                producer.close()  # a next session must not put before this one's last batch
         finally:
             conn.close()
 
@@ -181,13 +184,14 @@ class CaptureService:
             repl.close()
 
     def acknowledge(self, cur: Any, producer: Producer, checkpoint: Checkpoint) -> None:
-        """Flush the producer, then confirm to the slot what the stream now holds.
+        """Confirm to the slot what the stream now holds.
 
-        The only code that moves the slot: after ``producer.flush()`` returned, every event of every
-        completed transaction is in Kinesis, so the server may forget WAL up to there.
+        The only code that moves the slot. ``producer.accepted`` is the marker of the last batch
+        Kinesis has wholly accepted, and a marker is the position every event before it had been
+        handed over at: the server may forget WAL up to there.
         """
-        producer.flush()
-        if checkpoint.accepted():
+        producer.raise_failure()
+        if producer.accepted is not None and checkpoint.accept(producer.accepted):
             self._acked = checkpoint.acked
             cur.send_feedback(write_lsn=checkpoint.acked, flush_lsn=checkpoint.acked,
                               apply_lsn=checkpoint.acked, force=True)
@@ -310,8 +314,9 @@ class _Stream:
                         continue
                 if flush_due is not None and (now >= flush_due or message is not None):
                     service.set_behind(self.last_commit_ts)
-                    service.acknowledge(cur, self.producer, self.checkpoint)
+                    self.producer.submit(self.checkpoint.completed_lsn)
                     flush_due = None
+                service.acknowledge(cur, self.producer, self.checkpoint)
                 if message is None:
                     service.set_behind(None)
                 if now >= next_heartbeat:
@@ -325,11 +330,14 @@ class _Stream:
                     next_metrics = now + cfg.metrics_seconds
                 if message is None:
                     wake = min(next_heartbeat, next_feedback, next_metrics,
-                               flush_due if flush_due is not None else now + 1.0)
+                               flush_due if flush_due is not None else now + 1.0,
+                               now + 0.02 if self.producer.busy else now + 1.0)
                     select.select([cur.connection], [], [], max(0.0, min(wake - now, 0.5)))
         finally:
             if service.stop.is_set():
                 try:
+                    self.producer.submit(self.checkpoint.completed_lsn)
+                    self.producer.flush()
                     service.acknowledge(cur, self.producer, self.checkpoint)
                 except Stopped:
                     log.info("stopping with unsent events: they are read again on the next start")

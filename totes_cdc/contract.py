@@ -20,6 +20,7 @@ import io
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import fastavro
@@ -147,6 +148,13 @@ def _to_record(event: ChangeEvent) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=4096)
+def _columns(shape: tuple[tuple[str, str, bool], ...]) -> tuple[Column, ...]:
+    """The Column objects of a column shape, made once per shape: every event of a table carries
+    the same shape, and building the objects is a large part of decoding an event."""
+    return tuple(Column(name, type_, key) for name, type_, key in shape)
+
+
 def from_record(record: Mapping[str, Any]) -> ChangeEvent:
     """An event from a decoded Avro record (as fastavro returns it)."""
     commit_ts = record["commit_ts"]
@@ -162,7 +170,7 @@ def from_record(record: Mapping[str, Any]) -> ChangeEvent:
         xid=record["xid"],
         commit_ts=commit_ts,
         snapshot=record["snapshot"],
-        columns=tuple(Column(c["name"], c["type"], c["key"]) for c in record["columns"]),
+        columns=_columns(tuple((c["name"], c["type"], c["key"]) for c in record["columns"])),
         before=record["before"],
         after=record["after"],
         unchanged=tuple(record["unchanged"]),

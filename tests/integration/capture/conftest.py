@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 import uuid
@@ -92,15 +93,27 @@ def dedupe(events: list[ChangeEvent]) -> list[ChangeEvent]:
     return out
 
 
-def assert_versions_exact(events: list[ChangeEvent], dsn: str) -> None:
-    """Per design key, the versions seen are contiguous (no gap, no double) and end at the source's."""
+def assert_versions_exact(events: list[ChangeEvent], dsn: str, snapshot_repeats: bool = False) -> None:
+    """Per design key, the versions seen are contiguous (no gap, no double) and end at the source's.
+
+    ``snapshot_repeats``: a crash between putting a snapshot chunk and saving its progress reads
+    those rows again in the resumed snapshot; each such read starts a new run of versions.
+    """
     source_rows = {str(k): v for k, v in query(dsn, "SELECT design_id, design_name FROM design")}
     keyed = by_key(events)
     for key, history in keyed.items():
         design_id = key.rsplit("/", 1)[1]
         versions = [int(e.after["design_name"]) for e in history if e.op != "d"]
         assert versions, (key, history)
-        assert versions == list(range(versions[0], versions[0] + len(versions))), (key, history)
+        runs = [[]]
+        for event in history:
+            if event.op == "r" and runs[-1] and snapshot_repeats:
+                runs.append([])
+            if event.op != "d":
+                runs[-1].append(int(event.after["design_name"]))
+        for run in runs:
+            assert run == list(range(run[0], run[0] + len(run))), (key, history)
+        assert all(a[-1] <= b[0] for a, b in itertools.pairwise(runs)), (key, history)
         assert all(e.op in "rc" for e in history[:1]), (key, history[0])
         if history[-1].op == "d":
             assert design_id not in source_rows, key

@@ -24,6 +24,7 @@ from tests.integration.capture.conftest import (
     slot_caught_up,
     wait_for,
 )
+from totes_cdc.cli import main
 from totes_cdc.stack import seed
 from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
 
@@ -119,7 +120,7 @@ def test_kill_9_repeatedly_loses_nothing(totesys_dsn, aws_env, tmp_path):
             process.kill()
         execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
     events = dedupe(read_stream())
-    assert_versions_exact(events, totesys_dsn)
+    assert_versions_exact(events, totesys_dsn, snapshot_repeats=True)
 
 
 def test_truncate_and_a_column_added_mid_stream(totesys_dsn, capture_factory):
@@ -206,3 +207,11 @@ def test_snapshot_of_bigint_keys_enums_and_a_table_without_key(source_dsn, captu
     nokey = [e for e in events if e.table == "nokey"]
     assert sum(e.op == "r" for e in nokey) == 70
     assert [e.before for e in nokey if e.op == "d"] == [{"a": "1", "b": "x"}]
+
+
+def test_a_source_without_logical_decoding_is_a_clear_config_error(warehouse_dsn, aws, capsys, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("TOTES_CDC_SOURCE_DSN", warehouse_dsn)
+    assert main(["capture", "--state-dir", str(tmp_path)]) == 2
+    assert ("set wal_level = logical in postgresql.conf (on RDS: rds.logical_replication = 1) and "
+            "restart the server") in capsys.readouterr().err

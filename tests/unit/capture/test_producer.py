@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from capture.checkpoint import Checkpoint
-from capture.errors import Stopped
+from capture.errors import CaptureError, Stopped
 from capture.producer import MAX_RECORD_BYTES, Producer, Record, Shard
 from totes_cdc import kpl
 
@@ -126,10 +126,41 @@ def test_stop_interrupts_the_retry_wait():
         p.flush()
 
 
-def test_checkpoint_moves_only_forward_and_only_when_accepted():
+def test_submitted_batches_are_sent_in_order_and_report_their_marker():
+    calls = []
+    sink = FakeSink(lambda call, index: call == 1)  # the first call fails: its batch is retried first
+    p = producer(sink)
+    for marker in (10, 20, 30):
+        p.add("public.t/1", f"event {marker}".encode())
+        p.submit(marker)
+        calls.append(marker)
+    p.flush()
+    assert p.accepted == 30
+    assert [d for _, d in events_of(sink.accepted["a"] + sink.accepted["b"])] == [
+        b"event 10", b"event 20", b"event 30"]
+    p.close()
+
+
+def test_after_a_terminal_failure_nothing_more_is_sent():
+    class Broken(FakeSink):
+        def put_records(self, records):
+            raise CaptureError("stream gone")
+
+    p = producer(Broken())
+    p.add("public.t/1", b"a")
+    p.submit(10)
+    with pytest.raises(CaptureError, match="stream gone"):
+        p.flush()
+    assert p.accepted is None
+
+
+def test_checkpoint_moves_only_forward_and_only_to_completed_positions():
     checkpoint = Checkpoint(100)
     checkpoint.completed(90)
-    assert not checkpoint.pending and not checkpoint.accepted() and checkpoint.acked == 100
+    assert checkpoint.completed_lsn == 100 and not checkpoint.accept(100) and checkpoint.acked == 100
     checkpoint.completed(200)
-    assert checkpoint.pending and checkpoint.acked == 100
-    assert checkpoint.accepted() and checkpoint.acked == 200
+    assert checkpoint.acked == 100
+    assert checkpoint.accept(200) and checkpoint.acked == 200
+    assert not checkpoint.accept(150) and checkpoint.acked == 200
+    with pytest.raises(ValueError, match="beyond"):
+        checkpoint.accept(300)

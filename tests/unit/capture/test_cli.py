@@ -1,0 +1,46 @@
+"""The capture command line: configuration from arguments, environment and Secrets Manager."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import psycopg2.extensions
+import pytest
+from moto import mock_aws
+
+from capture.cli import dsn_from_secret
+from capture.config import CaptureConfig
+from totes_cdc.cli import build_parser, main
+from totes_cdc.errors import ConfigError
+
+
+def test_defaults_come_from_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOTES_CDC_SOURCE_DSN", "host=h dbname=d")
+    args = build_parser().parse_args(["capture", "--state-dir", str(tmp_path)])
+    assert args.source_dsn == "host=h dbname=d" and args.stream == "totes-cdc-changes"
+    config = CaptureConfig.from_settings(args.source_dsn, tmp_path, tables=None, heartbeat_seconds=None)
+    assert config.tables[0] == "public.address" and len(config.tables) == 11
+    assert config.slot == "totes_cdc" and config.heartbeat_seconds == 10.0
+
+
+def test_no_source_is_a_config_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("TOTES_CDC_SOURCE_DSN", raising=False)
+    monkeypatch.delenv("TOTES_CDC_SOURCE_SECRET", raising=False)
+    assert main(["capture", "--state-dir", str(tmp_path)]) == 2
+    assert "no source database given" in capsys.readouterr().err
+
+
+@mock_aws
+def test_dsn_from_secret():
+    client = boto3.client("secretsmanager", region_name="eu-west-2")
+    client.create_secret(Name="src", SecretString=json.dumps(
+        {"host": "db.example", "port": 5433, "username": "u", "password": "p w", "dbname": "totesys"}))
+    dsn = psycopg2.extensions.parse_dsn(dsn_from_secret("src", client))
+    assert dsn == {"host": "db.example", "port": "5433", "user": "u", "password": "p w",
+                   "dbname": "totesys", "sslmode": "require"}
+    client.create_secret(Name="bad", SecretString=json.dumps({"host": "h"}))
+    with pytest.raises(ConfigError, match="lacks"):
+        dsn_from_secret("bad", client)
+    with pytest.raises(ConfigError, match="cannot read the source secret"):
+        dsn_from_secret("missing", client)
