@@ -30,7 +30,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
-from totes_cdc.contract import META_COLUMNS, OP_DELETE, OP_TRUNCATE, OPS, arrow_type
+from totes_cdc.contract import META_COLUMNS, OP_DELETE, OP_SNAPSHOT, OP_TRUNCATE, OPS, arrow_type
 from totes_cdc.settings import settings
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
@@ -239,16 +239,25 @@ def fact_versions(fact: Fact, versions: str) -> sql.Composed:
 def fact_append_sql(fact: Fact, versions: sql.Composable) -> sql.Composed:
     """Append ``versions`` (fact columns then _FACT_META) and extend dim_date to their dates.
 
+    A snapshot read identical to an earlier snapshot read of the same row is not appended: a
+    capture killed between putting a snapshot chunk and saving its progress reads that chunk
+    again (at a new snapshot position) when it resumes, and the warehouse must not double it.
+    A re-read that differs (the row changed in between) is a real new version and is appended.
+
     Returns one row: (fact rows appended, max latency ms over them).
     """
     return sql.SQL(
-        "WITH versions AS MATERIALIZED ({versions}), "
-        "appended AS (INSERT INTO {fact} ({cols}) SELECT * FROM versions "
+        "WITH versions ({cols}) AS MATERIALIZED ({versions}), "
+        "appended AS (INSERT INTO {fact} ({cols}) SELECT * FROM versions v "
+        "  WHERE v.source_op <> {snapshot} OR NOT EXISTS (SELECT 1 FROM {fact} f "
+        "    WHERE f.{key} = v.{key} AND f.source_op = {snapshot} AND NOT f.is_deleted "
+        "    AND ({fcols}) IS NOT DISTINCT FROM ({vcols})) "
         "  ON CONFLICT (source_lsn, source_seq) DO NOTHING RETURNING loaded_at, source_commit_ts), "
         "dates AS (INSERT INTO dim_date ({date_cols}) {dates} ON CONFLICT (date_id) DO NOTHING) "
         "SELECT count(*), max(extract(epoch FROM loaded_at - source_commit_ts) * 1000) "
         "FROM appended").format(
-            versions=versions, fact=sql.Identifier(fact.table),
+            versions=versions, fact=sql.Identifier(fact.table), key=sql.Identifier(fact.key),
+            snapshot=sql.Literal(OP_SNAPSHOT), fcols=_ids(fact.names, "f"), vcols=_ids(fact.names, "v"),
             cols=_ids((*fact.names, *_FACT_META)), date_cols=_ids(DATE_COLUMNS),
             dates=date_rows(fact.referenced_dates(sql.Identifier("versions"))))
 
