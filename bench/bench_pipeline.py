@@ -47,7 +47,7 @@ from totes_cdc.stack.up import PIPELINE, Stack, StackOptions, new_stack, start
 WINDOW_SECONDS = float(os.environ.get("BENCH_PIPELINE_WINDOW", "20"))
 REPEATS = 3
 STEADY_RATES = (200, 1_000)
-SEARCH_RATES = (1_500, 2_000, 3_000, 4_000)
+SEARCH_RATES = (1_250, 1_500, 2_000, 3_000)
 FACT_ROWS = int(os.environ.get("BENCH_PIPELINE_FACT_ROWS", "5000000"))
 CHANGES_PER_PROCESS = 500  # what one simulator connection makes comfortably on this machine
 DRAIN_LIMIT_SECONDS = 10.0
@@ -199,9 +199,9 @@ def _fill_facts(stack: Stack, rows: int) -> float:
             last_updated_time, sales_staff_id, counterparty_id, units_sold, unit_price, currency_id,
             design_id, agreed_payment_date, agreed_delivery_date, agreed_delivery_location_id,
             source_op, source_lsn, source_seq, source_commit_ts, loaded_at)
-        SELECT 1000000000 + g / 4, d::date, d::time, d::date, d::time, 1 + g % 20, 1 + g % 20,
-            1 + g % 1000, 2.50 + g % 300, 1 + g % 3, 1 + g % 50, d::date + 10, d::date + 20,
-            1 + g % 30, CASE WHEN g % 4 = 0 THEN 'c' ELSE 'u' END, g, 0, d, d
+        SELECT 1000000000 + g / 4, d::date, d::time, d::date, d::time, 1 + g %% 20, 1 + g %% 20,
+            1 + g %% 1000, 2.50 + g %% 300, 1 + g %% 3, 1 + g %% 50, d::date + 10, d::date + 20,
+            1 + g %% 30, CASE WHEN g %% 4 = 0 THEN 'c' ELSE 'u' END, g, 0, d, d
         FROM generate_series(1, %(rows)s) g,
              LATERAL (SELECT timestamptz '2022-01-01' + g * interval '10 seconds' AS d) t""",
            {"rows": rows})
@@ -337,7 +337,9 @@ def render(r: Results) -> str:
         lines.append(f"| {w.target:,.0f} | {w.achieved:,.0f} | {_ms(w.p50)} | {_ms(w.p95)} | "
                      f"{_ms(w.p99)} | {'-' if w.drain_s is None else f'{w.drain_s:.1f}'} | "
                      f"{'yes' if _sustained(w) else 'no'} |")
-    sustained = [w.target for w in r.search if _sustained(w)]
+    sustained = [w.target for w in r.search if _sustained(w)] + [
+        w.windows[0].target for w in r.workloads
+        if w.windows and w is not r.workloads[-1] and all(_sustained(x) for x in w.windows)]
     lines += ["", f"Highest sustained: {max(sustained):,.0f} changes/s." if sustained else
               "No search rate was sustained.", ""]
     lines += [

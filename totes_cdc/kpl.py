@@ -37,19 +37,27 @@ class AggregationError(ValueError):
 
 def _varint(value: int) -> bytes:
     out = bytearray()
-    while True:
-        byte = value & 0x7F
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
+
+
+# Varints of the lengths and indexes most records have, looked up instead of computed.
+_VARINTS = tuple(_varint(n) for n in range(1 << 14))
+# Protobuf tags (field number << 3 | wire type): AggregatedRecord.records (3, length-delimited),
+# Record.partition_key_index (1, varint), Record.data (3, length-delimited).
+_RECORD_TAG, _INDEX_TAG, _DATA_TAG = b"\x1a", b"\x08", b"\x1a"
+
+
+def _size(value: int) -> bytes:
+    return _VARINTS[value] if value < 1 << 14 else _varint(value)
 
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return _varint(number << 3 | 2) + _size(len(payload)) + payload
 
 
 def record_size(partition_key: str, data: bytes) -> int:
@@ -61,14 +69,21 @@ def record_size(partition_key: str, data: bytes) -> int:
 
 def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
     """One aggregated Kinesis record holding ``(partition_key, data)`` user records, in order."""
+    # On capture's hot path: tags and small varints come from tables, and the pieces are joined
+    # once, so each record's data is copied once.
     keys: dict[str, int] = {}
-    body = bytearray()
+    parts: list[bytes] = []
+    extend = parts.extend
     for key, data in records:
-        index = keys.setdefault(key, len(keys))
-        inner = b"\x08" + _varint(index) + _field(3, data)
-        body += _field(3, inner)
-    table = b"".join(_field(1, k.encode()) for k in keys)
-    proto = table + bytes(body)
+        index = keys.get(key)
+        if index is None:
+            index = keys[key] = len(keys)
+        index_bytes = _size(index)
+        data_size = _size(len(data))
+        extend((_RECORD_TAG, _size(2 + len(index_bytes) + len(data_size) + len(data)),
+                _INDEX_TAG, index_bytes, _DATA_TAG, data_size, data))
+    table = [_field(1, key.encode()) for key in keys]
+    proto = b"".join((*table, *parts))
     return MAGIC + proto + hashlib.md5(proto, usedforsecurity=False).digest()
 
 

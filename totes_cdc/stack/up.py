@@ -141,6 +141,7 @@ def _has_totesys(conn: Any) -> bool:
 
 def _drop_old_slot(conn: Any) -> None:
     slot = settings()["capture"]["slot"]
+    conn.commit()
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
@@ -305,7 +306,8 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def run(options: StackOptions) -> int:
     """``up``: start, print, supervise until Ctrl-C/SIGTERM, stop."""
     with _state_lock(options.state_dir):
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        # Both signals stop the stack, even when started with SIGINT ignored (as a background job).
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         stack = new_stack(options)
         try:
             start(stack)
@@ -318,10 +320,13 @@ def run(options: StackOptions) -> int:
                     pids = stack.supervisor.pids()
                     write_description(stack)
                 time.sleep(0.5)
-        except (KeyboardInterrupt, _Stop):
+        except _Stop:
             print("stopping ...", flush=True)
         finally:
+            for sig in previous:  # a second Ctrl-C must not cut the clean-up short
+                signal.signal(sig, signal.SIG_IGN)
             stack.close()
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         print("stopped", flush=True)
     return 0
