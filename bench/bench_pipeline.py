@@ -220,6 +220,7 @@ def _stack(state_dir: Path, overrides: dict[str, Any] | None = None) -> Iterator
     previous = os.environ.get(OVERRIDES_ENV)
     if overrides:
         os.environ[OVERRIDES_ENV] = json.dumps(overrides)  # the components inherit it
+    settings.cache_clear()
     stack = new_stack(StackOptions(state_dir=state_dir,
                                    seed="totesys" if seed.real_data_available() else "synthetic",
                                    components=PIPELINE))
@@ -232,6 +233,7 @@ def _stack(state_dir: Path, overrides: dict[str, Any] | None = None) -> Iterator
             os.environ.pop(OVERRIDES_ENV, None)
         else:
             os.environ[OVERRIDES_ENV] = previous
+        settings.cache_clear()
 
 
 @dataclass

@@ -48,7 +48,7 @@ SALES_ORDERS = """
 INSERT INTO sales_order (created_at, last_updated, design_id, staff_id, counterparty_id, units_sold,
                          unit_price, currency_id, agreed_delivery_date, agreed_payment_date,
                          agreed_delivery_location_id)
-SELECT t, t, 1, 1, 1, 1 + g % 100000, 2.00 + (g % 300), 1,
+SELECT t, t, 1, 1, 1, 1 + g %% 100000, 2.00 + (g %% 300), 1,
        (t + interval '10 days')::date::text, (t + interval '20 days')::date::text, 1
 FROM generate_series(1, %(rows)s) g,
      LATERAL (SELECT timestamp '2022-11-03 14:20:49.962' + g * interval '1 second' AS t) s
