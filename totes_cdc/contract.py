@@ -176,7 +176,7 @@ def encode(event: ChangeEvent) -> bytes:
             _column_array(event.columns), _image(event.before), _image(event.after),
             _string_array(event.unchanged)))
     except (KeyError, AttributeError, TypeError, OverflowError) as exc:
-        raise ContractError(f"event {event.schema}.{event.table} at LSN {event.lsn} seq {event.seq} "
+        raise ContractError(f"event {event.schema}.{event.table} at LSN {event.lsn:X} seq {event.seq} "
                             f"does not fit the contract: {exc!r}") from exc
 
 
@@ -231,11 +231,25 @@ def _image(image: Mapping[str, str | None] | None) -> bytes:
     if image is None:
         return _NULL
     parts = [_BRANCH_1, _long(len(image))] if image else [_BRANCH_1]
+    append = parts.append
     for name, value in image.items():
-        parts.append(_string(name))
-        parts.append(_NULL if value is None else _BRANCH_1 + _string(value))
-    parts.append(_NULL)
+        key = _NAMES.get(name)
+        if key is None:
+            if len(_NAMES) >= 4096:
+                _NAMES.clear()
+            key = _NAMES[name] = _string(name)
+        append(key)
+        if value is None:
+            append(_NULL)
+        else:
+            data = value.encode()
+            size = len(data)
+            append(_BRANCH_1 + (_TAIL[size << 1] if size < 1 << 13 else _long(size)) + data)
+    append(_NULL)
     return b"".join(parts)
+
+
+_NAMES: dict[str, bytes] = {}  # encoded column names: the same few in every image
 
 
 def _string_array(items: Sequence[str]) -> bytes:
