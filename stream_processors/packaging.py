@@ -15,7 +15,7 @@ import argparse
 import os
 import re
 import shutil
-import subprocess  # nosec B404
+import subprocess
 import sys
 import tomllib
 import zipfile
@@ -99,7 +99,7 @@ def _pip(command: str, requirements: Sequence[str], *options: str, quiet: bool =
             "--python-version", python_version, "--implementation", "cp", *options, *requirements]
     output = subprocess.DEVNULL if quiet else None
     # pip, with arguments built here
-    return subprocess.run(args, check=False, stdout=output, stderr=output).returncode == 0  # nosec B603
+    return subprocess.run(args, check=False, stdout=output, stderr=output).returncode == 0
 
 
 def install(requirements: Sequence[str], target: Path, wheels: Path) -> None:

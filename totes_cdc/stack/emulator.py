@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess  # nosec B404: we start the emulator's own server with fixed arguments
+import subprocess
 import sys
 import time
 import urllib.error
@@ -51,7 +51,7 @@ class Emulator:
     def start(self, timeout: float = 30.0) -> None:
         ensure_port_free(self.port, "the AWS emulator")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(  # nosec B603
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

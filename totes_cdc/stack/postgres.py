@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess  # nosec B404: we run PostgreSQL's own binaries with fixed arguments
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -70,7 +70,7 @@ def ensure_port_free(port: int, what: str) -> None:
 
 def _major(bindir: Path) -> int | None:
     try:
-        out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,  # nosec B603
+        out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
                              text=True, check=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -85,7 +85,7 @@ def _candidate_bindirs() -> Iterator[Path]:
         yield Path(pg_ctl).resolve().parent
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            yield Path(subprocess.run([pg_config, "--bindir"], capture_output=True,  # nosec B603
+            yield Path(subprocess.run([pg_config, "--bindir"], capture_output=True,
                                       text=True, check=True, timeout=30).stdout.strip())
     for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         yield Path(path)
@@ -122,7 +122,7 @@ def _service_user() -> pwd.struct_passwd | None:
     for name in ("postgres", SERVICE_USER):
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",  # nosec
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",  # nosec B607
                     SERVICE_USER], check=True, capture_output=True, timeout=60)
     return pwd.getpwnam(SERVICE_USER)
 
@@ -164,7 +164,7 @@ class LocalPostgres:
                 os.setuid(owner.pw_uid)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = env["LANG"] = "C.UTF-8"
-        return subprocess.run(list(args), check=False, capture_output=True, text=True,  # nosec B603
+        return subprocess.run(list(args), check=False, capture_output=True, text=True,
                               preexec_fn=preexec, env=env, cwd=self.data_dir.parent, timeout=120)
 
     def _chown(self, path: Path) -> None:

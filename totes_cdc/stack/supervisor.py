@@ -12,7 +12,7 @@ import ctypes
 import logging
 import os
 import signal
-import subprocess  # nosec B404: we start our own components with fixed arguments
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -61,7 +61,7 @@ class Supervisor:
     def _spawn(self, component: Component) -> None:
         if component.log_file is None:
             component.log_file = (self.log_dir / f"{component.name}.log").open("ab")
-        component.process = subprocess.Popen(  # nosec B603
+        component.process = subprocess.Popen(
             list(component.argv), env=self.env,
             stdout=component.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads here)
