@@ -25,6 +25,17 @@ requires_real_data = pytest.mark.skipif(
     not seed.real_data_available(SEED_DIR), reason=f"real totesys data not found in {SEED_DIR}")
 
 
+def query(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """The rows of one statement, on a connection of its own."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def pg_base_dir() -> Iterator[Path]:
     base = make_base_dir()

@@ -22,6 +22,7 @@ from capture.metrics import MetricsPublisher
 from capture.producer import Record
 from capture.service import CaptureService
 from capture.state import LocalStateStore
+from tests.conftest import query
 from totes_cdc import kpl
 from totes_cdc.contract import ChangeEvent, decode
 from totes_cdc.settings import settings
@@ -36,16 +37,6 @@ def execute(dsn: str, *statements: str) -> None:
         with conn.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
-    finally:
-        conn.close()
-
-
-def query(dsn: str, statement: str) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall()
     finally:
         conn.close()
 

@@ -12,6 +12,7 @@ import time
 import psycopg2
 import pytest
 
+from tests.conftest import query
 from totes_cdc import simulate
 from totes_cdc.cli import main
 from totes_cdc.errors import ConfigError
@@ -32,23 +33,13 @@ def seeded_dsn(totesys_dsn):
     return totesys_dsn
 
 
-def _query(dsn, statement):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
 def _state(dsn):
     conn = psycopg2.connect(dsn)
     try:
         counts = seed.row_counts(conn)
     finally:
         conn.close()
-    paid = _query(dsn, "SELECT count(*) FROM payment WHERE paid")[0][0]
+    paid = query(dsn, "SELECT count(*) FROM payment WHERE paid")[0][0]
     return counts, paid
 
 
@@ -69,7 +60,7 @@ def test_run_makes_orders_payments_and_edits_that_the_database_shows(seeded_dsn)
     assert stats.changes == 3 * new_orders + stats.payments_paid + stats.edits
     assert stats.rate > 0 and seen
     # New rows keep the shape: one order per transaction, payment = units x price.
-    assert _query(seeded_dsn, "SELECT count(*) FROM payment p JOIN transaction t USING "
+    assert query(seeded_dsn, "SELECT count(*) FROM payment p JOIN transaction t USING "
                   "(transaction_id) JOIN sales_order s USING (sales_order_id) "
                   "WHERE p.payment_amount <> s.units_sold * s.unit_price")[0][0] == 0
 
@@ -93,11 +84,11 @@ def test_same_seed_same_traffic(seeded_dsn, source_server):
             conn.close()
     orders = ("SELECT design_id, staff_id, counterparty_id, units_sold, unit_price, currency_id "
               "FROM sales_order ORDER BY sales_order_id DESC LIMIT 200")
-    assert _query(seeded_dsn, orders) == _query(other, orders)
+    assert query(seeded_dsn, orders) == query(other, orders)
     paid = "SELECT payment_id FROM payment WHERE paid ORDER BY payment_id"
-    assert _query(seeded_dsn, paid) == _query(other, paid)
+    assert query(seeded_dsn, paid) == query(other, paid)
     edits = "SELECT design_id, design_name FROM design ORDER BY design_id"
-    assert _query(seeded_dsn, edits) == _query(other, edits)
+    assert query(seeded_dsn, edits) == query(other, edits)
 
 
 def test_a_set_stop_event_ends_the_run_at_once(seeded_dsn):
@@ -129,7 +120,7 @@ def test_the_command_stops_cleanly_on_sigterm(seeded_dsn):
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while _query(seeded_dsn, "SELECT count(*) FROM sales_order")[0][0] == 11187:
+        while query(seeded_dsn, "SELECT count(*) FROM sales_order")[0][0] == 11187:
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
