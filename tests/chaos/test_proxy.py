@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.chaos.proxy import THROUGHPUT_EXCEEDED, FaultProxy, is_put_object
 from totes_cdc.settings import settings
-from totes_cdc.stack.emulator import EMULATOR_CREDENTIALS, Emulator
+from totes_cdc.stack.emulator import Emulator, emulator_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -28,9 +27,7 @@ def proxy(aws: Emulator) -> Iterator[FaultProxy]:
 
 
 def client(proxy: FaultProxy, service: str) -> Any:
-    return boto3.client(service, endpoint_url=proxy.endpoint, region_name=settings()["region"],
-                        config=NO_RETRIES, aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return emulator_client(proxy.endpoint, service, config=NO_RETRIES)
 
 
 def stored_records(aws: Emulator) -> list[bytes]:

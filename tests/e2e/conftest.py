@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg2
 import pytest
 
 from totes_cdc.settings import settings
-from totes_cdc.stack.emulator import EMULATOR_CREDENTIALS
+from totes_cdc.stack.emulator import client_env, emulator_client
 
 
 @dataclass
@@ -40,14 +39,10 @@ class RunningStack:
         return self.info["warehouse_dsn"]
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.info["aws_endpoint_url"],
-                            region_name=self.info["aws_region"],
-                            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        return emulator_client(self.info["aws_endpoint_url"], service)
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "AWS_ENDPOINT_URL": self.info["aws_endpoint_url"],
-               "AWS_DEFAULT_REGION": self.info["aws_region"], **EMULATOR_CREDENTIALS,
+        env = {**os.environ, **client_env(self.info["aws_endpoint_url"]),
                "TOTES_CDC_SOURCE_DSN": self.source_dsn,
                "TOTES_CDC_WAREHOUSE_DSN": self.warehouse_dsn,
                "TOTES_CDC_STATE_DIR": self.info["run_dir"]}

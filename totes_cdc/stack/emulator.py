@@ -76,9 +76,14 @@ class Emulator:
         self.process = None
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=settings()["region"],
-                            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        return emulator_client(self.endpoint, service)
+
+
+def emulator_client(endpoint: str, service: str, **kwargs: Any) -> Any:
+    """A boto3 client for ``service`` at ``endpoint`` (the emulator, or a proxy in front of it)."""
+    return boto3.client(service, endpoint_url=endpoint, region_name=settings()["region"],
+                        aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], **kwargs)
 
 
 def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[str, Any]]) -> None:
