@@ -5,3 +5,41 @@ reference measured in the same run) and returns a Markdown section, kept in
 ``bench/results/<name>.md``. BENCHMARKS.md is the machine header plus every section, so running
 one benchmark again refreshes its section without rerunning the others.
 """
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from totes_cdc.stack.emulator import Emulator
+from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a running process, in MiB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@contextlib.contextmanager
+def source_and_emulator() -> Iterator[tuple[Path, LocalPostgres, Emulator]]:
+    """A logical source server and the AWS emulator for one benchmark, stopped afterwards."""
+    base = make_base_dir()
+    server = LocalPostgres(base / "pg")
+    server.init()
+    server.start()
+    emulator = Emulator()
+    emulator.start()
+    try:
+        yield base, server, emulator
+    finally:
+        emulator.stop()
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)

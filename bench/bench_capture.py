@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,9 +24,9 @@ from pathlib import Path
 
 import psycopg2
 
+from bench import peak_rss_mib, source_and_emulator
 from totes_cdc import contract, kpl
-from totes_cdc.stack.emulator import Emulator, client_env
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_cdc.stack.emulator import client_env
 
 SCALE = float(os.environ.get("BENCH_CAPTURE_SCALE", "1"))
 RUNS = 3
@@ -135,16 +134,13 @@ def one_run(server, emulator, kind, n, state_root):
         finally:
             poll.close()
         capture_seconds = time.monotonic() - stream_started[0]
-        rss_kib = 0
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM"):
-                rss_kib = int(line.split()[1])
+        rss_mib = peak_rss_mib(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=60)
     _sql(dsn, f"SELECT pg_drop_replication_slot('{db}_recv')", f"SELECT pg_drop_replication_slot('{db}_cap')")
     emulator.client("kinesis").delete_stream(StreamName=stream)
-    return recv_seconds, capture_seconds, rss_kib / 1024
+    return recv_seconds, capture_seconds, rss_mib
 
 
 # What the profile showed and what was changed; the figures of the table above are from this run.
@@ -184,17 +180,11 @@ def _per_event_micros() -> tuple[float, float]:
 
 
 def run() -> str:
-    base = make_base_dir()
-    server = LocalPostgres(base / "pg")
-    server.init()
-    server.start()
-    emulator = Emulator()
-    emulator.start()
     workloads = [("single-row transactions", "single", int(50_000 * SCALE), RUNS),
                  ("1,000-row transactions", "thousand", int(200_000 * SCALE), RUNS),
                  ("one big transaction", "big", int(1_000_000 * SCALE), 1)]
     rows = []
-    try:
+    with source_and_emulator() as (base, server, emulator):
         for label, kind, n, runs in workloads:
             results = [one_run(server, emulator, kind, n, base) for _ in range(runs)]
             recv = statistics.median(r[0] for r in results)
@@ -203,10 +193,6 @@ def run() -> str:
             rows.append(f"| {label} | {n:,} | {n / recv:,.0f} | {n / cap:,.0f} | {recv / cap:.2f} | "
                         f"{rss:.0f} MB | {runs} |")
             print(rows[-1], flush=True)
-    finally:
-        emulator.stop()
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
     encode_us, aggregate_us = _per_event_micros()
     return ("## Capture: pgoutput slot → Kinesis (emulator)\n\n"
             f"Run {time.strftime('%Y-%m-%d')}. Rows/s draining the same backlog (medians of the runs); "

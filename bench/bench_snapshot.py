@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import shutil
 import statistics
 import subprocess  # nosec B404: our own CLI with fixed arguments
 import sys
@@ -26,9 +25,10 @@ from pathlib import Path
 
 import psycopg2
 
+from bench import peak_rss_mib, source_and_emulator
 from totes_cdc.stack import seed
 from totes_cdc.stack.emulator import Emulator, client_env
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_cdc.stack.postgres import LocalPostgres
 
 ROWS = int(os.environ.get("BENCH_SNAPSHOT_ROWS", "1000000"))
 RUNS = 3
@@ -120,8 +120,8 @@ def _capture(dsn: str, emulator: Emulator, run: int, state_root: Path) -> tuple[
     peak = 0.0
     try:
         while not done.wait(0.5):
-            peak = max(peak, _rss_mib(process.pid))
-        peak = max(peak, _rss_mib(process.pid))
+            peak = max(peak, peak_rss_mib(process.pid))
+        peak = max(peak, peak_rss_mib(process.pid))
         if "end" not in marks:
             raise RuntimeError("capture ended before its snapshot: " + "".join(lines[-5:]))
     finally:
@@ -137,25 +137,9 @@ def _capture(dsn: str, emulator: Emulator, run: int, state_root: Path) -> tuple[
     return marks["end"] - marks["start"], peak
 
 
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run() -> str:
-    base = make_base_dir()
-    server = LocalPostgres(base / "pg")
-    server.init()
-    server.start()
-    emulator = Emulator()
-    emulator.start()
     load = [os.getloadavg()[0]]
-    try:
+    with source_and_emulator() as (base, server, emulator):
         dsn = _source(server)
         copies, snapshots, peaks = [], [], []
         with tempfile.TemporaryDirectory(dir=base) as state_root:
@@ -167,10 +151,6 @@ def run() -> str:
                 load.append(os.getloadavg()[0])
                 print(f"   run {n + 1}: COPY {copies[-1]:.1f} s, capture snapshot {seconds:.1f} s, "
                       f"peak RSS {peak:.0f} MiB", flush=True)
-    finally:
-        emulator.stop()
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
     copy_s, snap_s = statistics.median(copies), statistics.median(snapshots)
     return (f"## Initial snapshot (as of {dt.date.today().isoformat()})\n\n"
             f"Capture's consistent initial snapshot of a {ROWS:,}-row sales_order (totesys schema, "
