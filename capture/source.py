@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=1"
 HEARTBEAT_PREFIX = "totes_cdc_heartbeat"
-WAL_LEVEL_HELP = ("set wal_level = logical in postgresql.conf (on RDS: rds.logical_replication = 1) "
-                  "and restart the server")
 
 
 def parse_lsn(text: str) -> int:
@@ -71,9 +69,7 @@ class Source:
 
     def check(self, tables: Sequence[str]) -> None:
         """ConfigError unless the server does logical decoding and every table exists."""
-        level = self._one("SHOW wal_level")
-        if level != "logical":
-            raise ConfigError(f"the source has wal_level = {level}: {WAL_LEVEL_HELP}")
+        db.require_logical_decoding(self.conn)
         missing = [t for t in tables if self._one("SELECT to_regclass(%s)", (
             sql.Identifier(*qualified(t)).as_string(self.conn),)) is None]
         if missing:

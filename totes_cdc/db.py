@@ -36,3 +36,14 @@ def connect(dsn: str, what: str, **kwargs: Any) -> Any:
     except psycopg2.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot connect to the {what} database {describe(dsn)}: {reason}") from None
+
+
+def require_logical_decoding(conn: Any) -> None:
+    """ConfigError saying exactly what to change when the source cannot do logical decoding."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW wal_level")
+        level = cur.fetchone()[0]
+    if level != "logical":
+        raise ConfigError(
+            f"the source database {describe(conn.dsn)} has wal_level = {level}; set wal_level = "
+            "logical in postgresql.conf (on RDS: rds.logical_replication = 1) and restart the server")

@@ -121,18 +121,6 @@ def _check_free(port: int | None, what: str) -> int:
     return port
 
 
-def require_logical(conn: Any, dsn: str) -> None:
-    """ConfigError saying exactly what to change when the source cannot do logical decoding."""
-    with conn.cursor() as cur:
-        cur.execute("SHOW wal_level")
-        level = cur.fetchone()[0]
-    if level != "logical":
-        raise ConfigError(
-            f"the source database {db.describe(dsn)} has wal_level = {level}; set wal_level = "
-            "logical in postgresql.conf (on RDS: rds.logical_replication = 1 in the parameter "
-            "group) and restart the server")
-
-
 def _has_totesys(conn: Any) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.sales_order') IS NOT NULL")
@@ -234,7 +222,7 @@ def start(stack: Stack) -> None:
 
     conn = db.connect(stack.source_dsn, "source")
     try:
-        require_logical(conn, stack.source_dsn)
+        db.require_logical_decoding(conn)
         _seed(stack, conn)
         _drop_old_slot(conn)
     finally:
