@@ -1,10 +1,14 @@
 """``totes-cdc load``: the local stand-in for the Lambda SQS event source mapping.
 
-It long-polls the processed-files queue, hands each batch to :class:`~warehouse_loader.handler.Loader`
-as an AWS-shaped SQS event, and deletes only the messages the handler did not report as failed;
-a failed message becomes visible again after the queue's visibility timeout, and after
-``max_receive_count`` receives SQS moves it to the DLQ, as in AWS. A message is deleted only after
-its file is committed, so a kill -9 at any moment loses nothing (a redelivered file appends nothing).
+Like the mapping, it runs several loaders at once: ``loader_mapping.maximum_concurrency`` workers
+(the production concurrency cap, settings.json), each a thread with its own SQS, S3 and
+CloudWatch clients and its own warehouse connection, so files are applied concurrently and in any
+order, as in AWS. Each worker long-polls the processed-files queue, hands each batch to
+:class:`~warehouse_loader.handler.Loader` as an AWS-shaped SQS event, and deletes only the messages
+the handler did not report as failed; a failed message becomes visible again after the queue's
+visibility timeout, and after ``max_receive_count`` receives SQS moves it to the DLQ, as in AWS. A
+message is deleted only after its file is committed, so a kill -9 at any moment loses nothing (a
+redelivered file appends nothing).
 """
 
 from __future__ import annotations
@@ -67,35 +71,21 @@ class MetricBuffer:
         self._data = []
 
 
-class Runner:
-    """Polls the queue and calls the loader, batch by batch, until ``stop`` is set."""
+class Worker:
+    """One loader: polls the queue and applies batch by batch on its own warehouse connection."""
 
-    def __init__(self, dsn: str, stop: threading.Event,
-                 loader_factory: Callable[[MetricBuffer], Loader] | None = None) -> None:
+    def __init__(self, name: str, queue_url: str, queue_arn: str,
+                 loader_factory: Callable[[MetricBuffer, Any], Loader]) -> None:
         cfg = settings()
-        self._dsn = dsn
-        self._stop = stop
+        self.name = name
+        self._queue_url, self._queue_arn = queue_url, queue_arn
         self._batch_size = min(cfg["loader_mapping"]["batch_size"], 10)  # SQS receives <= 10
         self._region = cfg["region"]
-        self._sqs = boto3.client("sqs")
-        queue = cfg["queues"]["processed_files"]
-        try:
-            self._queue_url = self._sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-            self._queue_arn = self._sqs.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        except AWS_ERRORS as exc:
-            raise ConfigError(f"cannot use the queue {queue}: {exc}") from None
-        self.metrics = MetricBuffer(boto3.client("cloudwatch"), cfg["metrics_namespace"])
-        factory = loader_factory or (lambda m: Loader(lambda: self._dsn, m.add))
-        self.loader = factory(self.metrics)
-
-    def migrate(self) -> None:
-        conn = connect(self._dsn, "warehouse")
-        try:
-            for migration in migrate(conn):
-                log.info("warehouse migrated to %03d_%s", migration.version, migration.name)
-        finally:
-            conn.close()
+        # boto3 clients are safe to share between threads, sessions are not: one session each.
+        session = boto3.session.Session()
+        self._sqs = session.client("sqs")
+        self.metrics = MetricBuffer(session.client("cloudwatch"), cfg["metrics_namespace"])
+        self.loader = loader_factory(self.metrics, session.client("s3"))
 
     def poll_once(self, wait_seconds: int = POLL_WAIT_SECONDS) -> int:
         """Receive one batch, process it, delete what succeeded; the number of messages received."""
@@ -112,20 +102,74 @@ class Runner:
         if done:
             self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=done)
         if failed:
-            log.warning("%d of %d messages failed; they will be redelivered", len(failed), len(messages))
+            log.warning("%s: %d of %d messages failed; they will be redelivered",
+                        self.name, len(failed), len(messages))
         self.metrics.flush()
         return len(messages)
 
-    def run(self) -> None:
-        self.migrate()
-        log.info("loader polling %s", self._queue_url)
+    def run(self, stop: threading.Event) -> None:
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 try:
                     self.poll_once()
                 except AWS_ERRORS as exc:  # SQS or CloudWatch briefly unavailable: poll again
-                    log.warning("polling %s failed, retrying: %s", self._queue_url, exc)
-                    self._stop.wait(RETRY_DELAY_SECONDS)
+                    log.warning("%s: polling %s failed, retrying: %s", self.name, self._queue_url, exc)
+                    stop.wait(RETRY_DELAY_SECONDS)
         finally:
             self.loader.close()
+
+
+class Runner:
+    """``workers`` loaders (default: the mapping's maximum concurrency) until ``stop`` is set."""
+
+    def __init__(self, dsn: str, stop: threading.Event,
+                 loader_factory: Callable[[MetricBuffer, Any], Loader] | None = None,
+                 workers: int | None = None) -> None:
+        cfg = settings()
+        self._dsn = dsn
+        self._stop = stop
+        count = workers or cfg["loader_mapping"]["maximum_concurrency"]
+        if count < 1:
+            raise ConfigError(f"the loader needs at least one worker, not {count}")
+        sqs = boto3.client("sqs")
+        queue = cfg["queues"]["processed_files"]
+        try:
+            self._queue_url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+            queue_arn = sqs.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        except AWS_ERRORS as exc:
+            raise ConfigError(f"cannot use the queue {queue}: {exc}") from None
+        factory = loader_factory or (lambda metrics, s3: Loader(lambda: self._dsn, metrics.add, s3))
+        self.workers = [Worker(f"loader-{n}", self._queue_url, queue_arn, factory)
+                        for n in range(1, count + 1)]
+
+    def migrate(self) -> None:
+        conn = connect(self._dsn, "warehouse")
+        try:
+            for migration in migrate(conn):
+                log.info("warehouse migrated to %03d_%s", migration.version, migration.name)
+        finally:
+            conn.close()
+
+    def run(self) -> None:
+        """Migrate, then run every worker until ``stop``; a worker's unexpected error stops them
+        all and is raised (the process exits and its supervisor restarts it, as one would)."""
+        self.migrate()
+        log.info("loader polling %s with %d workers", self._queue_url, len(self.workers))
+        errors: list[BaseException] = []
+
+        def work(worker: Worker) -> None:
+            try:
+                worker.run(self._stop)
+            except Exception as exc:
+                errors.append(exc)
+                self._stop.set()
+
+        threads = [threading.Thread(target=work, args=(w,), name=w.name) for w in self.workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
         log.info("loader stopped")

@@ -213,7 +213,10 @@ def test_loader_mapping_equals_settings() -> None:
     # The other two settings live on the queue (asserted above) and bound the function timeout.
     assert set(RAW_SETTINGS["loader_mapping"]) == {
         "batch_size", "maximum_batching_window_seconds", "function_response_types",
-        "max_receive_count", "visibility_timeout_seconds"}
+        "max_receive_count", "visibility_timeout_seconds", "maximum_concurrency"}
+    # The local loader runner's worker count: the production environment's concurrency cap.
+    assert modules()["envs/prod"].modules["pipeline"]["loader_concurrency"] == (
+        RAW_SETTINGS["loader_mapping"]["maximum_concurrency"])
     assert mod.modules["function"]["timeout_seconds"] == (
         "${floor(local.mapping.visibility_timeout_seconds / 6)}")
 

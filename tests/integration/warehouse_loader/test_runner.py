@@ -15,12 +15,14 @@ import psycopg2
 import pytest
 from aws_lambda_powertools.utilities import parameters
 
+from tests.conftest import query
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
 from tests.integration.warehouse_loader.test_apply import design, payment
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 from warehouse_loader import handler
-from warehouse_loader.runner import Runner
+from warehouse_loader.handler import Loader
+from warehouse_loader.runner import Runner, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +41,9 @@ def count_rows(dsn: str, table: str) -> int:
         conn.close()
 
 
-def poll_until(runner: Runner, done, attempts: int = 20) -> None:
+def poll_until(worker: Worker, done, attempts: int = 20) -> None:
     for _ in range(attempts):
-        runner.poll_once(wait_seconds=1)
+        worker.poll_once(wait_seconds=1)
         if done():
             return
     raise AssertionError("the runner did not get there")
@@ -55,10 +57,12 @@ def queue_attribute(aws, name: str) -> int:
 
 @pytest.fixture
 def runner(aws, warehouse_dsn):
-    runner = Runner(warehouse_dsn, threading.Event())
+    """One worker of a runner on a migrated warehouse, polled by the test."""
+    runner = Runner(warehouse_dsn, threading.Event(), workers=1)
     runner.migrate()
-    yield runner
-    runner.loader.close()
+    worker = runner.workers[0]
+    yield worker
+    worker.loader.close()
 
 
 def test_bad_file_is_dead_lettered_and_the_next_file_still_loads(aws, runner, warehouse_dsn,
@@ -84,7 +88,8 @@ def test_bad_file_is_dead_lettered_and_the_next_file_still_loads(aws, runner, wa
 
 
 def test_unreachable_warehouse_leaves_the_message_for_redelivery(aws, totesys_columns):
-    runner = Runner("host=127.0.0.1 port=1 dbname=wh user=u connect_timeout=2", threading.Event())
+    runner = Runner("host=127.0.0.1 port=1 dbname=wh user=u connect_timeout=2", threading.Event(),
+                    workers=1).workers[0]
     put(aws, object_key("design", 1, 1),
         parquet_bytes(totesys_columns["design"], [event("r", 1, 1, design(1))]))
 
@@ -160,7 +165,7 @@ def test_a_missing_queue_is_a_config_error(aws, warehouse_dsn):
 
 def test_run_keeps_polling_through_aws_errors_until_stopped(aws, warehouse_dsn, monkeypatch, caplog):
     stop = threading.Event()
-    runner = Runner(warehouse_dsn, stop)
+    runner = Runner(warehouse_dsn, stop, workers=1)
     calls = []
 
     def poll_once():
@@ -170,7 +175,73 @@ def test_run_keeps_polling_through_aws_errors_until_stopped(aws, warehouse_dsn, 
         stop.set()
         return 0
 
-    monkeypatch.setattr(runner, "poll_once", poll_once)
+    monkeypatch.setattr(runner.workers[0], "poll_once", poll_once)
     runner.run()
     assert len(calls) == 2
     assert "polling" in caplog.text and "failed, retrying" in caplog.text
+
+
+def test_by_default_as_many_workers_as_the_production_mapping_runs(aws, warehouse_dsn):
+    workers = Runner(warehouse_dsn, threading.Event()).workers
+    assert len(workers) == settings()["loader_mapping"]["maximum_concurrency"] >= 2
+    assert len({id(w.loader) for w in workers}) == len(workers)
+
+
+def test_workers_apply_files_concurrently_each_on_its_own_connection(aws, warehouse_dsn,
+                                                                     totesys_columns):
+    """Three workers each hold a committed file at the same moment (a barrier proves it), with
+    three warehouse sessions open; every file is applied once and every message deleted."""
+    workers, files = 3, 30
+    connections = []
+
+    def count_sessions() -> None:
+        connections.append(query(warehouse_dsn, "SELECT count(*) FROM pg_stat_activity "
+                                                "WHERE datname = current_database() "
+                                                "AND pid <> pg_backend_pid()")[0][0])
+
+    barrier = threading.Barrier(workers, action=count_sessions, timeout=60)
+
+    class WaitingLoader(Loader):
+        """Waits, after its first committed file, until every worker has committed one."""
+
+        waited = False
+
+        def load(self, bucket: str, key: str) -> None:
+            super().load(bucket, key)
+            if not self.waited:
+                self.waited = True
+                barrier.wait()
+
+    stop = threading.Event()
+    runner = Runner(warehouse_dsn, stop, workers=workers,
+                    loader_factory=lambda m, s3: WaitingLoader(lambda: warehouse_dsn, m.add, s3))
+    runner.migrate()
+    for n in range(1, files + 1):
+        put(aws, object_key("payment", n, n), parquet_bytes(totesys_columns["payment"], [
+            event("r", 100, n, payment(n)), event("u", 200 + n, 1, payment(n, paid="true"))]))
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (count_rows(warehouse_dsn, "fact_payment") < 2 * files
+               or queue_attribute(aws, "ApproximateNumberOfMessages")
+               or queue_attribute(aws, "ApproximateNumberOfMessagesNotVisible")):
+            assert time.monotonic() < deadline and thread.is_alive(), "not every file was loaded"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not barrier.broken and connections and connections[0] >= workers
+    assert count_rows(warehouse_dsn, "fact_payment") == 2 * files
+    assert count_rows(warehouse_dsn, "fact_payment_current WHERE paid") == files
+
+
+def test_a_worker_that_fails_unexpectedly_stops_the_runner(aws, warehouse_dsn, monkeypatch):
+    runner = Runner(warehouse_dsn, threading.Event(), workers=2)
+
+    def broken(wait_seconds: int = 0) -> int:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(runner.workers[1], "poll_once", broken)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        runner.run()
