@@ -3,6 +3,9 @@
 Each package contributes its subcommands through a ``register(subparsers)`` function in its
 ``cli`` module; ``register`` only declares arguments (heavy imports happen when a command runs).
 Errors a user can fix (ConfigError) are printed as one line and exit 2, with no traceback.
+
+Every command but ``up``/``demo`` finds a running local stack by its ``<state-dir>/stack.json``
+(see :mod:`totes_cdc.stackfile`) and takes from it the DSNs and AWS settings it was not given.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
 
+from totes_cdc import stackfile
 from totes_cdc.errors import ConfigError
 
 COMMAND_MODULES = (
@@ -23,32 +29,36 @@ COMMAND_MODULES = (
     "totes_cdc.ops_cli",
     "stream_processors.cli",
 )
+# The commands that start a stack (and write stack.json) rather than use one.
+STACK_STARTERS = ("up", "demo")
 
 
 def add_dsn_argument(parser: argparse.ArgumentParser, role: str, required: bool = True) -> None:
-    """``--<role>-dsn``, defaulting to ``$TOTES_CDC_<ROLE>_DSN``.
+    """``--<role>-dsn``, defaulting to ``$TOTES_CDC_<ROLE>_DSN``, else the running stack's.
 
     Passwords belong in the environment (or Secrets Manager), not in argv where ``ps`` shows them:
-    the local stack hands DSNs to its components through these variables.
+    the local stack hands DSNs to its components through these variables. A required DSN is
+    checked by :func:`main` once the running stack has been consulted, not by argparse.
     """
-    env = f"TOTES_CDC_{role.upper()}_DSN"
-    parser.add_argument(f"--{role}-dsn", default=os.environ.get(env),
-                        required=required and env not in os.environ, metavar="DSN",
-                        help=f"libpq DSN of the {role} database (default: ${env}); "
-                             "sslmode=require/verify-full for TLS")
+    env = stackfile.DSN_ENV[role]
+    parser.add_argument(f"--{role}-dsn", default=os.environ.get(env), metavar="DSN",
+                        help=f"libpq DSN of the {role} database (default: ${env}, else the running "
+                             "stack's); sslmode=require/verify-full for TLS")
+    parser.set_defaults(dsn_roles={**(parser.get_default("dsn_roles") or {}), role: required})
 
 
 def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
     """``--state-dir``: where local runners keep durable state (default: $TOTES_CDC_STATE_DIR)."""
-    parser.add_argument("--state-dir", default=os.environ.get("TOTES_CDC_STATE_DIR", ".totes-cdc"),
+    parser.add_argument("--state-dir", default=stackfile.default_state_dir(),
                         help="folder for local state: stack.json, checkpoints, logs "
-                             "(default: $TOTES_CDC_STATE_DIR or .totes-cdc)")
+                             f"(default: ${stackfile.STATE_DIR_ENV} or {stackfile.DEFAULT_STATE_DIR})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="totes-cdc",
         description="Change data capture from totesys (PostgreSQL) to a live star-schema warehouse.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('totes-cdc')}")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -57,11 +67,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_running_stack(args: argparse.Namespace) -> None:
+    """Fill the DSNs and AWS settings not given from the stack.json of ``args``' state dir.
+
+    Sets ``args.stack`` (None when no live stack is found) and says on stderr what was taken, or
+    that the file found is stale.
+    """
+    args.stack = None
+    if args.command in STACK_STARTERS:
+        return
+    try:
+        stack = stackfile.find(Path(getattr(args, "state_dir", None) or stackfile.default_state_dir()))
+    except stackfile.StaleStack as exc:
+        print(f"totes-cdc: {exc}", file=sys.stderr)
+        return
+    if stack is None:
+        return
+    roles = getattr(args, "dsn_roles", {})
+    taken = stackfile.apply(stack, {role: getattr(args, f"{role}_dsn") for role in roles}, os.environ)
+    for role in taken.dsns:
+        setattr(args, f"{role}_dsn", stack.dsn(role))
+    args.stack = stack
+    if taken.dsns or taken.aws:
+        print(f"totes-cdc: {taken.describe()}", file=sys.stderr)
+
+
+def require_dsns(args: argparse.Namespace) -> None:
+    for role, required in getattr(args, "dsn_roles", {}).items():
+        if required and getattr(args, f"{role}_dsn") is None:
+            raise ConfigError(
+                f"{args.command} needs the {role} database: give --{role}-dsn, set "
+                f"${stackfile.DSN_ENV[role]}, or run it where `totes-cdc up` is running "
+                f"(its {stackfile.FILE_NAME} in --state-dir, ${stackfile.STATE_DIR_ENV} or "
+                f"{stackfile.DEFAULT_STATE_DIR})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        use_running_stack(args)
+        require_dsns(args)
         result: int | None = args.func(args)
     except ConfigError as exc:
         print(f"totes-cdc: error: {exc}", file=sys.stderr)

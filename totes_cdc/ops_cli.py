@@ -37,10 +37,15 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _component_state_dir(args: argparse.Namespace) -> Path:
+    """Where the components write their status: the running stack's run dir, else --state-dir."""
+    return args.stack.run_dir if args.stack is not None else Path(args.state_dir)
+
+
 def status(args: argparse.Namespace) -> int:
     from totes_cdc import status as st
 
-    report = st.collect(args.source_dsn, args.warehouse_dsn, Path(args.state_dir))
+    report = st.collect(args.source_dsn, args.warehouse_dsn, _component_state_dir(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else st.render(report))
     return 0
 
@@ -49,7 +54,7 @@ def dashboard(args: argparse.Namespace) -> int:
     from dashboard.server import serve
 
     serve(args.warehouse_dsn, host=args.host, port=args.port, source_dsn=args.source_dsn,
-          state_dir=Path(args.state_dir), stop_event=_stop_on_signals())
+          state_dir=_component_state_dir(args), stop_event=_stop_on_signals())
     return 0
 
 

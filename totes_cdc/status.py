@@ -1,7 +1,8 @@
 """How far behind each stage is, read from the stages' own hand-offs (never from their internals).
 
-- source: replication slot lag in bytes (``pg_current_wal_lsn() - confirmed_flush_lsn``) and the
-  age of the capture's last heartbeat (CloudWatch ``CaptureHeartbeat``);
+- source: replication slot lag in bytes (``pg_current_wal_lsn() - confirmed_flush_lsn``), the
+  age of the capture's last heartbeat (CloudWatch ``CaptureHeartbeat``) and, from the local
+  capture's ``<state-dir>/status/capture.json``, its phase and initial snapshot progress;
 - stream: the stream processor's iterator age (CloudWatch ``IteratorAgeMilliseconds``, else the
   local runner's ``<state-dir>/status/process.json``: the largest ``millis_behind_latest`` of its
   shards);
@@ -55,6 +56,7 @@ class Status:
     """One reading of the pipeline; None means unknown (``unknown`` says why)."""
 
     slot_lag_bytes: int | None = None
+    capture: dict[str, Any] | None = None
     heartbeat_age_s: float | None = None
     stream_lag_ms: float | None = None
     files_waiting: int | None = None
@@ -112,6 +114,18 @@ def heartbeat_age_s() -> float | None:
     """Seconds since the capture's last heartbeat; None when there was none in the last hour."""
     point = _latest_metric("CaptureHeartbeat", HEARTBEAT_LOOKBACK, "Sum")
     return None if point is None else (datetime.now(UTC) - point[0]).total_seconds()
+
+
+def capture_progress(state_dir: Path) -> dict[str, Any]:
+    """The capture's phase and snapshot progress (rows and tables done of their totals)."""
+    path = state_dir / "status" / "capture.json"
+    if not path.is_file():
+        raise LookupError("no local capture status")
+    reading = json.loads(path.read_text(encoding="utf-8"))
+    tables = reading["snapshot"].values()
+    return {"phase": reading["phase"], "snapshot_rows": sum(t["rows"] for t in tables),
+            "snapshot_total": sum(t["total"] or 0 for t in tables),
+            "tables_done": sum(1 for t in tables if t["done"]), "tables": len(tables)}
 
 
 def stream_lag_ms(state_dir: Path) -> float:
@@ -222,6 +236,7 @@ def collect(source_dsn: str | None, warehouse_dsn: str | None, state_dir: Path) 
         status.slot_lag_bytes = _read(status, "slot_lag_bytes", lambda: slot_lag_bytes(source_dsn))
     else:
         status.unknown["slot_lag_bytes"] = "no source DSN"
+    status.capture = _read(status, "capture", lambda: capture_progress(state_dir))
     status.heartbeat_age_s = _read(status, "heartbeat_age_s", heartbeat_age_s)
     if status.heartbeat_age_s is None and "heartbeat_age_s" not in status.unknown:
         status.heartbeat_missing = True
@@ -250,11 +265,21 @@ def _show(value: Any, unit: str = "") -> str:
     return str(value)
 
 
+def _snapshot(capture: dict[str, Any] | None) -> str:
+    if capture is None:
+        return "unknown"
+    rows, total = capture["snapshot_rows"], capture["snapshot_total"]
+    share = f" ({100 * rows / total:.0f}%)" if total else ""
+    return (f"{capture['phase']}: {rows:,} of {total:,} rows{share}, "
+            f"{capture['tables_done']} of {capture['tables']} tables done")
+
+
 def render(status: Status) -> str:
     """The report as aligned text lines, one per measure, then alerts and unknown reasons."""
     latency = status.latency_ms or {}
     rows = [
         ("source", "replication slot lag", _show(status.slot_lag_bytes, " bytes")),
+        ("source", "capture snapshot", _snapshot(status.capture)),
         ("source", "capture heartbeat age", _show(status.heartbeat_age_s, " s")),
         ("stream", "stream lag", _show(status.stream_lag_ms, " ms")),
         ("files", "files waiting", _show(status.files_waiting)),

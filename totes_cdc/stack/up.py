@@ -16,8 +16,11 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
+import shlex
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,9 +34,10 @@ from totes_cdc import db
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 from totes_cdc.stack import seed as seeding
-from totes_cdc.stack.emulator import Emulator, client_env, create_resources
+from totes_cdc.stack.emulator import EMULATOR_CREDENTIALS, Emulator, client_env, create_resources
 from totes_cdc.stack.postgres import LocalPostgres, ensure_port_free, free_port, make_base_dir
 from totes_cdc.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
+from totes_cdc.stackfile import DEFAULT_STATE_DIR, FILE_NAME, STATE_DIR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +98,20 @@ class Stack:
             self.base_dir = None
 
     def description(self) -> dict[str, Any]:
-        """What stack.json holds: endpoints and DSNs (the file is readable by its owner only)."""
+        """What stack.json holds: endpoints, DSNs and PIDs (the file is readable by its owner only).
+
+        ``pid`` is this ``up`` process: other commands use the file only while it is alive.
+        """
         if self.emulator is None:
             raise RuntimeError("the stack is not up")
         return {
+            "pid": os.getpid(),
             "source_dsn": self.source_dsn,
             "warehouse_dsn": self.warehouse_dsn,
             "aws_endpoint_url": self.emulator.endpoint,
             "aws_region": settings()["region"],
+            "aws_access_key_id": EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             "dashboard_url": self.dashboard_url if "dashboard" in self.options.components else None,
             "run_dir": str(self.run_dir),
             "logs": str(self.run_dir / "logs"),
@@ -249,7 +259,7 @@ def start(stack: Stack) -> None:
 
 
 def write_description(stack: Stack) -> Path:
-    path = stack.options.state_dir / "stack.json"
+    path = stack.options.state_dir / FILE_NAME
     path.touch(mode=0o600)
     path.chmod(0o600)
     path.write_text(json.dumps(stack.description(), indent=2) + "\n", encoding="utf-8")
@@ -268,7 +278,35 @@ def summary(stack: Stack, path: Path) -> str:
     lines.append(f"  DSNs with passwords: {path} (owner-readable only)")
     if stack.counts:
         lines.append("  source rows: " + ", ".join(f"{t} {n:,}" for t, n in stack.counts.items()))
+    lines.append(next_steps(stack))
     lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def _program() -> str:
+    """How to type ``totes-cdc`` here: the script beside this interpreter, relative when it can be."""
+    script = Path(sys.executable).parent / "totes-cdc"
+    if not script.exists():
+        return "totes-cdc"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def next_steps(stack: Stack) -> str:
+    """The commands worth running next, in another terminal; they find this stack by stack.json."""
+    program = _program()
+    state_dir = stack.options.state_dir
+    if state_dir == Path(DEFAULT_STATE_DIR):
+        lines = [f"Next, in another terminal, in {Path.cwd()}:"]
+    else:
+        lines = ["Next, in another terminal:"]
+        lines.append(f"  export {STATE_DIR_ENV}={shlex.quote(str(state_dir.resolve()))}")
+    lines.append(f"  {program} status          # how far behind each stage is")
+    lines.append(f"  {program} reconcile       # does the warehouse match the source?")
+    if "dashboard" in stack.options.components:
+        lines.append(f"  open {stack.dashboard_url}   # the live dashboard")
     return "\n".join(lines)
 
 
@@ -313,6 +351,8 @@ def run(options: StackOptions) -> int:
         finally:
             for sig in previous:  # a second Ctrl-C must not cut the clean-up short
                 signal.signal(sig, signal.SIG_IGN)
+            # Nothing may take the stack for running once it stops.
+            (options.state_dir / FILE_NAME).unlink(missing_ok=True)
             stack.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -59,6 +59,9 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     _put_metric(aws, "IteratorAgeMilliseconds", 75000)
     _put_metric(aws, "CaptureHeartbeat", 1)
     monkeypatch.setitem(s["alarms"], "slot_lag_bytes", 1000)
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "capture.json").write_text(json.dumps({"phase": "streaming", "snapshot": {
+        "public.sales_order": {"done": True, "rows": 5, "total": 5}}}))
 
     report = status.collect(source_dsn, warehouse_dsn, tmp_path)
 
@@ -72,6 +75,8 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     assert 250 <= report.latency_ms["p50"] <= 350                  # snapshot rows are excluded
     assert report.latency_ms["p99"] > 5000
     assert report.unknown == {}
+    assert report.capture == {"phase": "streaming", "snapshot_rows": 5, "snapshot_total": 5,
+                              "tables_done": 1, "tables": 1}
     fired = " | ".join(report.alerts)
     for expected in ("replication slot lag", "stream lag 75000 ms > 60000",
                      "end-to-end latency p99", "2 dead-lettered"):

@@ -50,3 +50,21 @@ def test_aws_clients_follow_the_environment(monkeypatch):
     assert status._aws("sqs") is first
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
     assert status._aws("sqs").meta.endpoint_url == "http://127.0.0.1:2"
+
+
+def test_snapshot_progress_is_read_from_the_local_capture_status(tmp_path):
+    import json
+
+    from totes_cdc.status import capture_progress
+
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "capture.json").write_text(json.dumps({"phase": "snapshot", "snapshot": {
+        "public.sales_order": {"done": True, "rows": 300, "total": 300},
+        "public.payment": {"done": False, "rows": 100, "total": 700},
+        "public.staff": {"done": False, "rows": 0, "total": None}}}))
+    progress = capture_progress(tmp_path)
+    assert progress == {"phase": "snapshot", "snapshot_rows": 400, "snapshot_total": 1000,
+                        "tables_done": 1, "tables": 3}
+    assert "capture snapshot           snapshot: 400 of 1,000 rows (40%), 1 of 3 tables done" in \
+        render(Status(capture=progress))
+    assert "capture snapshot           unknown" in render(Status())
