@@ -8,10 +8,11 @@ stream is exactly the source, with no gap and no double count.
 
 Resume after a crash mid-snapshot: the slot is kept (it retains every change since C1). A temporary
 slot exports a fresh snapshot at C2, and only the rest is read there: unfinished tables, from the
-row after the last key emitted (their events get lsn = C2). Streaming the slot from C1 then keeps
-every change to rows emitted at C1, and drops changes with commit LSN < C2 to rows read at C2 (the
-C2 read already shows them): :class:`ResumeFilter`. A table without a primary key cannot be read
-by key: it is read whole again, so a crash in the middle of one repeats its rows.
+row after the last key saved (their events get lsn = C2). Streaming the slot from C1 then keeps
+every change to rows read at C1, and drops the inserts and updates with commit LSN < C2 of rows
+read at C2 (the C2 read already shows them), but never a delete: :class:`ResumeFilter`. A table
+without a primary key cannot be read by key: it is read whole again, so a crash in the middle of
+one repeats its rows.
 """
 
 from __future__ import annotations
@@ -49,29 +50,34 @@ def _sort_value(type_name: str, text: str | None) -> Any:
 
 
 class ResumeFilter:
-    """Drops streamed changes that a resumed snapshot read already includes."""
+    """Drops streamed changes that a resumed snapshot read already includes, and nothing else.
+
+    A change with commit LSN below the snapshot that read its row is in that read, so the stream
+    drops it. What the read cannot show is a row that is gone, and that row may already be on the
+    stream (read at C1 in the chunk whose progress was not saved, or streamed before a full
+    re-snapshot after lost state): a delete is therefore always kept, and an update whose old row
+    leaves the read range becomes the delete of that old row. A consumer may so receive the delete
+    of a row it never saw; ordered by position, it ends equal to the source.
+    """
 
     def __init__(self, state: SnapshotState) -> None:
         self._tables = {name: t for name, t in state.tables.items() if t.segments}
         self._until = max((lsn for t in self._tables.values() for _, lsn in t.segments), default=0)
 
     def apply(self, event: ChangeEvent) -> ChangeEvent | None:
-        """The event to send: itself, None when the snapshot already holds it, or (an update moving
-        a row from an already-read key to one read later) the delete of its old key."""
-        if event.lsn >= self._until:
+        """The event to send: itself, None when the snapshot already holds it, or (an update whose
+        new row the snapshot holds, from another old row) the delete of its old row."""
+        if event.lsn >= self._until or event.after is None:  # deletes and truncates stay
             return event
         progress = self._tables.get(f"{event.schema}.{event.table}")
-        if progress is None or (event.before is None and event.after is None):  # truncates stay
+        if progress is None or event.lsn >= self._read_at(progress, event.after):
             return event
-        if not progress.key_columns:
-            return None if event.lsn < progress.segments[-1][1] else event
-        old_known = None if event.before is None else event.lsn >= self._read_at(progress, event.before)
-        new_known = None if event.after is None else event.lsn >= self._read_at(progress, event.after)
-        if old_known is not False and new_known is not False:
-            return event
-        if old_known and new_known is False:
-            return dataclasses.replace(event, op=OP_DELETE, after=None, unchanged=())
-        return event if new_known else None
+        old = event.before
+        if old is None or (progress.key_columns and all(
+                old.get(c) == event.after.get(c) for c in progress.key_columns)):
+            return None  # the same row: the read shows its new values
+        # The old row is another key, or (a table without key) the old image: it is gone.
+        return dataclasses.replace(event, op=OP_DELETE, after=None, unchanged=())
 
     def _read_at(self, progress: TableProgress, image: Mapping[str, str | None]) -> int:
         """LSN of the snapshot that read the row with this image's key."""
@@ -85,6 +91,12 @@ class ResumeFilter:
     @staticmethod
     def _sortable(progress: TableProgress, key: Key) -> tuple[Any, ...]:
         return tuple(_sort_value(t, v) for t, v in zip(progress.key_types, key, strict=True))
+
+
+def read_event(schema: str, table: str, columns: tuple[Column, ...], *, lsn: int, ordinal: int,
+               taken_at: dt.datetime, row: Mapping[str, str | None]) -> ChangeEvent:
+    """The snapshot read of ``row``, the ``ordinal``-th row of its table, in the snapshot at ``lsn``."""
+    return ChangeEvent(OP_SNAPSHOT, schema, table, lsn, ordinal, taken_at, columns, after=row, snapshot=True)
 
 
 Emit = Callable[[ChangeEvent, str], None]
@@ -157,8 +169,8 @@ class SnapshotReader:
             rows = reader.fetchmany(self._chunk_rows)
             for row in rows:
                 progress.rows += 1
-                self._emit(ChangeEvent(OP_SNAPSHOT, schema, name, lsn, progress.rows, taken_at, columns,
-                                       after=dict(zip(names, row, strict=True)), snapshot=True),
+                self._emit(read_event(schema, name, columns, lsn=lsn, ordinal=progress.rows,
+                                      taken_at=taken_at, row=dict(zip(names, row, strict=True))),
                            partition_key(schema, name, [row[i] for i in key_positions]))
             if rows and key_columns is not None:
                 progress.last_key = [rows[-1][i] for i in key_positions]

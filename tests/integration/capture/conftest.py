@@ -95,7 +95,9 @@ def assert_versions_exact(events: list[ChangeEvent], dsn: str, snapshot_repeats:
     for key, history in keyed.items():
         design_id = key.rsplit("/", 1)[1]
         versions = [int(e.after["design_name"]) for e in history if e.op != "d"]
-        assert versions, (key, history)
+        if not versions:  # a resumed snapshot sends deletes of rows it may have sent before
+            assert design_id not in source_rows, (key, history)
+            continue
         runs = [[]]
         for event in history:
             if event.op == "r" and runs[-1] and snapshot_repeats:

@@ -89,7 +89,8 @@ def test_resume_filter_drops_only_what_the_resumed_snapshot_holds():
     assert f.apply(_event("u", 150, after="50")) is None         # row read at 200 already has it
     late = _event("u", 250, after="50")
     assert f.apply(late) is late                                  # after the second snapshot
-    assert f.apply(_event("d", 150, before="50")) is None
+    gone = _event("d", 150, before="50")
+    assert f.apply(gone) is gone                                  # a delete is never dropped
     moved = f.apply(_event("u", 150, before="5", after="50"))    # leaves the read range: delete old key
     assert moved.op == "d" and moved.before == {"id": "5"} and moved.after is None
     into = _event("u", 150, before="50", after="5")
