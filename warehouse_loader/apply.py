@@ -53,6 +53,8 @@ POSITION_COLUMNS = ("source_lsn", "source_seq", "is_deleted")
 TOMBSTONE_SEQ_FACTOR = 2**31
 # pg_advisory_xact_lock key serialising dimension recomputes (an arbitrary project constant).
 DIMENSION_LOCK_KEY = 0x746F7465735F6469
+# pg_advisory_xact_lock(TABLE_LOCK_CLASS, hashtext(table)) per source table: see _lock_table().
+TABLE_LOCK_CLASS = 0x746F7465
 _STAGED_META = ("_op", "_lsn", "_seq", "_commit_ts", "_unchanged")
 _STAGED_META_TYPES = ("text", "bigint", "bigint", "timestamptz", "text")
 
@@ -380,6 +382,21 @@ def _reapply_later_truncates(cur: Any, spec: SourceTable, rows: pa.Table, totals
         _truncate(cur, spec, {"lsn": lsn, "seq": seq, "commit_ts": commit_ts}, totals)
 
 
+def _lock_table(cur: Any, name: str, table: pa.Table) -> None:
+    """Serialise a file holding a truncate against every other file of its table.
+
+    A truncate tombstones the rows the mirror holds, and a file of rows re-applies the truncates
+    recorded before it: at READ COMMITTED neither sees the other's uncommitted work, so a row older
+    than a truncate applied concurrently would stay current. Files of rows take the lock shared
+    (they run concurrently with each other), a file with a truncate exclusive: whichever commits
+    second sees the other's rows or truncate.
+    """
+    exclusive = pc.any(pc.equal(table["_op"], OP_TRUNCATE)).as_py()
+    lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    cur.execute(sql.SQL("SELECT {}(%s, hashtext(%s))").format(sql.Identifier(lock)),
+                (TABLE_LOCK_CLASS, name))
+
+
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
     for code in pc.unique(pc.drop_null(table["currency_code"])).to_pylist():
         if currency_name(code) is None:
@@ -402,6 +419,7 @@ def apply_file(conn: Any, key: str, data: bytes) -> FileResult:
                 raise BadFileError(key, f"unknown table {SOURCE_SCHEMA}.{name}: the warehouse "
                                         "does not mirror it")
             validate(key, table, spec)
+            _lock_table(cur, name, table)
             if "currency_code" in table.column_names:
                 warn_unknown_currencies(key, table)
             totals = _Totals()

@@ -1,0 +1,83 @@
+"""Files applied at the same time by several loaders end as if applied one after the other."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+import pytest
+
+from tests.integration.warehouse_loader.files import event
+from tests.integration.warehouse_loader.test_apply import load, payment, query
+
+pytestmark = pytest.mark.integration
+
+GATE = 0x676174  # the advisory lock the tests hold to keep a loader's transaction open
+
+
+def _hold_commit_of(conn: Any, table: str, when: str) -> None:
+    """Make a transaction that inserts a row of ``table`` matching ``when`` wait at its commit
+    until the test releases GATE (a deferred constraint trigger takes GATE shared)."""
+    with conn.cursor() as cur:
+        cur.execute("CREATE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN PERFORM pg_advisory_xact_lock_shared({GATE}); RETURN NULL; END $$")
+        cur.execute(f"CREATE CONSTRAINT TRIGGER gate AFTER INSERT ON {table} DEFERRABLE "
+                    f"INITIALLY DEFERRED FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION test_gate()")
+    conn.commit()
+
+
+def _waiting(conn: Any) -> int:
+    """Backends of this database waiting for a lock."""
+    return query(conn, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                       "WHERE NOT l.granted AND a.datname = current_database()")[0][0]
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("first", ["late row", "truncate"])
+def test_a_truncate_and_an_older_row_applied_at_once_leave_the_row_deleted(
+        warehouse, warehouse_dsn, totesys_columns, first):
+    """Regression: at READ COMMITTED with no lock, neither file saw the other and the row older
+    than the truncate stayed current. The first file is held open at its commit while the second
+    is applied."""
+    load(warehouse, totesys_columns, "payment", [event("r", 100, 1, payment(1))])
+    files = {"late row": [event("c", 250, 1, payment(2))], "truncate": [event("t", 300, 1)]}
+    _hold_commit_of(warehouse, "mirror._truncations" if first == "truncate" else "mirror.payment",
+                    "true" if first == "truncate" else "NEW.payment_id = 2")
+    second = "late row" if first == "truncate" else "truncate"
+    errors: list[BaseException] = []
+
+    def apply(name: str) -> None:
+        conn = psycopg2.connect(warehouse_dsn)
+        try:
+            load(conn, totesys_columns, "payment", files[name])
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    query(warehouse, "SELECT pg_advisory_lock(%s)", (GATE,))
+    threads = {name: threading.Thread(target=apply, args=(name,)) for name in (first, second)}
+    threads[first].start()
+    _until(lambda: _waiting(warehouse) == 1)  # the first file waits at its commit
+    threads[second].start()
+    _until(lambda: not threads[second].is_alive() or _waiting(warehouse) == 2)
+    query(warehouse, "SELECT pg_advisory_unlock(%s)", (GATE,))
+    for thread in threads.values():
+        thread.join(timeout=30)
+    assert not errors
+
+    assert query(warehouse, "SELECT payment_id, is_deleted FROM mirror.payment ORDER BY 1") == [
+        (1, True), (2, True)]
+    assert query(warehouse, "SELECT count(*) FROM fact_payment_current") == [(0,)]
+    assert query(warehouse, "SELECT payment_id, source_op, payment_amount::text FROM fact_payment "
+                            "WHERE is_deleted ORDER BY 1") == [(1, "d", "56925.44"),
+                                                               (2, "d", "56925.44")]
