@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "capture.cli",
     "warehouse_loader.cli",
     "totes_cdc.ops_cli",
+    "totes_cdc.lake_cli",
     "stream_processors.cli",
 )
 # The commands that start a stack (and write stack.json) rather than use one.
