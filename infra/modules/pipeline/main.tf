@@ -41,6 +41,13 @@ module "storage" {
   noncurrent_version_days = var.noncurrent_version_days
 }
 
+module "lake" {
+  source                = "../lake"
+  settings              = local.settings
+  raw_bucket_name       = module.storage.names.raw
+  processed_bucket_name = module.storage.names.processed
+}
+
 module "queues" {
   source                = "../queues"
   settings              = local.settings
