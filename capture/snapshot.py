@@ -3,8 +3,9 @@
 First start: the slot is created with an exported snapshot at its consistent point C1, and every
 table is read in that snapshot, in primary-key order, in chunks; each chunk's events are flushed
 to the stream before the progress (last key, rows) is saved. Rows become 'r' events with
-lsn = C1 and seq = the row's ordinal in its table. Then the slot streams from C1: snapshot plus
-stream is exactly the source, with no gap and no double count.
+lsn = C1 and seq = contract.snapshot_seq(the row's ordinal in its table), negative, so a read sorts
+before every change committed at C1 (a commit record may start exactly there). Then the slot
+streams from C1: snapshot plus stream is exactly the source, with no gap and no double count.
 
 Resume after a crash mid-snapshot: the slot is kept (it retains every change since C1). A temporary
 slot exports a fresh snapshot at C2, and only the rest is read there: unfinished tables, from the
@@ -31,7 +32,7 @@ from psycopg2 import sql
 from capture import source
 from capture.errors import Stopped
 from capture.state import Key, SnapshotState, StateStore, TableProgress
-from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, ChangeEvent, Column, partition_key
+from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, ChangeEvent, Column, partition_key, snapshot_seq
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,10 @@ class ResumeFilter:
 
 def read_event(schema: str, table: str, columns: tuple[Column, ...], *, lsn: int, ordinal: int,
                taken_at: dt.datetime, row: Mapping[str, str | None]) -> ChangeEvent:
-    """The snapshot read of ``row``, the ``ordinal``-th row of its table, in the snapshot at ``lsn``."""
-    return ChangeEvent(OP_SNAPSHOT, schema, table, lsn, ordinal, taken_at, columns, after=row, snapshot=True)
+    """The snapshot read of ``row``, the ``ordinal``-th row of its table, in the snapshot at ``lsn``:
+    its seq sorts it before every change committed at ``lsn`` (see contract.SEQ_RANGE)."""
+    return ChangeEvent(OP_SNAPSHOT, schema, table, lsn, snapshot_seq(ordinal), taken_at, columns,
+                       after=row, snapshot=True)
 
 
 Emit = Callable[[ChangeEvent, str], None]

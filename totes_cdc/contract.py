@@ -36,6 +36,20 @@ OP_DELETE = "d"
 OP_TRUNCATE = "t"
 OPS = (OP_SNAPSHOT, OP_INSERT, OP_UPDATE, OP_DELETE, OP_TRUNCATE)
 
+# Positions. (lsn, seq) orders the versions of a row and (schema, table, lsn, seq) identifies an
+# event. lsn is the LSN of the commit record of a change's transaction (pgoutput's BEGIN final_lsn),
+# or a snapshot's consistent point, where a transaction committed after the snapshot may start
+# its commit record. So seq is split into disjoint ranges, and snapshot reads sort first:
+#   seq >= 1                  a streamed change: its 1-based position in its transaction;
+#   -2^31 < seq < 0           a snapshot read: the row's ordinal in its table minus 2^31
+#                             (ordinals 1 .. 2^31 - 1), before every change committed at its lsn;
+#   seq <= -2^31              a truncate tombstone (the warehouse's, never on the stream):
+#                             -(truncate seq * 2^31 + row id), row id in [0, 2^31); the warehouse's
+#                             fact_version_seq() maps it to the truncate's seq, and a snapshot read
+#                             to 0.
+SEQ_RANGE = 2**31
+TOMBSTONE_SEQ_FACTOR = SEQ_RANGE
+
 _VALUES = {"type": "map", "values": ["null", "string"]}
 
 AVRO_SCHEMA: dict[str, Any] = {
@@ -50,10 +64,12 @@ AVRO_SCHEMA: dict[str, Any] = {
         {"name": "schema", "type": "string"},
         {"name": "table", "type": "string"},
         {"name": "lsn", "type": "long",
-         "doc": "Commit LSN of the source transaction; for a snapshot read, the snapshot's LSN."},
+         "doc": "LSN of the commit record of the source transaction; for a snapshot read, the "
+                "snapshot's consistent point."},
         {"name": "seq", "type": "long",
          "doc": "Position in the transaction (1-based); for a snapshot read, the row's ordinal "
-                "in its table. (schema, table, lsn, seq) identifies the event."},
+                "in its table minus 2^31 (negative: it sorts before every change at its lsn). "
+                "(schema, table, lsn, seq) identifies the event."},
         {"name": "xid", "type": ["null", "long"], "default": None},
         {"name": "commit_ts", "type": {"type": "long", "logicalType": "timestamp-micros"},
          "doc": "Source commit time (snapshot: when the snapshot was taken), UTC."},
@@ -122,6 +138,13 @@ class ChangeEvent:
     def partition_key(self) -> str:
         """Kinesis partition key: table plus primary key, so every version of a row shares a shard."""
         return partition_key(self.schema, self.table, self.key_values)
+
+
+def snapshot_seq(ordinal: int) -> int:
+    """The seq of the snapshot read of a table's ``ordinal``-th row (1-based): see SEQ_RANGE."""
+    if not 1 <= ordinal < SEQ_RANGE:
+        raise ContractError(f"snapshot row ordinal {ordinal} is outside 1 .. 2^31 - 1")
+    return ordinal - SEQ_RANGE
 
 
 def partition_key(schema: str, table: str, key_values: Sequence[str | None]) -> str:
