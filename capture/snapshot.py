@@ -32,7 +32,7 @@ from psycopg2 import sql
 from capture import source
 from capture.errors import Stopped
 from capture.state import Key, SnapshotState, StateStore, TableProgress
-from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, ChangeEvent, Column, partition_key, snapshot_seq
+from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, ChangeEvent, Column, snapshot_seq
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class SnapshotReader:
         self._store.save(state)
         log.info("snapshot of %s at LSN %s: %d of %d rows done, reading the rest",
                  table, source.format_lsn(lsn), progress.rows, progress.total)
-        key_positions = [names.index(k) for k in progress.key_columns]
+        key_positions = [names.index(k) for k in progress.key_columns]  # key order, for the next chunk
         if key_columns is None:
             reader.execute(self._query(schema, name, names, None, after=False))
         while True:
@@ -172,9 +172,10 @@ class SnapshotReader:
             rows = reader.fetchmany(self._chunk_rows)
             for row in rows:
                 progress.rows += 1
-                self._emit(read_event(schema, name, columns, lsn=lsn, ordinal=progress.rows,
-                                      taken_at=taken_at, row=dict(zip(names, row, strict=True))),
-                           partition_key(schema, name, [row[i] for i in key_positions]))
+                event = read_event(schema, name, columns, lsn=lsn, ordinal=progress.rows,
+                                   taken_at=taken_at, row=dict(zip(names, row, strict=True)))
+                # The contract's key (column order), as the stream's events have it: one shard per row.
+                self._emit(event, event.partition_key)
             if rows and key_columns is not None:
                 progress.last_key = [rows[-1][i] for i in key_positions]
             done = len(rows) < self._chunk_rows

@@ -50,6 +50,11 @@ def test_insert_update_delete_truncate_events():
     assert truncate.op == "t" and key == "public.item" and truncate.seq == 5
 
 
+def test_composite_key_is_in_column_order_as_the_contract_defines_it():
+    event, key = builder(primary_key=("name", "id")).change(Insert(1, ("1", "a", None)))
+    assert key == event.partition_key == "public.item/1/a"
+
+
 def test_table_without_primary_key_is_keyed_on_its_replica_identity(caplog):
     b = EventBuilder(Catalog(None))
     b.relation(Relation(2, "public", "nokey", "f", (RelationColumn(1, "a", 23, -1),

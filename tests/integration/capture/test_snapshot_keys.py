@@ -1,0 +1,40 @@
+"""Snapshot reads and streamed changes of one row share its partition key, so its shard."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from tests.integration.capture.conftest import execute, slot_caught_up, wait_for
+from totes_cdc import kpl
+from totes_cdc.contract import decode
+from totes_cdc.settings import settings
+
+pytestmark = pytest.mark.integration
+
+
+def partition_keys() -> list[tuple[str, str]]:
+    """(op, partition key) of every user record on the stream."""
+    client = boto3.client("kinesis")
+    stream = settings()["stream"]["name"]
+    keyed = []
+    for shard in client.list_shards(StreamName=stream)["Shards"]:
+        iterator = client.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        page = client.get_records(ShardIterator=iterator, Limit=10000)
+        for record in page["Records"]:
+            keyed += [(decode(data).op, key) for key, data in kpl.deaggregate(record["Data"])]
+    return keyed
+
+
+def test_composite_key_ordered_unlike_the_columns_gives_one_partition_key(source_dsn, capture_factory):
+    execute(source_dsn,
+            "CREATE TABLE pair (a integer, b integer, v text, PRIMARY KEY (b, a))",
+            "INSERT INTO pair SELECT g, g + 100, 'x' FROM generate_series(1, 3) g")
+    service = capture_factory(source_dsn, tables=("pair",))
+    capture_factory.start(service)
+    wait_for(lambda: service._phase == "streaming", what="streaming")
+    execute(source_dsn, "UPDATE pair SET v = 'y' WHERE a = 1")
+    wait_for(slot_caught_up(source_dsn, service.config.slot), what="capture to catch up")
+    row_1 = [(op, key) for op, key in partition_keys() if key.endswith(("/1/101", "/101/1"))]
+    assert sorted(row_1) == [("r", "public.pair/1/101"), ("u", "public.pair/1/101")]
