@@ -9,17 +9,20 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from totes_cdc import contract
 from totes_cdc.contract import Column
 
+from .columnar import DecodedBatch, Ints
 from .records import TypedEvent, row_image
 
 
@@ -58,12 +61,54 @@ def partitions(events: Iterable[TypedEvent]) -> dict[Partition, list[TypedEvent]
     return groups
 
 
+def _sync_marker(key: str) -> bytes:
+    return hashlib.md5(key.encode(), usedforsecurity=False).digest()
+
+
 def avro_file(records: Sequence[dict[str, Any]], key: str) -> bytes:
     """An Avro object container file of the records, byte-identical for the same key and records."""
     buf = io.BytesIO()
-    sync_marker = hashlib.md5(key.encode(), usedforsecurity=False).digest()
-    fastavro.writer(buf, contract.PARSED_SCHEMA, records, codec="deflate", sync_marker=sync_marker)
+    fastavro.writer(buf, contract.PARSED_SCHEMA, records, codec="deflate", sync_marker=_sync_marker(key))
     return buf.getvalue()
+
+
+def _avro_header() -> bytes:
+    """The container header fastavro writes for the contract schema and deflate, less its sync marker."""
+    buf = io.BytesIO()
+    fastavro.writer(buf, contract.PARSED_SCHEMA, [], codec="deflate", sync_marker=bytes(16))
+    return buf.getvalue()[:-16]
+
+
+_AVRO_HEADER = _avro_header()
+_SYNC_INTERVAL = 16_000  # fastavro's: a block ends after the record that takes it to this size
+
+
+def _avro_size(value: int) -> bytes:
+    """A non-negative Avro long: zig-zag (doubling), then base-128 varint."""
+    value <<= 1
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def avro_container(data: bytes, sizes: Ints, key: str) -> bytes:
+    """The Avro container file of the record bodies laid end to end in ``data`` (``sizes`` each),
+    without decoding them: the bytes :func:`avro_file` writes for the same records."""
+    sync = _sync_marker(key)
+    parts = [_AVRO_HEADER, sync]
+    cumulative = np.cumsum(sizes)
+    ends = cumulative.tolist()
+    first = 0
+    while first < len(ends):
+        base = ends[first - 1] if first else 0
+        last = min(int(np.searchsorted(cumulative, base + _SYNC_INTERVAL)), len(ends) - 1)
+        block = zlib.compress(data[base:ends[last]])[2:-1]  # raw deflate, as fastavro writes it
+        parts += [_avro_size(last + 1 - first), _avro_size(len(block)), block, sync]
+        first = last + 1
+    return b"".join(parts)
 
 
 def union_columns(events: Iterable[TypedEvent]) -> tuple[list[Column], set[str]]:
@@ -105,6 +150,79 @@ def parquet_table(events: Sequence[TypedEvent]) -> pa.Table:
 
 
 def parquet_file(events: Sequence[TypedEvent]) -> bytes:
+    return _parquet_bytes(parquet_table(events))
+
+
+def batch_partitions(batch: DecodedBatch) -> dict[Partition, Ints]:
+    """:func:`partitions` of a decoded batch: the indices of each partition's events."""
+    day = batch.day
+    group = batch.table * (int(day.max()) - int(day.min()) + 1) + (day - day.min())
+    distinct, first = np.unique(group, return_index=True)
+    out = {}
+    for value in distinct[np.argsort(first)].tolist():
+        members = np.flatnonzero(group == value)
+        schema, table = batch.tables[int(batch.table[members[0]])]
+        date = dt.date(1970, 1, 1) + dt.timedelta(days=int(day[members[0]]))
+        out[Partition(schema, table, date)] = members
+    return out
+
+
+_EMPTY_LISTS = pa.array([], pa.string())
+
+
+def batch_parquet_table(batch: DecodedBatch, members: Ints) -> pa.Table:
+    """:func:`parquet_table` of the events ``members`` of a decoded batch (one partition)."""
+    shapes, first = np.unique(batch.shape[members], return_index=True)
+    columns: dict[str, Column] = {}
+    for s in shapes[np.argsort(first)].tolist():
+        for column in batch.shapes[s]:
+            columns.setdefault(column.name, column)
+    schema = contract.parquet_schema(list(columns.values()))
+    table = int(batch.table[members[0]])
+    rows = pa.array(batch.row[members])
+    arrays = [
+        pa.array(contract.OPS).take(pa.array(batch.op[members])),
+        pa.array(batch.lsn[members]),
+        pa.array(batch.seq[members]),
+        pa.array(batch.xid[members], mask=batch.xid_null[members]),
+        pa.array(batch.commit_micros[members], pa.timestamp("us", tz="UTC")),
+        pa.array(batch.snapshot[members]),
+        pa.ListArray.from_arrays(pa.array(np.zeros(len(members) + 1, np.int32)), _EMPTY_LISTS),
+        *(batch.values[table, name].take(rows) for name in columns),
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(parquet_table(events), buf)
+    pq.write_table(table, buf)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """One partition of a batch: its event count, raw Avro file and processed Parquet file."""
+
+    partition: Partition
+    events: int
+    avro: bytes
+    parquet: bytes
+
+
+def batch_files(events: DecodedBatch | Sequence[TypedEvent],
+                raw_key: Callable[[Partition], str]) -> list[PartitionFiles]:
+    """The files of a batch's events, decoded whole or event by event; ``raw_key`` names the raw
+    file of a partition (its sync marker derives from the key)."""
+    if isinstance(events, DecodedBatch):
+        data = memoryview(events.buf)
+        out = []
+        for partition, members in batch_partitions(events).items():
+            start, end = events.body_start[members], events.body_end[members]
+            bodies = b"".join([data[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)])
+            out.append(PartitionFiles(partition, len(members),
+                                      avro_container(bodies, end - start, raw_key(partition)),
+                                      _parquet_bytes(batch_parquet_table(events, members))))
+        return out
+    return [PartitionFiles(partition, len(group), avro_file([e.record for e in group], raw_key(partition)),
+                           parquet_file(group))
+            for partition, group in partitions(events).items()]

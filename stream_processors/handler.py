@@ -1,7 +1,8 @@
 """The Lambda function of the stream processor (Kinesis event source mapping, partial batch response).
 
-Per batch: parse every Kinesis record (de-aggregate, decode, type), then write the batch once:
-poison user records to the dead-letter bucket, events to the raw and processed zones.
+Per batch: parse every Kinesis record (de-aggregate, decode, type: the whole batch at once, see
+columnar.py), then write the batch once: poison user records to the dead-letter bucket, events to
+the raw and processed zones (one Avro and one Parquet file per table and commit date).
 
 Poison records: each is written to the dead-letter bucket (raw bytes, error, shard, sequence
 number) as soon as it is seen, and its Kinesis record is also reported as a batch item failure.
@@ -9,12 +10,15 @@ Every good event of the batch, including those in records after the poison one, 
 same invocation, so nothing waits on it. The mapping then retries from the poison record (the good
 events after it are written again under the retried batch's keys: duplicates the loader ignores by
 source position); after its retries it sends the batch's shard and sequence range to the on-failure
-destination and moves on. Per-key order is kept: nothing newer on the shard is processed before the
-retries end. Infrastructure errors (S3 failing) raise: the whole batch is retried by the mapping.
+destination and moves on. So events newer than a poison record, later versions of its own row
+included, land before its retries end; the loader applies each row's versions by source position
+(an older one never overwrites a newer one), so the order files land in does not change the
+warehouse. Infrastructure errors (S3 failing) raise: the whole batch is retried by the mapping.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from functools import cache
 from typing import Any
@@ -33,10 +37,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from totes_cdc.settings import settings
 
+from .columnar import parse_batch
 from .config import ProcessorConfig
 from .errors import PoisonRecordError
 from .files import BatchId
-from .records import ParsedRecord, parse_record
 from .store import ObjectStore, write_batch
 
 SERVICE = "stream-processor"
@@ -68,23 +72,24 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     config = ProcessorConfig.from_env()
     batch = batch_id(records)
     logger.set_correlation_id(batch.name)
-    parsed: list[ParsedRecord] = []
+    parsed = parse_batch([(base64.b64decode(r["kinesis"]["data"]), r["kinesis"]["partitionKey"],
+                           r["kinesis"]["sequenceNumber"]) for r in records])
+    errors: dict[str, list[str]] = {}
+    for poison in parsed.poison:
+        errors.setdefault(poison.sequence_number, []).append(poison.error)
 
-    def parse(record: KinesisStreamRecord) -> None:
-        result = parse_record(record.kinesis.data_as_bytes(), record.kinesis.partition_key,
-                              record.kinesis.sequence_number)
-        parsed.append(result)
-        if result.poison:
-            raise PoisonRecordError("; ".join(p.error for p in result.poison))
+    def report(record: KinesisStreamRecord) -> None:
+        """Fail the Kinesis records that held poison (the partial batch response)."""
+        if record.kinesis.sequence_number in errors:
+            raise PoisonRecordError("; ".join(errors[record.kinesis.sequence_number]))
 
     processor = BatchProcessor(event_type=EventType.KinesisDataStreams,
                                raise_on_entire_batch_failure=False)
-    response = process_partial_response(event=event, record_handler=parse, processor=processor,
+    response = process_partial_response(event=event, record_handler=report, processor=processor,
                                         context=context)
     result = write_batch(ObjectStore(_s3(os.environ.get("AWS_ENDPOINT_URL"))), config, batch, parsed,
                          records[0].get("eventSourceARN", ""))
-    poisons = [poison for record in parsed for poison in record.poison]
-    for poison, key in zip(poisons, result.dead_letter_keys, strict=True):
+    for poison, key in zip(parsed.poison, result.dead_letter_keys, strict=True):
         logger.error("poison record dead-lettered", extra={
             "shard_id": batch.shard_id, "sequence_number": poison.sequence_number,
             "sub_sequence_number": poison.sub_sequence, "error": poison.error,

@@ -90,7 +90,10 @@ def typed_row(event: ChangeEvent) -> dict[str, Any]:
     types = {c.name: c.type for c in event.columns}
     row: dict[str, Any] = {}
     for name, text in row_image(event).items():
-        pg_type = types.get(name, "text")
+        pg_type = types.get(name)
+        if pg_type is None:  # untypeable; as text it would fail the file where the column is typed
+            raise ContractError(f"{event.schema}.{event.table} lsn {event.lsn} seq {event.seq}: "
+                                f"column {name} is not among the event's columns")
         try:
             row[name] = None if text is None else value_parser(pg_type)(text)
         except (ValueError, ArithmeticError) as exc:

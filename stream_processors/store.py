@@ -19,9 +19,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .columnar import ParsedBatch
 from .config import ProcessorConfig
 from .errors import StoreError
-from .files import BatchId, avro_file, parquet_file, partitions
+from .files import BatchId, batch_files
 from .records import ParsedRecord, Poison
 
 MAX_CONCURRENT_PUTS = 8  # below botocore's default connection pool size (10)
@@ -53,6 +54,9 @@ class ObjectStore:
     def put_all(self, puts: Sequence[Put]) -> None:
         """:meth:`put_new` every object, concurrently; the first StoreError is raised once all
         puts have ended (a retry of the batch writes only what is missing)."""
+        if len(puts) == 1:  # most steps of a small batch: no thread to start
+            self.put_new(*puts[0])
+            return
         if not puts:
             return
         with ThreadPoolExecutor(min(len(puts), MAX_CONCURRENT_PUTS)) as pool:
@@ -88,25 +92,24 @@ def dead_letter_document(batch: BatchId, poison: Poison, event_source_arn: str) 
 
 
 def write_batch(store: ObjectStore, config: ProcessorConfig, batch: BatchId,
-                parsed: Sequence[ParsedRecord], event_source_arn: str) -> BatchResult:
+                parsed: ParsedBatch | Sequence[ParsedRecord], event_source_arn: str) -> BatchResult:
     """Dead-letter the poison, then the raw files, then the processed files (which announce
     themselves to the loader): whatever the loader sees is already in the raw zone."""
+    if not isinstance(parsed, ParsedBatch):
+        parsed = ParsedBatch([e for record in parsed for e in record.events],
+                             tuple(poison for record in parsed for poison in record.poison))
     dead_letters = [(config.dead_letter_bucket, dead_letter_key(config, batch, poison),
                      dead_letter_document(batch, poison, event_source_arn), "application/json")
-                    for record in parsed for poison in record.poison]
+                    for poison in parsed.poison]
     store.put_all(dead_letters)
-    groups = partitions(item for record in parsed for item in record.events)
-    raw = []
-    for partition, events in groups.items():
-        key = partition.key(config.raw_prefix, batch, ".avro")
-        raw.append((config.raw_bucket, key, avro_file([e.record for e in events], key),
-                    "application/avro"))
+    files = batch_files(parsed.events,
+                        lambda partition: partition.key(config.raw_prefix, batch, ".avro"))
+    raw = [(config.raw_bucket, f.partition.key(config.raw_prefix, batch, ".avro"), f.avro,
+            "application/avro") for f in files]
     store.put_all(raw)
     processed = [(config.processed_bucket,
-                  partition.key(config.processed_prefix, batch, config.processed_suffix),
-                  parquet_file(events), "application/vnd.apache.parquet")
-                 for partition, events in groups.items()]
+                  f.partition.key(config.processed_prefix, batch, config.processed_suffix),
+                  f.parquet, "application/vnd.apache.parquet") for f in files]
     store.put_all(processed)
-    return BatchResult(sum(len(events) for events in groups.values()),
-                       tuple(put[1] for put in raw), tuple(put[1] for put in processed),
-                       tuple(put[1] for put in dead_letters))
+    return BatchResult(sum(f.events for f in files), tuple(put[1] for put in raw),
+                       tuple(put[1] for put in processed), tuple(put[1] for put in dead_letters))

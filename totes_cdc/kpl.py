@@ -147,3 +147,38 @@ def deaggregate(data: bytes, partition_key: str = "") -> list[tuple[str, bytes]]
         return [(keys[index], payload) for index, payload in records]
     except IndexError:
         raise AggregationError("partition key index out of range") from None
+
+
+def payloads(data: bytes) -> list[bytes]:
+    """The data of the user records in one Kinesis record, in order: what :func:`deaggregate`
+    returns, without the partition keys, for a record laid out as :func:`aggregate` writes it
+    (the key table, then each record as key index and data). Several times faster (the stream
+    processor's hot path); AggregationError for any other layout, which deaggregate still reads."""
+    if not is_aggregated(data):
+        return [data]
+    out: list[bytes] = []
+    keys = 0
+    pos, end = len(MAGIC), len(data) - _DIGEST_SIZE
+    while pos < end and data[pos] == 0x0A:  # partition_key_table, checked as deaggregate does
+        size, pos = _read_varint(data, pos + 1)
+        data[pos:pos + size].decode()
+        pos += size
+        keys += 1
+    while pos < end:
+        if data[pos] != 0x1A:
+            raise AggregationError("not the layout aggregate() writes")
+        size, pos = _read_varint(data, pos + 1)
+        record_end = pos + size
+        if record_end > end or data[pos] != 0x08:
+            raise AggregationError("not the layout aggregate() writes")
+        index, pos = _read_varint(data, pos + 1)
+        if index >= keys or data[pos] != 0x1A:
+            raise AggregationError("not the layout aggregate() writes")
+        size, pos = _read_varint(data, pos + 1)
+        if pos + size != record_end:
+            raise AggregationError("not the layout aggregate() writes")
+        out.append(data[pos:record_end])
+        pos = record_end
+    if pos != end:
+        raise AggregationError("truncated field")
+    return out

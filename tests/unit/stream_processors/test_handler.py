@@ -12,7 +12,7 @@ from moto import mock_aws
 from stream_processors import handler as handler_module
 from stream_processors.errors import StoreError
 from stream_processors.handler import handler
-from tests.events import Context, aggregated, lambda_event, load, sales_orders
+from tests.events import COLUMNS, Context, aggregated, change, lambda_event, load, sales_order_values, sales_orders
 from totes_cdc.settings import settings
 
 
@@ -99,3 +99,20 @@ def test_s3_failure_raises_a_transient_error_naming_the_object(s3, monkeypatch):
     monkeypatch.setenv("TOTES_CDC_RAW_BUCKET", "no-such-bucket")
     with pytest.raises(StoreError, match=r"s3://no-such-bucket/raw/public\.sales_order/"):
         handler(lambda_event(aggregated(sales_orders(2))), Context())
+
+
+def test_an_event_whose_image_names_an_undeclared_column_is_dead_lettered_not_a_crash(s3):
+    """An image value for a column the event does not declare cannot be typed: poison. It used
+    to be typed as text and then fail the whole file (ArrowTypeError) when another event of the
+    file declared that column as an integer, so the batch failed instead of landing."""
+    declared = tuple(c for c in COLUMNS["sales_order"] if c.name != "units_sold")
+    odd = change("sales_order", sales_order_values(2), 1000, 2, columns=declared)
+    records = aggregated([*sales_orders(1), odd, *sales_orders(3, lsn=1001)], per_record=1)
+    response = handler(lambda_event(records, first_sequence=50), Context())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "51"}]}
+    [dead] = keys(s3, "totes-cdc-dead-letter")
+    doc = json.loads(s3.get_object(Bucket="totes-cdc-dead-letter", Key=dead)["Body"].read())
+    assert "column units_sold is not among the event's columns" in doc["error"]
+    [processed] = keys(s3, "totes-cdc-processed")
+    body = s3.get_object(Bucket="totes-cdc-processed", Key=processed)["Body"].read()
+    assert pq.read_table(io.BytesIO(body)).num_rows == 4
