@@ -46,3 +46,17 @@ def test_a_truncate_committed_at_the_snapshot_lsn_tombstones_the_reads(
     assert facts == [("r", 1 - SEQ_RANGE, 0), ("r", 2 - SEQ_RANGE, 0),
                      ("d", -(SEQ_RANGE + 1), 1), ("d", -(SEQ_RANGE + 2), 1)]
     assert query(warehouse, "SELECT count(*) FROM fact_sales_order_current") == [(0,)]
+
+
+def test_a_chunk_read_again_at_a_later_snapshot_with_the_same_ordinals_is_not_doubled(
+        warehouse, totesys_columns):
+    """Capture killed between putting a chunk and saving its progress reads it again at C2 with the
+    same ordinals (so the same seqs): an unchanged row appends nothing, a changed one a version."""
+    first = [event("r", C, snapshot_seq(81), sales_order(81)),
+             event("r", C, snapshot_seq(82), sales_order(82))]
+    again = [event("r", C + 100, snapshot_seq(81), sales_order(81)),
+             event("r", C + 100, snapshot_seq(82), sales_order(82, units_sold="9"))]
+    load(warehouse, totesys_columns, "sales_order", first)
+    assert load(warehouse, totesys_columns, "sales_order", again).fact_rows_appended == 1
+    assert query(warehouse, "SELECT sales_order_id, units_sold FROM fact_sales_order_current "
+                            "ORDER BY 1") == [(81, 100), (82, 9)]
