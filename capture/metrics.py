@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 
+from totes_cdc import metric_names
 from totes_cdc.settings import settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ class MetricsPublisher:
         self.status_path = status_path
         self._client = client
         self._namespace = settings()["metrics_namespace"]
+        # The series the alarms watch (settings metrics, totes_cdc.metric_names).
+        self._dimensions = [{"Name": name, "Value": value}
+                            for name, value in metric_names.dimensions("capture").items()]
 
     def publish(self, metrics: Sequence[Metric], status: dict[str, Any]) -> None:
         self._write_status(status)
@@ -34,7 +38,8 @@ class MetricsPublisher:
             if self._client is None:
                 self._client = boto3.client("cloudwatch")
             self._client.put_metric_data(Namespace=self._namespace, MetricData=[
-                {"MetricName": name, "Value": value, "Unit": unit} for name, value, unit in metrics])
+                {"MetricName": name, "Value": value, "Unit": unit, "Dimensions": self._dimensions}
+                for name, value, unit in metrics])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             log.warning("could not publish capture metrics to CloudWatch: %s", exc)
 

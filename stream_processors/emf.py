@@ -13,17 +13,21 @@ from typing import Any, TextIO
 
 
 def metric_data(document: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(namespace, MetricData) pairs of one EMF document; dimensions are not carried."""
+    """(namespace, MetricData) pairs of one EMF document: one series per metric and dimension set,
+    as CloudWatch Logs makes them."""
     aws = document["_aws"]
     timestamp = dt.datetime.fromtimestamp(aws["Timestamp"] / 1000, tz=dt.UTC)
     out = []
     for directive in aws["CloudWatchMetrics"]:
         data = []
-        for metric in directive["Metrics"]:
-            value = document[metric["Name"]]
-            values = value if isinstance(value, list) else [value]
-            data.append({"MetricName": metric["Name"], "Values": [float(v) for v in values],
-                         "Unit": metric.get("Unit", "None"), "Timestamp": timestamp})
+        for dimension_set in directive.get("Dimensions") or [[]]:
+            dimensions = [{"Name": name, "Value": str(document[name])} for name in dimension_set]
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values = value if isinstance(value, list) else [value]
+                data.append({"MetricName": metric["Name"], "Values": [float(v) for v in values],
+                             "Unit": metric.get("Unit", "None"), "Timestamp": timestamp,
+                             "Dimensions": dimensions})
         out.append((directive["Namespace"], data))
     return out
 

@@ -35,6 +35,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from totes_cdc import metric_names
 from totes_cdc.settings import settings
 
 from .columnar import parse_batch
@@ -46,7 +47,8 @@ from .store import ObjectStore, write_batch
 SERVICE = "stream-processor"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
-metrics = Metrics(namespace=settings()["metrics_namespace"])
+# The service dimension is the one the alarms watch (settings metrics, totes_cdc.metric_names).
+metrics = Metrics(namespace=settings()["metrics_namespace"], service=metric_names.service("stream_processor"))
 
 
 @cache

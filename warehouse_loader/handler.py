@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from totes_cdc import metric_names
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
@@ -33,7 +34,8 @@ from warehouse_loader.errors import BadFileError, RetryableLoadError
 
 logger = Logger(service="warehouse_loader")
 tracer = Tracer(service="warehouse_loader")
-metrics = Metrics(namespace=settings()["metrics_namespace"])
+# The service dimension is the one the alarms watch (settings metrics, totes_cdc.metric_names).
+metrics = Metrics(namespace=settings()["metrics_namespace"], service=metric_names.service("loader"))
 
 # (metric name, CloudWatch unit, value): where a metric goes is the runtime's business.
 Publish = Callable[[str, str, float], None]

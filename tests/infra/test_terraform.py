@@ -414,7 +414,8 @@ def test_alarms_cover_every_health_signal_with_settings_thresholds() -> None:
     metrics = {alarm["metric"] for alarm in stage.values()}
     assert metrics == {"SlotLagBytes", "CaptureHeartbeat", "GetRecords.IteratorAgeMilliseconds",
                        "EndToEndLatencyMs", "RecordsDeadLettered", "FilesDeadLettered",
-                       "ApproximateNumberOfMessagesVisible"}
+                       "ApproximateNumberOfMessagesVisible", "OldestReplicationSlotLag",
+                       "TransactionLogsDiskUsage", "FreeStorageSpace", "RunningTaskCount"}
     per_function = mon.locals["function_alarms"]
     for metric in ("Errors", "Throttles", "Duration"):
         assert f'metric = "{metric}"' in per_function
@@ -422,7 +423,8 @@ def test_alarms_cover_every_health_signal_with_settings_thresholds() -> None:
     for key in RAW_SETTINGS["alarms"]:
         assert f"local.limits.{key}" in mon.text, f"settings alarms.{key} is not used"
     for name, alarm in stage.items():
-        assert str(alarm["threshold"]).startswith("${local.limits.") or name == "capture-heartbeat-missing"
+        assert str(alarm["threshold"]).startswith("${local.limits.") or name in (
+            "capture-heartbeat-missing", "capture-not-running")
     latency = stage["end-to-end-latency-p99"]
     assert latency["extended_statistic"] == "p99"
     queues = {alarm["dimensions"]["QueueName"] for alarm in stage.values()
@@ -443,10 +445,14 @@ def test_heartbeat_alarm_fires_when_heartbeats_stop() -> None:
 
 def test_dashboard_shows_lag_latency_errors_and_dead_letters() -> None:
     body = module("monitoring").resources("aws_cloudwatch_dashboard")["pipeline"]["dashboard_body"]
+    # The pipeline's own metrics by their series (checked against what the code emits in
+    # test_alarm_series); AWS's metrics by name.
     for metric in ("SlotLagBytes", "MillisBehindSource", "EventsPublished", "PutRecordsBatchSize",
-                   "PutRecordsRetries", "CaptureHeartbeat", "GetRecords.IteratorAgeMilliseconds",
-                   "IncomingRecords", "Errors", "Throttles", "Duration", "EventsProcessed",
-                   "RecordsDeadLettered", "FilesLoaded", "FactRowsAppended", "FilesDeadLettered",
-                   "ApproximateNumberOfMessagesVisible", "EndToEndLatencyMs"):
+                   "PutRecordsRetries", "CaptureHeartbeat", "EventsProcessed", "RecordsDeadLettered",
+                   "FilesLoaded", "FactRowsAppended", "FilesDeadLettered", "EndToEndLatencyMs"):
+        assert f"local.series.{metric}" in body, metric
+    for metric in ("GetRecords.IteratorAgeMilliseconds", "IncomingRecords", "Errors", "Throttles",
+                   "Duration", "ApproximateNumberOfMessagesVisible", "OldestReplicationSlotLag",
+                   "TransactionLogsDiskUsage", "FreeStorageSpace", "RunningTaskCount"):
         assert f'"{metric}"' in body, metric
     assert 'stat = "p50"' in body and 'stat = "p99"' in body

@@ -39,6 +39,8 @@ module "pipeline" {
   vpc_id                         = var.vpc_id
   private_subnet_ids             = var.private_subnet_ids
   source_db_security_group_id    = var.source_db_security_group_id
+  source_db_instance_id          = var.source_db_instance_id
+  aws_api_cidr                   = var.aws_api_cidr
   warehouse_db_security_group_id = var.warehouse_db_security_group_id
   alarm_emails                   = var.alarm_emails
   capture_image_tag              = var.capture_image_tag

@@ -29,3 +29,14 @@ variable "capture_image_tag" {
   description = "Tag of the capture image to run (the deploy workflow passes the commit SHA)."
   type        = string
 }
+
+variable "source_db_instance_id" {
+  description = "DB instance identifier of the source (totesys) RDS instance."
+  type        = string
+}
+
+variable "aws_api_cidr" {
+  description = "Destination of HTTPS to the AWS APIs: 0.0.0.0/0 via a NAT gateway, or the VPC CIDR with interface endpoints."
+  type        = string
+  default     = "0.0.0.0/0"
+}

@@ -1,5 +1,5 @@
 # One Lambda function as the pipeline deploys them: its artifact uploaded to the artifacts bucket,
-# an execution role with only the given permissions plus logging, tracing and metrics, a log group
+# an execution role with only the given permissions plus logging and tracing, a log group
 # encrypted with the pipeline's key, X-Ray tracing, and a concurrency cap.
 
 data "aws_partition" "current" {}
@@ -40,22 +40,13 @@ data "aws_iam_policy_document" "this" {
     resources = ["${local.log_group_arn}:*"]
   }
 
-  # X-Ray and PutMetricData have no resource-level permissions: AWS requires "*".
+  # X-Ray has no resource-level permissions: AWS requires "*". No cloudwatch:PutMetricData: the
+  # functions print their metrics in the embedded metric format, which CloudWatch Logs turns into
+  # metrics.
   statement {
     sid       = "Tracing"
     actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
     resources = ["*"]
-  }
-
-  statement {
-    sid       = "MetricsInOwnNamespace"
-    actions   = ["cloudwatch:PutMetricData"]
-    resources = ["*"]
-    condition {
-      test     = "StringEquals"
-      variable = "cloudwatch:namespace"
-      values   = [var.metrics_namespace]
-    }
   }
 
   # Lambda manages the network interfaces of a VPC-attached function; these EC2 actions have no
@@ -109,10 +100,9 @@ resource "aws_lambda_function" "this" {
   }
 
   environment {
-    variables = merge({
-      POWERTOOLS_SERVICE_NAME      = var.name
-      POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
-    }, var.environment)
+    # No POWERTOOLS_SERVICE_NAME or POWERTOOLS_METRICS_NAMESPACE: the code names its metrics'
+    # namespace and service dimension from settings.json, as the alarms do.
+    variables = var.environment
   }
 
   dynamic "vpc_config" {

@@ -62,11 +62,6 @@ variable "kms_key_arn" {
   type        = string
 }
 
-variable "metrics_namespace" {
-  description = "CloudWatch namespace the function may put metrics in (settings metrics_namespace)."
-  type        = string
-}
-
 variable "log_retention_days" {
   description = "Retention of the function's log group."
   type        = number

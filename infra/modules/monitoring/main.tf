@@ -7,6 +7,16 @@ locals {
   period = local.limits.period_seconds
   region = data.aws_region.current.name
   stream = { StreamName = var.stream_name }
+  # The pipeline's own metrics carry one dimension naming their emitter (settings metrics, which the
+  # code reads too: totes_cdc.metric_names): an alarm or widget without it watches an empty series.
+  emitters = var.settings.metrics.emitters
+  dims     = { for emitter, e in local.emitters : emitter => { (var.settings.metrics.dimension) = e.service } }
+  # Dashboard series of an own metric: namespace, name, dimension name and value.
+  series = merge([for emitter, e in local.emitters : {
+    for name, unit in e.names : name => [local.ns, name, var.settings.metrics.dimension, e.service]
+  }]...)
+  source_db    = { DBInstanceIdentifier = var.source_db_instance_id }
+  capture_task = { ClusterName = var.capture_cluster_name, ServiceName = var.capture_service_name }
 
   function_alarms = merge([for role, fn in var.functions : {
     "${role}-errors" = {
@@ -30,12 +40,12 @@ locals {
   stage_alarms = {
     "slot-lag" = {
       description = "WAL retained by the replication slot is growing: capture is behind or stopped"
-      namespace   = local.ns, metric = "SlotLagBytes", statistic = "Maximum", dimensions = {}
+      namespace   = local.ns, metric = "SlotLagBytes", statistic = "Maximum", dimensions = local.dims.capture
       threshold   = local.limits.slot_lag_bytes, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
     }
     "capture-heartbeat-missing" = {
       description = "No capture heartbeat: the capture task is down or cannot reach the source"
-      namespace   = local.ns, metric = "CaptureHeartbeat", statistic = "Sum", dimensions = {}
+      namespace   = local.ns, metric = "CaptureHeartbeat", statistic = "Sum", dimensions = local.dims.capture
       threshold   = 1, comparison = "LessThanThreshold", periods = 1
       period      = local.limits.heartbeat_missing_seconds, missing = "breaching"
     }
@@ -46,17 +56,17 @@ locals {
     }
     "end-to-end-latency-p99" = {
       description = "Source commit to warehouse row takes too long (p99)"
-      namespace   = local.ns, metric = "EndToEndLatencyMs", extended_statistic = "p99", dimensions = {}
+      namespace   = local.ns, metric = "EndToEndLatencyMs", extended_statistic = "p99", dimensions = local.dims.loader
       threshold   = local.limits.end_to_end_latency_p99_ms, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
     }
     "records-dead-lettered" = {
       description = "The stream processor dead-lettered records (dead-letter bucket, records prefix)"
-      namespace   = local.ns, metric = "RecordsDeadLettered", statistic = "Sum", dimensions = {}
+      namespace   = local.ns, metric = "RecordsDeadLettered", statistic = "Sum", dimensions = local.dims.stream_processor
       threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
     }
     "files-dead-lettered" = {
       description = "The loader dead-lettered files (dead-letter bucket, files prefix)"
-      namespace   = local.ns, metric = "FilesDeadLettered", statistic = "Sum", dimensions = {}
+      namespace   = local.ns, metric = "FilesDeadLettered", statistic = "Sum", dimensions = local.dims.loader
       threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
     }
     "processed-files-dlq" = {
@@ -64,6 +74,28 @@ locals {
       namespace   = "AWS/SQS", metric = "ApproximateNumberOfMessagesVisible", statistic = "Maximum"
       dimensions  = { QueueName = var.queue_names.processed_files_dlq }
       threshold   = local.limits.dead_letter_objects, comparison = "GreaterThanOrEqualToThreshold", periods = 1
+    }
+    # The source is watched from RDS's own metrics too: they keep coming when capture is down.
+    "source-slot-lag" = {
+      description = "RDS: WAL retained by the oldest replication slot is growing (capture behind or stopped)"
+      namespace   = "AWS/RDS", metric = "OldestReplicationSlotLag", statistic = "Maximum", dimensions = local.source_db
+      threshold   = local.limits.slot_lag_bytes, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
+    }
+    "source-transaction-logs" = {
+      description = "RDS: disk used by transaction logs (WAL) on the source is high"
+      namespace   = "AWS/RDS", metric = "TransactionLogsDiskUsage", statistic = "Maximum", dimensions = local.source_db
+      threshold   = local.limits.source_transaction_logs_bytes, comparison = "GreaterThanThreshold", periods = local.limits.evaluation_periods
+    }
+    "source-free-storage" = {
+      description = "RDS: the source database is running out of storage"
+      namespace   = "AWS/RDS", metric = "FreeStorageSpace", statistic = "Minimum", dimensions = local.source_db
+      threshold   = local.limits.source_free_storage_bytes, comparison = "LessThanThreshold", periods = local.limits.evaluation_periods
+    }
+    # Container Insights (enabled on the cluster) counts the service's running tasks.
+    "capture-not-running" = {
+      description = "The capture service has no running task"
+      namespace   = "ECS/ContainerInsights", metric = "RunningTaskCount", statistic = "Minimum", dimensions = local.capture_task
+      threshold   = 1, comparison = "LessThanThreshold", periods = local.limits.evaluation_periods, missing = "breaching"
     }
     "stream-failures" = {
       description = "Stream batches exhausted their retries; their positions wait in the on-failure queue"
@@ -113,26 +145,34 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
   dashboard_body = jsonencode({
     widgets = [
       for index, widget in [
-        { title = "Replication slot lag (bytes)", metrics = [[local.ns, "SlotLagBytes"]], stat = "Maximum" },
-        { title = "Capture: behind source (ms)", metrics = [[local.ns, "MillisBehindSource"]], stat = "Maximum" },
-        { title = "Capture: events published, heartbeats", metrics = [[local.ns, "EventsPublished"], [local.ns, "CaptureHeartbeat"]], stat = "Sum" },
-        { title = "Capture: PutRecords batch size and retries", metrics = [[local.ns, "PutRecordsBatchSize"], [local.ns, "PutRecordsRetries"]], stat = "Sum" },
+        { title = "Replication slot lag (bytes)", metrics = [local.series.SlotLagBytes, ["AWS/RDS", "OldestReplicationSlotLag", "DBInstanceIdentifier", var.source_db_instance_id]], stat = "Maximum" },
+        { title = "Capture: behind source (ms)", metrics = [local.series.MillisBehindSource], stat = "Maximum" },
+        { title = "Capture: events published, heartbeats", metrics = [local.series.EventsPublished, local.series.CaptureHeartbeat], stat = "Sum" },
+        { title = "Capture: PutRecords batch size and retries", metrics = [local.series.PutRecordsBatchSize, local.series.PutRecordsRetries], stat = "Sum" },
+        {
+          title = "Source (RDS): transaction logs and free storage (bytes)", stat = "Maximum"
+          metrics = [
+            ["AWS/RDS", "TransactionLogsDiskUsage", "DBInstanceIdentifier", var.source_db_instance_id],
+            ["AWS/RDS", "FreeStorageSpace", "DBInstanceIdentifier", var.source_db_instance_id, { stat = "Minimum" }],
+          ]
+        },
+        { title = "Capture: running tasks", metrics = [["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", var.capture_cluster_name, "ServiceName", var.capture_service_name]], stat = "Minimum" },
         { title = "Stream: incoming records", metrics = [["AWS/Kinesis", "IncomingRecords", "StreamName", var.stream_name]], stat = "Sum" },
         { title = "Stream: iterator age (ms)", metrics = [["AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", "StreamName", var.stream_name]], stat = "Maximum" },
         { title = "Lambda errors", metrics = [for fn in var.functions : ["AWS/Lambda", "Errors", "FunctionName", fn.name]], stat = "Sum" },
         { title = "Lambda throttles", metrics = [for fn in var.functions : ["AWS/Lambda", "Throttles", "FunctionName", fn.name]], stat = "Sum" },
         { title = "Lambda duration p99 (ms)", metrics = [for fn in var.functions : ["AWS/Lambda", "Duration", "FunctionName", fn.name]], stat = "p99" },
-        { title = "Events processed, files loaded, fact rows", metrics = [[local.ns, "EventsProcessed"], [local.ns, "FilesLoaded"], [local.ns, "FactRowsAppended"]], stat = "Sum" },
+        { title = "Events processed, files loaded, fact rows", metrics = [local.series.EventsProcessed, local.series.FilesLoaded, local.series.FactRowsAppended], stat = "Sum" },
         {
           title = "Dead letters", stat = "Maximum"
           metrics = [
-            [local.ns, "RecordsDeadLettered", { stat = "Sum" }],
-            [local.ns, "FilesDeadLettered", { stat = "Sum" }],
+            concat(local.series.RecordsDeadLettered, [{ stat = "Sum" }]),
+            concat(local.series.FilesDeadLettered, [{ stat = "Sum" }]),
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_names.processed_files_dlq],
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_names.stream_failures],
           ]
         },
-        { title = "End-to-end latency (ms)", metrics = [[local.ns, "EndToEndLatencyMs", { stat = "p50" }], [local.ns, "EndToEndLatencyMs", { stat = "p99" }]], stat = "p99" },
+        { title = "End-to-end latency (ms)", metrics = [concat(local.series.EndToEndLatencyMs, [{ stat = "p50" }]), concat(local.series.EndToEndLatencyMs, [{ stat = "p99" }])], stat = "p99" },
         ] : {
         type   = "metric"
         x      = (index % 2) * 12

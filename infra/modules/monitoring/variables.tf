@@ -35,3 +35,18 @@ variable "queue_names" {
   description = "Queue names by role (processed_files_dlq, stream_failures)."
   type        = map(string)
 }
+
+variable "source_db_instance_id" {
+  description = "DB instance identifier of the source (totesys) RDS instance, for its CloudWatch metrics."
+  type        = string
+}
+
+variable "capture_cluster_name" {
+  description = "ECS cluster of the capture service."
+  type        = string
+}
+
+variable "capture_service_name" {
+  description = "ECS service of the capture task."
+  type        = string
+}

@@ -137,5 +137,8 @@ module "monitoring" {
     stream_processor = { name = module.stream_processor.function_name, timeout_seconds = module.stream_processor.timeout_seconds }
     loader           = { name = module.loader.function_name, timeout_seconds = module.loader.timeout_seconds }
   }
-  queue_names = module.queues.names
+  queue_names           = module.queues.names
+  source_db_instance_id = var.source_db_instance_id
+  capture_cluster_name  = module.capture.cluster_name
+  capture_service_name  = module.capture.service_name
 }

@@ -18,6 +18,11 @@ variable "source_db_security_group_id" {
   type        = string
 }
 
+variable "source_db_instance_id" {
+  description = "DB instance identifier of the source (totesys) RDS instance (its replication-slot, WAL and storage alarms)."
+  type        = string
+}
+
 variable "source_db_port" {
   description = "Port of the source database."
   type        = number

@@ -68,7 +68,6 @@ module "function" {
   memory_mb            = var.memory_mb
   reserved_concurrency = var.reserved_concurrency
   kms_key_arn          = var.kms_key_arn
-  metrics_namespace    = var.settings.metrics_namespace
   log_retention_days   = var.settings.deploy.log_retention_days
 }
 
