@@ -1,5 +1,6 @@
-// The live dashboard: one Server-Sent Events stream carries this page's data (for its filters)
-// and the pipeline's health; charts are drawn as plain SVG.
+// The live dashboard: one Server-Sent Events stream carries the last 15 minutes ("live"), the
+// history for this page's filters ("sales") and the pipeline's health; charts are plain SVG.
+// The page opens on "Now"; "History" is one click away.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -7,8 +8,12 @@ const COLOURS = ["#1f5f99", "#b34700", "#2e7d32", "#6a3d9a", "#8c1c3a", "#00695c
 const FILTERS = ["currency", "country", "design", "department", "range"];
 const fmt = new Intl.NumberFormat("en-GB", { maximumFractionDigits: 0 });
 const compact = new Intl.NumberFormat("en-GB", { notation: "compact", maximumFractionDigits: 1 });
+const clock = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const minuteClock = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit" });
+const GAP = "…";
 let stream = null;
 let latest = null;
+let latestLive = null;
 
 function el(name, attrs, text) {
   const node = document.createElementNS(SVG, name);
@@ -52,7 +57,7 @@ function bars(svg, items, valueOf, label, title) {
   describe(svg, title, items.map((i) => [i.label, label(i)]));
 }
 
-function axes(svg, width, height, pad, max, buckets) {
+function axes(svg, width, height, pad, max, buckets, labelOf) {
   for (const f of [0, 0.5, 1]) {
     const y = height - pad.bottom - f * (height - pad.top - pad.bottom);
     svg.append(el("line", { x1: pad.left, x2: width - pad.right, y1: y, y2: y, class: "grid" }));
@@ -64,23 +69,25 @@ function axes(svg, width, height, pad, max, buckets) {
     if (i % step) return;
     const x = pad.left + (i + 0.5) * (width - pad.left - pad.right) / buckets.length;
     svg.append(el("text", { x, y: height - 6, "text-anchor": "middle", class: "label" },
-      bucketLabel(bucket)));
+      labelOf(bucket)));
   });
 }
 
+// History buckets are the warehouse's dates; an empty span of many buckets is one GAP.
 function bucketLabel(bucket) {
+  if (bucket === GAP) return GAP;
   const kind = latest ? latest.bucket : "month";
   if (kind === "hour") return bucket.slice(11, 16);
   if (kind === "day") return bucket.slice(5, 10);
   return bucket.slice(0, 7);
 }
 
-// Columns of units per time bucket.
-function columns(svg, buckets, totals, title) {
+// Columns of a total per time bucket.
+function columns(svg, buckets, totals, title, labelOf = bucketLabel) {
   const height = 220, pad = { top: 10, right: 10, bottom: 26, left: 52 };
   const width = prepare(svg, height);
   const max = Math.max(...totals, 1);
-  axes(svg, width, height, pad, max, buckets);
+  axes(svg, width, height, pad, max, buckets, labelOf);
   const slot = (width - pad.left - pad.right) / Math.max(buckets.length, 1);
   totals.forEach((value, i) => {
     if (!value) return;
@@ -88,16 +95,16 @@ function columns(svg, buckets, totals, title) {
     svg.append(el("rect", { x: pad.left + i * slot + slot * 0.1, y: height - pad.bottom - h,
       width: Math.max(slot * 0.8, 1), height: h, fill: COLOURS[0], class: "bar" }));
   });
-  describe(svg, title, buckets.slice(-5).map((b, i) => [bucketLabel(b),
+  describe(svg, title, buckets.slice(-5).map((b, i) => [labelOf(b),
     fmt.format(totals[totals.length - Math.min(5, buckets.length) + i])]));
 }
 
 // One line per currency: value per time bucket.
-function lines(svg, buckets, series, title, legend) {
+function lines(svg, buckets, series, title, legend, labelOf = bucketLabel) {
   const height = 220, pad = { top: 10, right: 10, bottom: 26, left: 52 };
   const width = prepare(svg, height);
   const max = Math.max(...series.flatMap((s) => s.values), 1);
-  axes(svg, width, height, pad, max, buckets);
+  axes(svg, width, height, pad, max, buckets, labelOf);
   const slot = (width - pad.left - pad.right) / Math.max(buckets.length, 1);
   legend.replaceChildren();
   series.forEach((s, n) => {
@@ -117,17 +124,28 @@ function lines(svg, buckets, series, title, legend) {
   describe(svg, title, series.map((s) => [s.name, compact.format(s.values.reduce((a, b) => a + b, 0))]));
 }
 
+// Units per bucket and one value series per currency, over ``buckets``; ``keyOf`` maps a bucket
+// to what identifies it (the live view's come with a time zone, so they are matched as instants).
+function perBucket(buckets, rows, keyOf) {
+  const currencies = [...new Set(rows.map((r) => r.label))].sort();
+  const index = new Map(buckets.map((b, i) => [keyOf(b), i]));
+  const units = buckets.map(() => 0), orders = buckets.map(() => 0);
+  const series = currencies.map((name) => ({ name, values: buckets.map(() => 0) }));
+  for (const r of rows) {
+    const i = index.get(keyOf(r.bucket));
+    if (i === undefined) continue;
+    units[i] += r.units;
+    orders[i] += r.orders;
+    series[currencies.indexOf(r.label)].values[i] += r.value;
+  }
+  return { units, orders, series };
+}
+
 function render(data) {
   latest = data;
+  if (document.getElementById("view-history").hidden) return;  // drawn when shown
   const buckets = data.buckets;
-  const currencies = [...new Set(data.over_time.map((r) => r.label))].sort();
-  const index = new Map(buckets.map((b, i) => [b, i]));
-  const units = buckets.map(() => 0);
-  const series = currencies.map((name) => ({ name, values: buckets.map(() => 0) }));
-  for (const r of data.over_time) {
-    units[index.get(r.bucket)] += r.units;
-    series[currencies.indexOf(r.label)].values[index.get(r.bucket)] += r.value;
-  }
+  const { units, series } = perBucket(buckets, data.over_time, (b) => b);
   lines(document.getElementById("chart-value"), buckets, series, "Sales value over time",
     document.getElementById("legend-value"));
   columns(document.getElementById("chart-units"), buckets, units, "Units sold over time");
@@ -147,7 +165,66 @@ function render(data) {
   document.getElementById("updated").textContent =
     `Updated ${new Date(data.generated_at).toLocaleTimeString("en-GB")}: ` +
     `${fmt.format(data.totals.orders)} orders shown`;
-  fillOptions(data.options);
+}
+
+function value(amounts) {
+  const parts = Object.entries(amounts).sort().map(([c, v]) => `${c} ${compact.format(v)}`);
+  return parts.length ? parts.join(" · ") : "–";
+}
+
+function age(ms) {
+  if (ms < 1000) return "just now";
+  if (ms < 60000) return `${Math.round(ms / 1000)} s ago`;
+  return `${Math.round(ms / 60000)} min ago`;
+}
+
+function latency(ms) {
+  return ms < 10000 ? `${(ms / 1000).toFixed(1)} s` : `${fmt.format(ms / 1000)} s`;
+}
+
+function renderLive(data) {
+  latestLive = data;
+  if (document.getElementById("view-now").hidden) return;  // drawn when shown
+  const now = Date.parse(data.now);
+  document.getElementById("live-orders").textContent = fmt.format(data.totals.orders);
+  document.getElementById("live-units").textContent = fmt.format(data.totals.units);
+  document.getElementById("live-value").textContent = value(data.totals.value);
+  document.getElementById("live-newest").textContent = data.newest.length
+    ? age(now - Date.parse(data.newest[0].committed_at)) : "none in 15 minutes";
+
+  const instant = (b) => Date.parse(b);
+  const secondLabel = (b) => clock.format(new Date(b));
+  columns(document.getElementById("chart-live-seconds"), data.seconds, data.per_second,
+    "Orders per second", secondLabel);
+  const { units, series } = perBucket(data.minutes, data.per_minute, instant);
+  const minuteLabel = (b) => minuteClock.format(new Date(b));
+  columns(document.getElementById("chart-live-units"), data.minutes, units, "Units per minute",
+    minuteLabel);
+  lines(document.getElementById("chart-live-value"), data.minutes, series, "Sales value per minute",
+    document.getElementById("legend-live-value"), minuteLabel);
+
+  const body = document.querySelector("#newest tbody");
+  if (!data.newest.length) {
+    const row = body.insertRow();
+    row.insertCell().textContent = "No order in the last 15 minutes";
+    row.cells[0].colSpan = 7;
+    body.replaceChildren(row);
+  } else {
+    body.replaceChildren(...data.newest.map((o) => {
+      const row = document.createElement("tr");
+      const cells = [clock.format(new Date(o.committed_at)), `#${o.order}`, o.design, o.country,
+        fmt.format(o.units), `${o.currency} ${fmt.format(o.value)}`, latency(o.latency_ms)];
+      cells.forEach((text, i) => {
+        const cell = row.insertCell();
+        cell.textContent = text;
+        if (i >= 4) cell.className = "num";
+      });
+      return row;
+    }));
+  }
+  document.getElementById("updated").textContent =
+    `Updated ${clock.format(new Date(data.now))}: ${fmt.format(data.totals.orders)} orders ` +
+    "in the last 15 minutes";
 }
 
 function fillOptions(options) {
@@ -166,10 +243,12 @@ function show(id, value, unit) {
 }
 
 function renderHealth(h) {
+  show("health-capture", h.capture && h.capture.behind_ms, " ms");
   show("health-slot", h.slot_lag_bytes, " bytes");
   show("health-stream", h.stream_lag_ms, " ms");
   show("health-files", h.files_waiting, "");
   show("health-p50", h.latency_ms && h.latency_ms.p50, " ms");
+  show("health-p95", h.latency_ms && h.latency_ms.p95, " ms");
   show("health-p99", h.latency_ms && h.latency_ms.p99, " ms");
   show("health-age", h.last_event_age_s, " s");
   const list = document.getElementById("alerts");
@@ -191,8 +270,11 @@ function connect() {
   stream = new EventSource(`/events?${params}`);
   stream.addEventListener("sales", (e) => {
     document.getElementById("problem").hidden = true;
-    render(JSON.parse(e.data));
+    const data = JSON.parse(e.data);
+    fillOptions(data.options);
+    render(data);
   });
+  stream.addEventListener("live", (e) => renderLive(JSON.parse(e.data)));
   stream.addEventListener("health", (e) => renderHealth(JSON.parse(e.data)));
   stream.addEventListener("problem", (e) => {
     const problem = document.getElementById("problem");
@@ -205,9 +287,37 @@ function connect() {
 for (const name of FILTERS) {
   document.getElementById(`filter-${name}`).addEventListener("change", connect);
 }
+function redraw() {
+  if (latest) render(latest);
+  if (latestLive) renderLive(latestLive);
+}
+
+// Two tabs (arrow keys move between them, as the ARIA tabs pattern has it).
+const TABS = ["now", "history"];
+function select(name) {
+  for (const tab of TABS) {
+    const chosen = tab === name;
+    const button = document.getElementById(`tab-${tab}`);
+    button.setAttribute("aria-selected", String(chosen));
+    button.tabIndex = chosen ? 0 : -1;
+    document.getElementById(`view-${tab}`).hidden = !chosen;
+  }
+  redraw();
+}
+for (const tab of TABS) {
+  const button = document.getElementById(`tab-${tab}`);
+  button.addEventListener("click", () => select(tab));
+  button.addEventListener("keydown", (e) => {
+    if (e.key !== "ArrowRight" && e.key !== "ArrowLeft") return;
+    const next = TABS[(TABS.indexOf(tab) + 1) % TABS.length];
+    select(next);
+    document.getElementById(`tab-${next}`).focus();
+  });
+}
+
 let resizeTimer = null;
 window.addEventListener("resize", () => {
   clearTimeout(resizeTimer);
-  resizeTimer = setTimeout(() => latest && render(latest), 150);
+  resizeTimer = setTimeout(redraw, 150);
 });
 connect();

@@ -1,13 +1,19 @@
-"""The dashboard's reads of the warehouse: sales by time, currency, country, design, staff, department.
+"""The dashboard's reads of the warehouse: the live view (:func:`live`) and the history (:func:`sales`).
 
-Everything comes from ``fact_sales_order_current`` (the current version of each order) joined to its
-dimensions, in one grouped query (``GROUPING SETS``): one scan per refresh, whatever the charts.
+- Live: orders placed (source commit time) in the last 15 minutes, per minute and, for the last two
+  minutes, per second; the newest orders with their end-to-end latency. From ``fact_sales_order``
+  insert versions (one per order), found through its ``loaded_at`` index: a row committed in the
+  window was loaded in it too.
+- History: ``fact_sales_order_current`` (the current version of each order) joined to its
+  dimensions, in one grouped query (``GROUPING SETS``): one scan per refresh, whatever the charts.
+
 Values are summed per currency only; units and order counts add up across currencies.
 Designs are grouped by name (many designs share one), which is how the business speaks of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -24,6 +30,12 @@ RANGES: dict[str, tuple[int | None, str]] = {
 FILTER_COLUMNS = {"currency": "c.currency_code", "country": "l.country",
                   "design": "d.design_name", "department": "st.department_name"}
 MAX_FILTER_LENGTH = 200
+# Up to this many empty buckets in a row are drawn (quiet periods); a longer empty span is one GAP.
+QUIET_SPAN = 2
+GAP = "…"
+LIVE_MINUTES = 15
+LIVE_SECONDS = 120
+NEWEST = 10
 
 SALES = """
 WITH s AS (
@@ -103,19 +115,33 @@ class Filters:
         return sql.SQL(" AND ").join(conditions), params
 
 
-def buckets(first: datetime, last: datetime, unit: str) -> list[str]:
-    """Every time bucket from ``first`` to ``last``, so that quiet periods show as gaps."""
-    found = []
-    current = first
-    while current <= last:
-        found.append(current.isoformat())
-        if unit == "hour":
-            current += timedelta(hours=1)
-        elif unit == "day":
-            current += timedelta(days=1)
-        else:
-            current = current.replace(year=current.year + current.month // 12,
-                                      month=current.month % 12 + 1)
+def _step(bucket: datetime, unit: str) -> datetime:
+    if unit == "second":
+        return bucket + timedelta(seconds=1)
+    if unit == "minute":
+        return bucket + timedelta(minutes=1)
+    if unit == "hour":
+        return bucket + timedelta(hours=1)
+    if unit == "day":
+        return bucket + timedelta(days=1)
+    return bucket.replace(year=bucket.year + bucket.month // 12, month=bucket.month % 12 + 1)
+
+
+def timeline(present: Iterable[datetime], unit: str) -> list[str]:
+    """The time axis over the buckets that have sales: short quiet periods show as empty buckets,
+    an empty span longer than QUIET_SPAN buckets as one GAP, so years without orders take no room."""
+    found: list[str] = []
+    previous: datetime | None = None
+    for bucket in sorted(set(present)):
+        if previous is not None:
+            empty: list[str] = []
+            current = _step(previous, unit)
+            while current < bucket and len(empty) <= QUIET_SPAN:
+                empty.append(current.isoformat())
+                current = _step(current, unit)
+            found.extend(empty if len(empty) <= QUIET_SPAN else [GAP])
+        found.append(bucket.isoformat())
+        previous = bucket
     return found
 
 
@@ -143,8 +169,8 @@ def sales(conn: Any, filters: Filters, today: date) -> dict[str, Any]:
             item["bucket"] = bucket.isoformat()
         result[grouping_set].append(item)
     result["over_time"].sort(key=lambda i: (i["bucket"], i["label"]))
-    times = [bucket for grouping_set, bucket, *_ in rows if grouping_set == "over_time"]
-    result["buckets"] = buckets(min(times), max(times), result["bucket"]) if times else []
+    result["buckets"] = timeline((bucket for grouping_set, bucket, *_ in rows
+                                  if grouping_set == "over_time"), result["bucket"])
     result["totals"]["value"] = {i["label"]: i["value"] for i in result["by_currency"]}
     for key in ("by_currency", "by_country", "top_designs", "top_staff", "top_departments"):
         result[key] = sorted(result[key], key=lambda i: (-i["units"], i["label"]))[:TOP]
@@ -181,3 +207,74 @@ def version(conn: Any) -> tuple[int, int]:
         cur.execute(VERSION)
         facts, dims = cur.fetchone()
     return int(facts), int(dims)
+
+
+LIVE_ORDERS = """
+SELECT f.sales_order_id, f.source_commit_ts, f.loaded_at, f.units_sold,
+       f.units_sold * f.unit_price AS value, coalesce(c.currency_code, '?') AS currency,
+       coalesce(d.design_name, '?') AS design, coalesce(l.country, '?') AS country
+FROM public.fact_sales_order f
+LEFT JOIN public.dim_currency c ON c.currency_id = f.currency_id
+LEFT JOIN public.dim_location l ON l.location_id = f.agreed_delivery_location_id
+LEFT JOIN public.dim_design d ON d.design_id = f.design_id
+WHERE f.loaded_at > %(since)s AND f.source_commit_ts > %(since)s AND f.source_op = 'c'
+"""
+
+LIVE = """
+WITH o AS ({orders})
+SELECT date_trunc('minute', source_commit_ts), currency, count(*), sum(units_sold), sum(value)
+FROM o GROUP BY 1, 2
+"""
+
+LIVE_PER_SECOND = """
+WITH o AS ({orders})
+SELECT date_trunc('second', source_commit_ts), count(*) FROM o
+WHERE source_commit_ts > %(seconds_since)s GROUP BY 1
+"""
+
+NEWEST_ORDERS = """
+WITH o AS ({orders})
+SELECT sales_order_id, source_commit_ts, extract(epoch FROM loaded_at - source_commit_ts) * 1000,
+       units_sold, value, currency, design, country
+FROM o ORDER BY source_commit_ts DESC, sales_order_id DESC LIMIT %(newest)s
+"""
+
+
+def live(conn: Any) -> dict[str, Any]:
+    """The last LIVE_MINUTES of orders, by the warehouse's clock; JSON-ready.
+
+    ``per_minute`` has a row per minute and currency (orders, units, value), ``per_second`` the
+    order count of each of the last LIVE_SECONDS seconds, ``newest`` the last NEWEST orders placed.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        now: datetime = cur.fetchone()[0]
+        since = now.replace(second=0, microsecond=0) - timedelta(minutes=LIVE_MINUTES - 1)
+        seconds_since = now.replace(microsecond=0) - timedelta(seconds=LIVE_SECONDS - 1)
+        params = {"since": since, "seconds_since": seconds_since, "newest": NEWEST}
+        cur.execute(LIVE.format(orders=LIVE_ORDERS), params)
+        per_minute = cur.fetchall()
+        cur.execute(LIVE_PER_SECOND.format(orders=LIVE_ORDERS), params)
+        per_second = dict(cur.fetchall())
+        cur.execute(NEWEST_ORDERS.format(orders=LIVE_ORDERS), params)
+        newest = cur.fetchall()
+    seconds = [seconds_since + timedelta(seconds=i) for i in range(LIVE_SECONDS)]
+    totals: dict[str, Any] = {"orders": 0, "units": 0, "value": {}}
+    for _, currency, orders, units, value in per_minute:
+        totals["orders"] += orders
+        totals["units"] += int(units or 0)
+        totals["value"][currency] = totals["value"].get(currency, 0.0) + _number(value)
+    return {
+        "now": now.isoformat(),
+        "minutes": [(since + timedelta(minutes=i)).isoformat() for i in range(LIVE_MINUTES)],
+        "per_minute": sorted(({"bucket": b.isoformat(), "label": c, "orders": n, "units": int(u or 0),
+                               "value": _number(v)} for b, c, n, u, v in per_minute),
+                             key=lambda i: (i["bucket"], i["label"])),
+        "seconds": [s.isoformat() for s in seconds],
+        "per_second": [per_second.get(s, 0) for s in seconds],
+        "totals": totals,
+        "newest": [{"order": order_id, "committed_at": committed.isoformat(),
+                    "latency_ms": float(latency), "units": units, "value": _number(value),
+                    "currency": currency, "design": design, "country": country}
+                   for order_id, committed, latency, units, value, currency, design, country in newest],
+    }

@@ -3,7 +3,9 @@
 Two background threads feed every stream through one :class:`Hub`:
 - the *watcher* polls the warehouse twice a second for the newest sales fact row and the newest
   change to the dimensions shown (:func:`dashboard.queries.version`) and, when either moves, wakes
-  the streams, which each re-run their page's query and push the result;
+  the streams, which each re-run their page's queries and push the results (``sales``, the
+  history for the page's filters, and ``live``, the last 15 minutes); ``live`` is also pushed every
+  LIVE_SECONDS without a change, since its window slides with the clock;
 - the *health* thread reads :func:`totes_cdc.status.collect` every few seconds and pushes it.
 A page's filters are part of its stream's URL: changing one reopens the stream, which answers at once.
 Nothing here writes to the warehouse; its connections are read-only.
@@ -15,6 +17,7 @@ import errno
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from http import HTTPStatus
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 HEALTH_SECONDS = 5.0
-KEEPALIVE_SECONDS = 15.0
+LIVE_SECONDS = 5.0
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -149,7 +152,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _stream(self, filters: queries.Filters) -> None:
-        """Push ``sales`` when the warehouse moves, ``health`` when read, until the page goes away."""
+        """Push ``sales`` and ``live`` when the warehouse moves (``live`` at least every
+        LIVE_SECONDS), ``health`` when read, until the page goes away."""
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
@@ -159,22 +163,30 @@ class Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         sent_version: tuple[int, int] | None = None
         sent_health = sent_error = None
+        live_sent_at = 0.0
         conn = None
         try:
             while not hub.stopping.is_set():
                 with hub.changed:
                     if (hub.version, hub.health_seq, hub.error) == (sent_version, sent_health,
                                                                      sent_error):
-                        hub.changed.wait(KEEPALIVE_SECONDS)
+                        # Until the live window is due to slide (nothing is due before a first push).
+                        due = live_sent_at + LIVE_SECONDS if sent_version is not None else None
+                        hub.changed.wait(LIVE_SECONDS if due is None
+                                         else max(0.0, due - time.monotonic()))
                     version, health_seq, health, error = (hub.version, hub.health_seq, hub.health,
                                                           hub.error)
                 if error != sent_error:
                     self._event("problem", {"message": error})
                     sent_error = error
-                if version is not None and version != sent_version:
+                if version is not None and (version != sent_version
+                                            or time.monotonic() >= live_sent_at + LIVE_SECONDS):
                     try:
                         conn = conn or hub.read_only_connection()
-                        self._event("sales", sales_event(conn, filters, version))
+                        if version != sent_version:
+                            self._event("sales", sales_event(conn, filters, version))
+                        self._event("live", queries.live(conn))
+                        live_sent_at = time.monotonic()
                         sent_version = version
                     except (psycopg2.Error, TotesError) as exc:
                         self._event("problem", {"message": f"query failed: {exc}".strip()})

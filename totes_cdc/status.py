@@ -123,7 +123,8 @@ def capture_progress(state_dir: Path) -> dict[str, Any]:
         raise LookupError("no local capture status")
     reading = json.loads(path.read_text(encoding="utf-8"))
     tables = reading["snapshot"].values()
-    return {"phase": reading["phase"], "snapshot_rows": sum(t["rows"] for t in tables),
+    return {"phase": reading["phase"], "behind_ms": reading.get("millis_behind_source"),
+            "snapshot_rows": sum(t["rows"] for t in tables),
             "snapshot_total": sum(t["total"] or 0 for t in tables),
             "tables_done": sum(1 for t in tables if t["done"]), "tables": len(tables)}
 

@@ -50,6 +50,7 @@ def test_an_order_committed_at_the_source_appears_on_the_page_without_reload(tmp
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(stack.info["dashboard_url"])
+            page.locator("#tab-history").click()
             # The snapshot's orders arrive first.
             page.wait_for_function(
                 "Number(document.querySelector('#total-orders').textContent.replace(/,/g, '')) > 0",
@@ -64,6 +65,11 @@ def test_an_order_committed_at_the_source_appears_on_the_page_without_reload(tmp
             page.select_option("#filter-design", DESIGN)
             page.wait_for_function("document.querySelector('#total-orders').textContent === '1'")
             assert page.locator("#total-units").inner_text() == "4,321"
+
+            page.locator("#tab-now").click()            # a new order: live, with its latency
+            page.wait_for_function("document.querySelector('#live-orders').textContent === '1'")
+            newest = page.locator("#newest tbody tr").first.inner_text()
+            assert DESIGN in newest and "4,321" in newest
             assert page.evaluate("window.loadedOnce") is True
             browser.close()
     finally:

@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium: charts render, a filter applies, a new sale appears live."""
+"""The dashboard in headless Chromium: it opens on "now", the history is one click away, charts
+render, a filter applies, a new sale appears live in both views."""
 
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ def test_charts_render_filters_apply_and_new_sales_appear_without_reload(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(dashboard_url)
 
+    # It opens on now: the sample's snapshot rows are history, nothing was ordered in 15 minutes.
+    assert page.locator("#tab-now").get_attribute("aria-selected") == "true"
+    assert page.locator("#view-history").is_hidden()
+    page.wait_for_function("document.querySelector('#live-orders').textContent === '0'")
+    assert page.locator("#newest tbody").inner_text() == "No order in the last 15 minutes"
+    assert page.locator("#chart-live-seconds text.label").count() > 3        # a time axis
+    page.locator("#tab-history").click()
+    assert page.locator("#view-now").is_hidden()
+
     orders = page.locator("#total-orders")
     page.wait_for_function("document.querySelector('#total-orders').textContent === '6'")
     assert page.locator("#chart-units rect.bar").count() == 4          # four months with sales
@@ -72,5 +82,15 @@ def test_charts_render_filters_apply_and_new_sales_appear_without_reload(
     page.select_option("#filter-currency", "")
     page.select_option("#filter-range", "today")
     page.wait_for_function("document.querySelector('#total-orders').textContent === '2'")
+
+    page.locator("#tab-now").click()                                   # the new sale is live
+    page.wait_for_function("document.querySelector('#live-orders').textContent === '1'")
+    assert page.locator("#live-units").inner_text() == "5,000"
+    assert page.locator("#live-newest").inner_text().endswith(("just now", "s ago"))
+    first = page.locator("#newest tbody tr").first.inner_text()
+    assert "#50" in first and "GBP 12,500" in first
+    assert page.locator("#chart-live-seconds rect.bar").count() == 1
+    assert page.locator("#chart-live-units rect.bar").count() == 1
+    assert page.evaluate("window.loadedOnce") is True
     assert errors == []
     page.close()

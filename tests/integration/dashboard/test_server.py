@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from dashboard import server
+from dashboard import queries, server
 from tests.integration.dashboard import warehouse_rows
 from totes_cdc.errors import ConfigError
 
@@ -78,7 +78,9 @@ def test_stream_pushes_sales_for_its_filters_then_each_new_fact(dashboard, wareh
         assert first["options"]["currency"] == ["EUR", "GBP", "USD"]
         assert first["bucket"] == "month"
         months = first["buckets"]
-        assert months[0] < months[1] < months[-1] and len(months) in (14, 15)   # the gaps included
+        # The order 13 months ago, one slot for the empty months after it, then the last quarter.
+        assert months[1] == queries.GAP and len(months) in (5, 6)
+        assert months[0] < months[2] < months[-1]
         assert months[-1] == date.today().replace(day=1).isoformat() + "T00:00:00"
         warehouse_rows.add_sale(warehouse_dsn, 7, units=77)
         second = events.next("sales")
@@ -86,6 +88,41 @@ def test_stream_pushes_sales_for_its_filters_then_each_new_fact(dashboard, wareh
         assert second["version"] > first["version"]
     finally:
         events.close()
+
+
+def test_the_live_view_has_the_last_15_minutes_by_second_and_minute(dashboard, warehouse_dsn):
+    """New orders (inserts) placed in the last 15 minutes; the sample's snapshot rows and an order
+    placed 20 minutes ago are history, not live."""
+    warehouse_rows.add_sale(warehouse_dsn, 8, units=99, latency=timedelta(minutes=20))
+    warehouse_rows.add_sale(warehouse_dsn, 9, units=50, currency_id=2,
+                            latency=timedelta(milliseconds=1500))
+    warehouse_rows.add_sale(warehouse_dsn, 10, units=70)
+    events = Events(dashboard + "/events")
+    try:
+        live = events.next("live")
+    finally:
+        events.close()
+    assert live["totals"] == {"orders": 2, "units": 120, "value": {"USD": 125.0, "GBP": 175.0}}
+    assert len(live["seconds"]) == queries.LIVE_SECONDS and sum(live["per_second"]) == 2
+    assert len(live["minutes"]) == queries.LIVE_MINUTES
+    assert live["minutes"][-1][:16] == live["now"][:16] and live["seconds"][-1][:19] == live["now"][:19]
+    assert sum(row["orders"] for row in live["per_minute"]) == 2
+    assert {row["bucket"] for row in live["per_minute"]} <= set(live["minutes"])
+    assert [o["order"] for o in live["newest"]] == [10, 9]
+    late = live["newest"][1]
+    assert late["units"] == 50 and late["currency"] == "USD" and late["design"] == "Steel"
+    assert 1400 <= late["latency_ms"] <= 5000
+
+
+def test_live_is_pushed_again_as_its_window_slides(dashboard, monkeypatch):
+    monkeypatch.setattr(server, "LIVE_SECONDS", 0.5)
+    events = Events(dashboard + "/events")
+    try:
+        first = events.next("live")
+        second = events.next("live")                     # no new fact: the clock moved
+    finally:
+        events.close()
+    assert second["now"] > first["now"]
 
 
 def test_a_dimension_change_alone_is_pushed(dashboard, warehouse_dsn):

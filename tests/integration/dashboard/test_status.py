@@ -75,8 +75,8 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     assert 250 <= report.latency_ms["p50"] <= 350                  # snapshot rows are excluded
     assert report.latency_ms["p99"] > 5000
     assert report.unknown == {}
-    assert report.capture == {"phase": "streaming", "snapshot_rows": 5, "snapshot_total": 5,
-                              "tables_done": 1, "tables": 1}
+    assert report.capture == {"phase": "streaming", "behind_ms": None, "snapshot_rows": 5,
+                              "snapshot_total": 5, "tables_done": 1, "tables": 1}
     fired = " | ".join(report.alerts)
     for expected in ("replication slot lag", "stream lag 75000 ms > 60000",
                      "end-to-end latency p99", "2 dead-lettered"):

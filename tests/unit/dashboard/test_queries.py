@@ -5,7 +5,7 @@ from datetime import date, datetime
 import pytest
 
 from dashboard.errors import BadRequest
-from dashboard.queries import Filters, buckets
+from dashboard.queries import GAP, Filters, timeline
 
 
 def test_filters_from_a_query_string():
@@ -30,9 +30,20 @@ def test_where_parameters_carry_the_values_and_the_date_range():
     assert Filters().where(date(2026, 3, 10))[1] == {"bucket": "month"}
 
 
-def test_buckets_include_quiet_periods_and_cross_year_ends():
-    assert buckets(datetime(2025, 11, 1), datetime(2026, 2, 1), "month") == [
+def test_timeline_shows_short_quiet_periods_and_crosses_year_ends():
+    assert timeline([datetime(2026, 2, 1), datetime(2025, 11, 1)], "month") == [
         "2025-11-01T00:00:00", "2025-12-01T00:00:00", "2026-01-01T00:00:00", "2026-02-01T00:00:00"]
-    assert len(buckets(datetime(2026, 1, 1), datetime(2026, 1, 31), "day")) == 31
-    assert buckets(datetime(2026, 1, 1, 9), datetime(2026, 1, 1, 11), "hour") == [
-        "2026-01-01T09:00:00", "2026-01-01T10:00:00", "2026-01-01T11:00:00"]
+    assert timeline([datetime(2026, 1, 1, 9), datetime(2026, 1, 1, 11), datetime(2026, 1, 1, 9)],
+                    "hour") == ["2026-01-01T09:00:00", "2026-01-01T10:00:00", "2026-01-01T11:00:00"]
+    assert timeline([], "day") == []
+
+
+def test_timeline_skips_long_empty_spans():
+    """Two years between the real rows and the simulated ones take one slot, not 24."""
+    assert timeline([datetime(2023, 5, 1), datetime(2023, 6, 1), datetime(2025, 11, 1),
+                     datetime(2026, 1, 1)], "month") == [
+        "2023-05-01T00:00:00", "2023-06-01T00:00:00", GAP, "2025-11-01T00:00:00",
+        "2025-12-01T00:00:00", "2026-01-01T00:00:00"]
+    assert timeline([datetime(2026, 1, 1), datetime(2026, 1, 5)], "day") == [
+        "2026-01-01T00:00:00", GAP, "2026-01-05T00:00:00"]
+    assert len(timeline([datetime(2026, 1, 1), datetime(2026, 1, 4)], "day")) == 4

@@ -63,8 +63,8 @@ def test_snapshot_progress_is_read_from_the_local_capture_status(tmp_path):
         "public.payment": {"done": False, "rows": 100, "total": 700},
         "public.staff": {"done": False, "rows": 0, "total": None}}}))
     progress = capture_progress(tmp_path)
-    assert progress == {"phase": "snapshot", "snapshot_rows": 400, "snapshot_total": 1000,
-                        "tables_done": 1, "tables": 3}
+    assert progress == {"phase": "snapshot", "behind_ms": None, "snapshot_rows": 400,
+                        "snapshot_total": 1000, "tables_done": 1, "tables": 3}
     assert "capture snapshot           snapshot: 400 of 1,000 rows (40%), 1 of 3 tables done" in \
         render(Status(capture=progress))
     assert "capture snapshot           unknown" in render(Status())
