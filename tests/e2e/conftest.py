@@ -25,6 +25,7 @@ class RunningStack:
     process: subprocess.Popen[str]
     state_dir: Path
     info: dict[str, Any]
+    output: str = ""  # what `up` printed until it was ready
 
     def refresh(self) -> dict[str, Any]:
         self.info = json.loads((self.state_dir / "stack.json").read_text())
@@ -88,7 +89,7 @@ def start_stack(state_dir: Path, *extra: str, timeout: float = 180) -> RunningSt
             break
         lines.append(line)
         if line.startswith("Ctrl-C stops everything"):
-            stack = RunningStack(process, state_dir, {})
+            stack = RunningStack(process, state_dir, {}, "".join(lines))
             stack.refresh()
             return stack
     process.kill()
