@@ -263,8 +263,9 @@ def _shapes(reader: _Reader, everyone: Ints) -> tuple[Ints, list[tuple[Column, .
             items = fastavro.schemaless_reader(io.BytesIO(data), _COLUMNS_SCHEMA, None)
         except Exception as exc:  # fastavro raises many types for corrupt input
             raise Irregular(f"column list: {exc!r}") from exc
-        assert isinstance(items, list)
-        columns = contract._columns(tuple((c["name"], c["type"], c["key"]) for c in items))
+        if not isinstance(items, list):
+            raise Irregular("column list")
+        columns = tuple(Column(c["name"], c["type"], c["key"]) for c in items)
         if len({c.name for c in columns}) != len(columns):
             raise Irregular("a column named twice")
         shapes.append(columns)
@@ -339,7 +340,8 @@ def decode(payloads: Sequence[bytes]) -> DecodedBatch:
                 {"name": "schema", "type": "string"}, {"name": "table", "type": "string"}]}, None)
         except UnicodeDecodeError as exc:
             raise Irregular("table name not UTF-8") from exc
-        assert isinstance(decoded, dict)
+        if not isinstance(decoded, dict):
+            raise Irregular("table name")
         tables.append((decoded["schema"], decoded["table"]))
     lsn = reader.long(everyone)
     seq = reader.long(everyone)

@@ -7,7 +7,10 @@ before the lowest failed record and retries from there; on a function error it b
 (if BisectBatchOnFunctionError) or retries it; after MaximumRetryAttempts, or for records older
 than MaximumRecordAgeInSeconds, it sends an on-failure record (shard + sequence range) to the SQS
 destination and moves on. Checkpoints are durable (see checkpoint.py): a restart resumes, never
-skips. Shards are served one after another in one thread (ParallelizationFactor 1).
+skips. As in Lambda, each shard is polled on its own (``run``: a thread per shard, one batch of a
+shard at a time, so per-shard order holds as with ParallelizationFactor 1): one shard's batching
+window, retries and back-off hold up no other shard. The handler itself runs one invocation at a
+time (its logger, metrics and the stdout the runner reads its metrics from are per process).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ Invoke = Callable[[dict[str, Any], Any], Any]
 
 MAX_RECORDS_PER_GET = 10_000  # the GetRecords limit
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
-IDLE_SLEEP_SECONDS = 0.2  # GetRecords allows 5 calls per second per shard
+# An idle shard's GetRecords, 5 a second: AWS's per-shard limit (Lambda polls once a second).
+IDLE_SLEEP_SECONDS = 0.2
 SHARD_REFRESH_SECONDS = 30.0
 METRIC_INTERVAL_SECONDS = 10.0
 STATUS_INTERVAL_SECONDS = 1.0
@@ -126,6 +130,8 @@ class Runner:
         self.counts = {"batches": 0, "records": 0, "item_failures": 0, "function_errors": 0,
                        "sent_to_on_failure_destination": 0}
         self.last_error: str | None = None
+        self._lock = threading.Lock()  # readers, finished, counts: shared by the shards' threads
+        self._invoking = threading.Lock()  # one handler invocation at a time
         self._stream_arn: str | None = None
         self._queue_url: str | None = None
         self._next_refresh = self._next_metric = self._next_status = 0.0
@@ -148,30 +154,64 @@ class Runner:
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Poll and deliver until ``stop`` is set; AWS errors are logged and the shards re-read
-        from their checkpoints."""
+        """Poll and deliver until ``stop`` is set, a thread per shard; AWS errors are logged and
+        the shards concerned re-read from their checkpoints."""
         log.info("processing stream %s (batch size %d, window %.1fs)", self.config.stream,
                  self.config.batch_size, self.config.batching_window_seconds)
+        threads: dict[str, threading.Thread] = {}
         while not stop.is_set():
             try:
-                busy = self.cycle(stop)
+                if time.monotonic() >= self._next_refresh:
+                    self.refresh_shards()
+                self.publish_iterator_age()
             except (BotoCoreError, ClientError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("AWS request failed, re-reading shards from their checkpoints: %s", exc)
-                self.readers.clear()
-                self._next_refresh = 0.0
-                busy = False
+                self._aws_error(exc)
                 stop.wait(1.0)
+            with self._lock:
+                shard_ids = list(self.readers)
+            for shard_id in shard_ids:
+                if shard_id not in threads or not threads[shard_id].is_alive():
+                    threads[shard_id] = threading.Thread(target=self.serve, args=(shard_id, stop),
+                                                         name=f"shard {shard_id}", daemon=True)
+                    threads[shard_id].start()
             self.write_status()
+            stop.wait(IDLE_SLEEP_SECONDS)
+        for thread in threads.values():
+            thread.join()
+        self.write_status(force=True)
+
+    def serve(self, shard_id: str, stop: threading.Event) -> None:
+        """Poll one shard until it is read to its end or ``stop`` is set. On an AWS error the
+        reader is dropped: ``run`` starts it again from its checkpoint."""
+        while not stop.is_set():
+            with self._lock:
+                reader = self.readers.get(shard_id)
+            if reader is None:  # read to its end
+                return
+            try:
+                busy = self.poll(reader, stop)
+            except (BotoCoreError, ClientError) as exc:
+                self._aws_error(exc)
+                with self._lock:
+                    self.readers.pop(shard_id, None)
+                stop.wait(1.0)
+                return
             if not busy:
                 stop.wait(IDLE_SLEEP_SECONDS)
+
+    def _aws_error(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("AWS request failed, re-reading shards from their checkpoints: %s", exc)
+        self._next_refresh = 0.0
 
     def cycle(self, stop: threading.Event) -> bool:
         """One round over the shards; True when any shard had records."""
         if time.monotonic() >= self._next_refresh:
             self.refresh_shards()
         busy = False
-        for reader in list(self.readers.values()):
+        with self._lock:
+            readers = list(self.readers.values())
+        for reader in readers:
             if stop.is_set():
                 break
             busy |= self.poll(reader, stop)
@@ -189,6 +229,11 @@ class Runner:
                 break
             kwargs = {"NextToken": page["NextToken"]}
         listed = {s["ShardId"] for s in shards}
+        with self._lock:
+            self._start_readers(shards, listed)
+        self._next_refresh = time.monotonic() + SHARD_REFRESH_SECONDS
+
+    def _start_readers(self, shards: list[dict[str, Any]], listed: set[str]) -> None:
         for shard in shards:
             shard_id = shard["ShardId"]
             if shard_id in self.readers or shard_id in self.finished:
@@ -199,7 +244,6 @@ class Runner:
             parents = [shard.get(k) for k in ("ParentShardId", "AdjacentParentShardId")]
             if all(p is None or p not in listed or p in self.finished for p in parents):
                 self.readers[shard_id] = ShardReader(shard_id)
-        self._next_refresh = time.monotonic() + SHARD_REFRESH_SECONDS
 
     def _iterator(self, reader: ShardReader) -> str:
         after = reader.buffer[-1]["SequenceNumber"] if reader.buffer else (
@@ -244,8 +288,9 @@ class Runner:
         if reader.at_end and not reader.buffer:
             self.checkpoints.save(reader.shard_id, Checkpoint(
                 self.checkpoints.load(reader.shard_id).sequence_number, finished=True))
-            self.finished.add(reader.shard_id)
-            del self.readers[reader.shard_id]
+            with self._lock:
+                self.finished.add(reader.shard_id)
+                del self.readers[reader.shard_id]
             log.info("shard %s read to its end", reader.shard_id)
             self._next_refresh = 0.0  # its children may start now
         return bool(got or due)
@@ -287,23 +332,23 @@ class Runner:
         """Call the handler with the Lambda event for ``records``, as the Lambda service would."""
         event = kinesis_event(records, shard_id, self.stream_arn, self.config.region)
         output = io.StringIO()
-        self.counts["batches"] += 1
-        self.counts["records"] += len(records)
-        try:
-            with redirect_stdout(output):
-                response = self.invoke_handler(event, self._context())
-        except Exception as exc:  # a function error, whatever the handler raised
-            self.counts["function_errors"] += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("handler failed on %s %s..%s (%d records): %s", shard_id,
-                      records[0]["SequenceNumber"], records[-1]["SequenceNumber"], len(records),
-                      self.last_error)
-            return Outcome(function_error=True)
-        finally:
-            emf.publish(output.getvalue(), self.cloudwatch)
+        self._count(batches=1, records=len(records))
+        with self._invoking:  # stdout is the process's: nothing else may print while it is swapped
+            try:
+                with redirect_stdout(output):
+                    response = self.invoke_handler(event, self._context())
+            except Exception as exc:  # a function error, whatever the handler raised
+                self._count(function_errors=1)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("handler failed on %s %s..%s (%d records): %s", shard_id,
+                          records[0]["SequenceNumber"], records[-1]["SequenceNumber"], len(records),
+                          self.last_error)
+                return Outcome(function_error=True)
+            finally:
+                emf.publish(output.getvalue(), self.cloudwatch)
         failed_from = lowest_failure(response, records) if self.config.report_batch_item_failures else None
         if failed_from is not None:
-            self.counts["item_failures"] += 1
+            self._count(item_failures=1)
         return Outcome(failed_from=failed_from)
 
     def _drop_expired(self, shard_id: str, records: list[Record]) -> list[Record]:
@@ -328,10 +373,15 @@ class Runner:
             condition=condition, invoke_count=invoke_count, function_error=function_error,
             now=dt.datetime.now(dt.UTC))
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(message))
-        self.counts["sent_to_on_failure_destination"] += 1
+        self._count(sent_to_on_failure_destination=1)
         log.error("gave up %d records of %s (%s..%s, %s): range sent to %s", len(records), shard_id,
                   records[0]["SequenceNumber"], records[-1]["SequenceNumber"], condition,
                   self.config.failure_queue)
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                self.counts[name] += value
 
     def _context(self) -> LocalContext:
         return LocalContext(self.config.function_name, self.config.region)
@@ -342,9 +392,11 @@ class Runner:
     # --- what an operator sees ------------------------------------------------------------------
 
     def publish_iterator_age(self) -> None:
-        if time.monotonic() < self._next_metric or not self.readers:
+        with self._lock:
+            readers = list(self.readers.values())
+        if time.monotonic() < self._next_metric or not readers:
             return
-        age = max(r.millis_behind_latest for r in self.readers.values())
+        age = max(r.millis_behind_latest for r in readers)
         self.cloudwatch.put_metric_data(Namespace=self.namespace, MetricData=[
             {"MetricName": "IteratorAgeMilliseconds", "Value": float(age), "Unit": "Milliseconds"}])
         self._next_metric = time.monotonic() + METRIC_INTERVAL_SECONDS
@@ -352,6 +404,10 @@ class Runner:
     def write_status(self, force: bool = False) -> None:
         if not force and time.monotonic() < self._next_status:
             return
+        with self._lock:
+            readers = list(self.readers.values())
+            finished = sorted(self.finished)
+            counts = dict(self.counts)
         write_atomically(self.status_path, {
             "component": "process",
             "pid": os.getpid(),
@@ -360,9 +416,9 @@ class Runner:
             "shards": {r.shard_id: {
                 "checkpoint": self.checkpoints.load(r.shard_id).sequence_number,
                 "millis_behind_latest": r.millis_behind_latest,
-                "buffered_records": len(r.buffer)} for r in self.readers.values()},
-            "finished_shards": sorted(self.finished),
-            "counts": self.counts,
+                "buffered_records": len(r.buffer)} for r in readers},
+            "finished_shards": finished,
+            "counts": counts,
             "last_error": self.last_error,
         })
         self._next_status = time.monotonic() + STATUS_INTERVAL_SECONDS

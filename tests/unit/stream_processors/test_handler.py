@@ -12,7 +12,16 @@ from moto import mock_aws
 from stream_processors import handler as handler_module
 from stream_processors.errors import StoreError
 from stream_processors.handler import handler
-from tests.events import COLUMNS, Context, aggregated, change, lambda_event, load, sales_order_values, sales_orders
+from tests.events import (
+    COLUMNS,
+    Context,
+    aggregated,
+    change,
+    lambda_event,
+    load,
+    sales_order_values,
+    sales_orders,
+)
 from totes_cdc.settings import settings
 
 

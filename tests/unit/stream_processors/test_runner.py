@@ -311,3 +311,30 @@ def test_process_command_runs_until_stopped_and_writes_its_status(tmp_path, monk
             signal.signal(signum, handler)
     assert seen == {"stream": "totes-cdc-changes", "stopped": True}
     assert json.loads((tmp_path / "status" / "process.json").read_text())["component"] == "process"
+
+
+def test_a_shard_retrying_a_batch_does_not_hold_up_another_shard(config, tmp_path):
+    """Each shard is served by its own thread, as the Lambda mapping polls each shard on its own:
+    a batch in retry backoff on one shard delays no other shard, and each shard keeps its order."""
+    kinesis = FakeKinesis([shard("shardId-0"), shard("shardId-1")])
+    kinesis.put("shardId-0", 1)
+    kinesis.put("shardId-1", 6)
+    handler = Handler(fail={"1": "item"})  # retried 3 times, backing off 0.2 s, 0.4 s, 0.8 s
+    runner = make_runner(config, tmp_path, kinesis, handler)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    try:
+        for _ in range(200):
+            if len(handler.batches) >= 6:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    shard_0 = [i for i, batch in enumerate(handler.batches) if batch == ["1"]]
+    shard_1 = [batch for batch in handler.batches if batch != ["1"]]
+    assert len(shard_0) == 4 and shard_1 == [["2", "3", "4", "5"], ["6", "7"]]
+    later = [i for i, batch in enumerate(handler.batches) if batch != ["1"]]
+    assert max(later) < shard_0[-1], handler.batches  # shard 1 done during shard 0's retries
