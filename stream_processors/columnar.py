@@ -44,6 +44,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MIN_MICROS = (dt.datetime.min.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
 _MAX_MICROS = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
 _MICROS_PER_DAY = 86_400_000_000
+_ZIGZAG = np.array([(z >> 1) ^ -(z & 1) for z in range(256)], np.int64)  # one-byte varints, decoded
 _COLUMNS_SCHEMA = fastavro.parse_schema({"type": "array", "items": next(
     f["type"]["items"] for f in contract.AVRO_SCHEMA["fields"] if f["name"] == "columns")})
 # The contract version this decoder reads field by field (the parsing canonical form's fingerprint:
@@ -121,25 +122,24 @@ class _Reader:
         """Avro longs (zig-zag varints) at the positions of events ``idx``."""
         at = self.pos[idx]
         first = self.arr[np.minimum(at, self.last)]
-        if not (first & 0x80).any():  # the usual case: every value below 64 in magnitude
+        if first.max(initial=0) < 0x80:  # the usual case: every value below 64 in magnitude
             self.pos[idx] = at + 1
-            zigzag = first.astype(np.int64)
+            one_byte: Ints = _ZIGZAG[first]
+            return one_byte
+        acc = np.zeros(len(idx), np.int64)
+        size = np.zeros(len(idx), np.int64)
+        more = np.ones(len(idx), np.bool_)
+        for k in range(_MAX_VARINT):
+            byte = self.arr[np.minimum(at + k, self.last)].astype(np.int64)
+            acc[more] |= (byte[more] & 0x7F) << (7 * k)
+            size += more
+            more &= byte >= 0x80
+            if not more.any():
+                break
         else:
-            acc = np.zeros(len(idx), np.int64)
-            size = np.zeros(len(idx), np.int64)
-            more = np.ones(len(idx), np.bool_)
-            for k in range(_MAX_VARINT):
-                byte = self.arr[np.minimum(at + k, self.last)].astype(np.int64)
-                acc[more] |= (byte[more] & 0x7F) << (7 * k)
-                size += more
-                more &= byte >= 0x80
-                if not more.any():
-                    break
-            else:
-                raise Irregular("varint longer than the per-batch path reads")
-            self.pos[idx] = at + size
-            zigzag = acc
-        value: Ints = (zigzag >> 1) ^ -(zigzag & 1)
+            raise Irregular("varint longer than the per-batch path reads")
+        self.pos[idx] = at + size
+        value: Ints = (acc >> 1) ^ -(acc & 1)
         return value
 
     def string(self, idx: Ints) -> tuple[Ints, Ints]:
@@ -163,10 +163,11 @@ class _Reader:
             raise Irregular("array or map in more than one block")
 
     def union(self, idx: Ints) -> Ints:
-        branch = self.long(idx)
-        if ((branch != 0) & (branch != 1)).any():
+        """The branch (0 or 1) of a two-branch union: one byte, 0 or 2 (zig-zag)."""
+        byte = self.byte(idx)
+        if ((byte != 0) & (byte != 2)).any():
             raise Irregular("union branch out of range")
-        return branch
+        return byte >> 1
 
     def check(self) -> None:
         """Every event read exactly to its end (no truncated or padded body)."""
@@ -405,24 +406,36 @@ def _values(reader: _Reader, image: _Image, *, table: Ints, tables: list[tuple[s
     if not _same_bytes(reader.words, image.key_start, image.key_size, b=_words(b"".join(encoded)),
                        b_start=name_start[expected], b_size=name_size[expected]):
         raise Irregular("image keys not in column order")
-    per_table = np.bincount(table, minlength=len(tables))
-    values: dict[tuple[int, str], pa.Array] = {}
-    entry_table = table[image.event]
+    # One slot per column of a table per event of that table, grouped by table and column type:
+    # all values are gathered and checked in one pass, and each group is typed in one cast.
+    per_table = np.bincount(table, minlength=len(tables)).tolist()
+    base = np.zeros((len(tables), len(names) + 1), np.int64)
+    groups: list[tuple[int, str, list[str], int]] = []  # table, type, columns, first slot
+    slots = 0
     for t in range(len(tables)):
         types: dict[str, str] = {}
         for s in np.unique(shape[table == t]).tolist():
             for column in shapes[s]:
                 if types.setdefault(column.name, column.type) != column.type:
                     raise Irregular("a column whose type changes inside the batch")
-        of_table = entry_table == t
-        for name, pg_type in types.items():
-            sel = of_table & (expected == name_id[name])
-            at = row[image.event[sel]]
-            start = np.zeros(per_table[t], np.int64)
-            size = np.zeros(per_table[t], np.int64)
-            valid = np.zeros(per_table[t], np.bool_)
-            start[at], size[at], valid[at] = image.value_start[sel], image.value_size[sel], ~image.null[sel]
-            values[t, name] = typed(_strings(reader, start, size, valid), pg_type)
+        for pg_type in dict.fromkeys(types.values()):
+            named = [name for name, of in types.items() if of == pg_type]
+            groups.append((t, pg_type, named, slots))
+            for name in named:
+                base[t, name_id[name]] = slots
+                slots += per_table[t]
+    slot = base[table[image.event], expected] + row[image.event]
+    start = np.zeros(slots, np.int64)
+    size = np.zeros(slots, np.int64)
+    valid = np.zeros(slots, np.bool_)
+    start[slot], size[slot], valid[slot] = image.value_start, image.value_size, ~image.null
+    text = _strings(reader, start, size, valid)
+    values: dict[tuple[int, str], pa.Array] = {}
+    for t, pg_type, named, first in groups:
+        rows = per_table[t]
+        group = typed(text.slice(first, rows * len(named)), pg_type)
+        for n, name in enumerate(named):
+            values[t, name] = group.slice(n * rows, rows)
     return values
 
 

@@ -62,7 +62,7 @@ class Artifact:
 
 ARTIFACTS = (
     Artifact("stream_processor", ("stream_processors", "totes_cdc"),
-             ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "pyarrow")),
+             ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "pyarrow", "numpy")),
     Artifact("loader", ("warehouse_loader", "totes_cdc"),
              ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "pyarrow", "psycopg2-binary",
               "pycountry")),
