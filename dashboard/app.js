@@ -66,7 +66,7 @@ function axes(svg, width, height, pad, max, buckets, labelOf) {
   }
   const step = Math.max(1, Math.ceil(buckets.length / Math.floor((width - pad.left) / 80)));
   buckets.forEach((bucket, i) => {
-    if (i % step) return;
+    if (i % step && bucket !== GAP) return;
     const x = pad.left + (i + 0.5) * (width - pad.left - pad.right) / buckets.length;
     svg.append(el("text", { x, y: height - 6, "text-anchor": "middle", class: "label" },
       labelOf(bucket)));
@@ -108,14 +108,24 @@ function lines(svg, buckets, series, title, legend, labelOf = bucketLabel) {
   const slot = (width - pad.left - pad.right) / Math.max(buckets.length, 1);
   legend.replaceChildren();
   series.forEach((s, n) => {
-    const points = s.values.map((v, i) => `${pad.left + (i + 0.5) * slot},` +
-      `${height - pad.bottom - (height - pad.top - pad.bottom) * v / max}`);
-    svg.append(el("polyline", { points: points.join(" "), fill: "none", stroke: COLOURS[n],
-      "stroke-width": 2.5, class: "line" }));
-    if (buckets.length === 1) {
-      const [x, y] = points[0].split(",");
-      svg.append(el("circle", { cx: x, cy: y, r: 4, fill: COLOURS[n] }));
-    }
+    // A line per run of buckets: it breaks at a GAP rather than dropping to zero across it.
+    let run = [];
+    const draw = () => {
+      if (run.length > 1) {
+        svg.append(el("polyline", { points: run.join(" "), fill: "none", stroke: COLOURS[n],
+          "stroke-width": 2.5, class: "line" }));
+      } else if (run.length === 1) {
+        const [x, y] = run[0].split(",");
+        svg.append(el("circle", { cx: x, cy: y, r: 4, fill: COLOURS[n], class: "line" }));
+      }
+      run = [];
+    };
+    s.values.forEach((v, i) => {
+      if (buckets[i] === GAP) return draw();
+      run.push(`${pad.left + (i + 0.5) * slot},` +
+        `${height - pad.bottom - (height - pad.top - pad.bottom) * v / max}`);
+    });
+    draw();
     const key = document.createElement("span");
     key.innerHTML = `<span class="swatch" style="background:${COLOURS[n]}"></span>`;
     key.append(s.name);

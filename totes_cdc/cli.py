@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":  # botocore's INFO lines (where it found credentials) are noise
+        logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
         use_running_stack(args)
         require_dsns(args)

@@ -303,10 +303,12 @@ def next_steps(stack: Stack) -> str:
     else:
         lines = ["Next, in another terminal:"]
         lines.append(f"  export {STATE_DIR_ENV}={shlex.quote(str(state_dir.resolve()))}")
-    lines.append(f"  {program} status          # how far behind each stage is")
-    lines.append(f"  {program} reconcile       # does the warehouse match the source?")
+    commands = [(f"{program} status", "how far behind each stage is"),
+                (f"{program} reconcile", "does the warehouse match the source?")]
     if "dashboard" in stack.options.components:
-        lines.append(f"  open {stack.dashboard_url}   # the live dashboard")
+        commands.append((f"open {stack.dashboard_url}", "the live dashboard"))
+    width = max(len(command) for command, _ in commands)
+    lines.extend(f"  {command:<{width}}   # {why}" for command, why in commands)
     return "\n".join(lines)
 
 
