@@ -60,3 +60,11 @@ def test_no_files_no_tables_and_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="query failed: Catalog Error"):
         lake.query(conn, "SELECT * FROM processed_sales_order")
     assert lake.query(conn, "SELECT 1 AS one").rows == [(1,)]
+
+
+def test_lake_catalog_prints_what_terraform_reads(capsys):
+    from totes_cdc.cli import main
+
+    assert main(["lake", "catalog"]) == 0
+    tables = AVSC.parents[1] / "infra" / "modules" / "lake" / "tables.json"
+    assert json.loads(capsys.readouterr().out) == json.loads(tables.read_text())
