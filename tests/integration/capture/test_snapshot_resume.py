@@ -14,6 +14,7 @@ from capture.errors import Stopped
 from capture.state import SnapshotState, StateStore
 from tests.conftest import query
 from tests.integration.capture.conftest import (
+    Writer,
     dedupe,
     execute,
     read_stream,
@@ -103,3 +104,25 @@ def test_full_re_snapshot_after_lost_state_delivers_deletes(totesys_dsn, capture
     replayed = replay(read_stream())
     assert {"3", "40", "8"} & replayed.keys() == set()
     assert replayed == source_designs(totesys_dsn)
+
+
+def test_snapshot_killed_twice_before_saving_under_concurrent_deletes_ends_equal_to_the_source(
+        totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 400)
+    slot = None
+    with Writer(totesys_dsn) as writer:  # updates, inserts and deletes all along
+        for rows in (120, 280):
+            killed = capture_factory(totesys_dsn, snapshot_chunk_rows=40, **({"slot": slot} if slot else {}))
+            slot = killed.config.slot
+            killed._store = KilledBeforeSaving(killed._store, rows=rows)
+            killed.run()
+            seen = writer.transactions
+            wait_for(lambda: writer.transactions > seen + 20, what="source writes")
+        last = capture_factory(totesys_dsn, slot=slot, snapshot_chunk_rows=40)
+        capture_factory.start(last)
+        wait_for(lambda: last._phase == "streaming", what="streaming")
+        wait_for(lambda: writer.transactions > seen + 100, what="source writes")
+    wait_for(slot_caught_up(totesys_dsn, slot), what="capture to catch up")
+    events = read_stream()
+    assert len({e.identity for e in events}) == len(events)
+    assert replay(events) == source_designs(totesys_dsn)
