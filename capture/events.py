@@ -78,6 +78,8 @@ class EventBuilder:
         self._shapes[message.relation_id] = shape_of(message, type_names, primary_key)
 
     def begin(self, message: Begin) -> None:
+        # lsn = where the commit record starts (the Commit's commit_lsn, not its end_lsn); seq from
+        # 1 (see contract.SEQ_RANGE: snapshot reads at the same lsn sort before).
         self._lsn, self._commit_ts, self._xid, self._seq = (
             message.final_lsn, message.commit_ts, message.xid, 0)
 
