@@ -53,11 +53,13 @@ _LAYOUT = "ffea620a62086661"
 
 # PostgreSQL's text output of a type, for which Arrow's cast gives exactly what the per-event
 # parser gives; a column with any other text is parsed value by value (records.value_parser).
+# Years 1 to 9999 only: Arrow also reads year 0, which Python's datetime (the per-event path) refuses.
+_DATE = r"(\d{3}[1-9]|\d\d[1-9]\d|\d[1-9]\d\d|[1-9]\d{3})-\d\d-\d\d"
 _TIME = r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
 _CANONICAL = {
     "smallint": r"^-?\d{1,5}$", "integer": r"^-?\d{1,10}$", "bigint": r"^-?\d{1,19}$",
-    "date": r"^\d{4}-\d\d-\d\d$",
-    "timestamp": rf"^\d{{4}}-\d\d-\d\d {_TIME}$",
+    "date": f"^{_DATE}$",
+    "timestamp": f"^{_DATE} {_TIME}$",
 }
 
 
@@ -305,7 +307,7 @@ def typed(text: pa.Array, pg_type: str) -> pa.Array:
     if pa.types.is_string(arrow):
         return text
     if pa.types.is_boolean(arrow):
-        if pc.all(pc.is_in(text, pa.array(["t", "f"]))).as_py() is not False:
+        if pc.all(pc.is_in(text, pa.array(["t", "f", None]))).as_py() is not False:
             return pc.equal(text, "t")
     elif (pattern := _canonical(pg_type, arrow)) is not None and pc.all(
             pc.match_substring_regex(text, pattern)).as_py() is not False:

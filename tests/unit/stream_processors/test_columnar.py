@@ -3,8 +3,10 @@
 import base64
 import dataclasses
 import datetime as dt
+import decimal
 import re
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,16 @@ from stream_processors import columnar
 from stream_processors.columnar import DecodedBatch, parse_batch
 from stream_processors.files import BatchId, batch_files
 from stream_processors.records import parse_record
-from tests.events import COLUMNS, SAMPLE_VALUES, aggregated, change, load, sales_order_values, sales_orders
+from tests.events import (
+    COLUMNS,
+    SAMPLE_VALUES,
+    TS3,
+    aggregated,
+    change,
+    load,
+    sales_order_values,
+    sales_orders,
+)
 from totes_cdc import contract, kpl
 from totes_cdc.contract import Column
 
@@ -84,7 +95,11 @@ def test_a_capture_shaped_batch_takes_the_whole_batch_path():
     change("payment", {**SAMPLE_VALUES["payment"], "payment_amount": "12.345"}, 5, 1),
     change("sales_order", {**sales_order_values(1), "units_sold": "2147483648"}, 5, 1),
     change("payment", {**SAMPLE_VALUES["payment"], "paid": "maybe"}, 5, 1),
-], ids=["decimal-scale", "integer-range", "boolean"])
+    change("sales_order", {**sales_order_values(1), "created_at": "0000-11-03 14:20:49.962"}, 5, 1),
+    change("payment", {**SAMPLE_VALUES["payment"], "payment_date": "0000-11-04"}, 5, 1,
+           columns=tuple(Column(c.name, "date" if c.name == "payment_date" else c.type, c.key)
+                         for c in COLUMNS["payment"])),
+], ids=["decimal-scale", "integer-range", "boolean", "timestamp-year-0", "date-year-0"])
 def test_a_poison_value_sends_the_batch_per_event_with_the_same_result(event):
     records = aggregated([*sales_orders(5), event, *sales_orders(5, lsn=2000)], per_record=4)
     parsed = parse_batch([(data, key, str(n)) for n, (key, data) in enumerate(records)])
@@ -164,7 +179,30 @@ def test_kpl_payloads_is_deaggregate_without_the_keys_or_refuses(records, data):
     assert got == expected
 
 
+def test_canonical_columns_are_cast_by_arrow_nulls_included(monkeypatch):
+    def refuse(pg_type):
+        raise AssertionError(f"{pg_type} parsed value by value")
+
+    monkeypatch.setattr(columnar, "value_parser", refuse)
+    text = pa.array(["t", None, "f"])
+    assert columnar.typed(text, "boolean").to_pylist() == [True, None, False]
+    assert columnar.typed(pa.array(["-12.5", None]), "numeric(10,2)").to_pylist() == [
+        decimal.Decimal("-12.50"), None]
+    assert columnar.typed(pa.array(["2024-02-29 23:59:59.5", None]), TS3).to_pylist() == [
+        dt.datetime(2024, 2, 29, 23, 59, 59, 500000), None]
+
+
 def test_an_unknown_contract_schema_is_decoded_event_by_event(monkeypatch):
     monkeypatch.setattr(columnar, "_LAYOUT", "0" * 16)
     records = aggregated(sales_orders(3))
     assert isinstance(parse_batch([(d, k, "1") for k, d in records]).events, list)
+
+
+@pytest.mark.parametrize("bad", [b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80"],
+                         ids=["surrogate", "overlong", "beyond-unicode"])
+def test_a_value_that_is_not_utf8_is_poison_on_both_paths(bad):
+    payload = contract.encode(change("currency", SAMPLE_VALUES["currency"], 1, 1)).replace(b"GBP", bad)
+    records = [("k", kpl.aggregate([("k", payload), *[(e.partition_key, contract.encode(e))
+                                                      for e in sales_orders(3)]]))]
+    whole, old = both(records)
+    assert whole == old and len(whole[1]) == 1
