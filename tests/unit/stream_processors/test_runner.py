@@ -338,3 +338,17 @@ def test_a_shard_retrying_a_batch_does_not_hold_up_another_shard(config, tmp_pat
     assert len(shard_0) == 4 and shard_1 == [["2", "3", "4", "5"], ["6", "7"]]
     later = [i for i, batch in enumerate(handler.batches) if batch != ["1"]]
     assert max(later) < shard_0[-1], handler.batches  # shard 1 done during shard 0's retries
+
+
+def test_every_idle_shard_is_polled_at_least_once_a_second(config, tmp_path):
+    """Lambda's standard polling reads each shard once a second; the local mapping no less often."""
+    kinesis = FakeKinesis([shard("shardId-0"), shard("shardId-1")])
+    runner = make_runner(config, tmp_path, kinesis, Handler())
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    stop.wait(2.0)
+    stop.set()
+    thread.join(timeout=10)
+    reads = [shard_id for shard_id, _ in kinesis.reads]
+    assert reads.count("shardId-0") >= 2 and reads.count("shardId-1") >= 2, reads
