@@ -1,57 +1,79 @@
-"""The correctness check of docs/warehouse.md, against a live source and warehouse.
+"""The correctness check, against a live source, warehouse and raw zone (docs/reconcile.md).
 
-- each dimension equals its derivation (:mod:`warehouse_loader.derivation`) applied to the
-  source's current rows; a dimension row whose source row was deleted may stay (the mirror says
-  so), and dim_date must hold every date the source's current order/payment rows reference;
-- each fact table's current-state view equals the source table's current rows, converted;
-- no two fact rows share a source position.
+Three comparisons, each a table of the report:
 
-Both sides are read whole and compared by key in Python: the real dataset is ~50k rows.
+- **current state**: each dimension equals its derivation (:mod:`warehouse_loader.derivation`)
+  applied to the source's current rows (a dimension row whose source row was deleted may stay, the
+  mirror says so; dim_date must hold every date the source's order/payment rows reference), and each
+  fact table's current-state view equals the source table's current rows, converted;
+- **history** (``<fact> history``): every change event of a fact source table in the raw zone has
+  exactly one fact version at its position, with its op and commit time and the row's values
+  (a delete's tombstone: the row's last values; a truncate: one tombstone per row current before
+  it), and no fact version lacks its event;
+- **raw zone** (``raw zone <table>``): the raw zone's events, replayed in position order, give
+  exactly the source table's current rows, so the raw zone (and the history above) is complete
+  up to the source's state that was read: the pipeline had caught up.
+
+The source and the warehouse are each read in one REPEATABLE READ transaction. Both sides are read
+whole and compared in Python: the real dataset is ~50k rows.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import boto3
+import fastavro
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
+from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, OP_TRUNCATE, TOMBSTONE_SEQ_FACTOR
 from totes_cdc.db import connect
+from totes_cdc.errors import ConfigError
+from totes_cdc.settings import settings
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
     DIMENSIONS,
     FACTS,
+    Fact,
     date_rows,
     iso_currency_parameters,
 )
 
 SAMPLE_KEYS = 5
+SOURCE_SCHEMA = "public"
+MAX_CONCURRENT_GETS = 8  # below botocore's default connection pool size (10)
 
 
 @dataclass
 class TableReport:
-    """One table's comparison: ``compared`` source-side rows, and the first differing keys."""
+    """One comparison: ``compared`` expected rows, and the first differing keys."""
 
     table: str
     compared: int = 0
-    missing: int = 0        # in the source, not in the warehouse
-    extra: int = 0          # in the warehouse, not in the source (and not allowed to stay)
+    missing: int = 0        # expected, not in ``against``
+    extra: int = 0          # in ``against``, not expected
     different: int = 0      # in both, with different values
-    duplicate_positions: int = 0
+    against: str = "the warehouse"
     sample_missing: list[Any] = field(default_factory=list)
     sample_extra: list[Any] = field(default_factory=list)
     sample_different: list[Any] = field(default_factory=list)
 
     @property
     def differences(self) -> int:
-        return self.missing + self.extra + self.different + self.duplicate_positions
+        return self.missing + self.extra + self.different
 
 
 @dataclass
 class Report:
     tables: list[TableReport]
+    # What was compared: the source's WAL position when it was read, and how far the history went.
+    compared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -59,11 +81,11 @@ class Report:
 
 
 def compare(table: str, expected: Iterable[Sequence[Any]], actual: Iterable[Sequence[Any]],
-            may_stay: frozenset[Any] | None = frozenset()) -> TableReport:
+            may_stay: frozenset[Any] | None = frozenset(), against: str = "the warehouse") -> TableReport:
     """Compare rows keyed by their first value. Extra keys in ``may_stay`` (all, if None) are fine."""
     want = {row[0]: tuple(row) for row in expected}
     have = {row[0]: tuple(row) for row in actual}
-    report = TableReport(table, compared=len(want))
+    report = TableReport(table, compared=len(want), against=against)
     for key in sorted(want):
         if key not in have:
             report.missing += 1
@@ -93,39 +115,235 @@ def _select(table: str, columns: Sequence[str]) -> sql.Composed:
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(table))
 
 
-def _source_facts(fact_index: int) -> sql.Composed:
-    fact = FACTS[fact_index]
-    return fact.convert(sql.Identifier("public", fact.source))
+def lsn_text(lsn: int) -> str:
+    """An LSN as PostgreSQL writes it (``16/B374D848``)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def reconcile(source_dsn: str, warehouse_dsn: str) -> Report:
+# --- the raw zone ---------------------------------------------------------------------------------
+
+class RawZone:
+    """The raw Avro files of the stream processor (stream_processors/store.py writes them)."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        self._s3, self._bucket, self._prefix = s3, bucket, prefix
+
+    @classmethod
+    def from_settings(cls) -> RawZone:
+        """The raw bucket of settings.json, through boto3's usual environment."""
+        cfg = settings()
+        return cls(boto3.client("s3"), cfg["buckets"]["raw"], cfg["prefixes"]["raw"])
+
+    def records(self, table: str) -> list[dict[str, Any]]:
+        """Every change event of ``public.<table>`` in the raw zone, as fastavro decodes them
+        (a replayed batch may hold an event twice)."""
+        prefix = f"{self._prefix}{SOURCE_SCHEMA}.{table}/"
+        try:
+            keys = [obj["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
+                        Bucket=self._bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+            with ThreadPoolExecutor(MAX_CONCURRENT_GETS) as pool:
+                return [record for records in pool.map(self._read, keys) for record in records]
+        except (BotoCoreError, ClientError) as exc:
+            raise ConfigError(f"cannot read the raw zone s3://{self._bucket}/{prefix}: {exc}") from None
+
+    def _read(self, key: str) -> list[dict[str, Any]]:
+        body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return [r for r in fastavro.reader(io.BytesIO(body)) if isinstance(r, dict)]
+
+
+# --- history: the fact versions the raw zone's events call for ------------------------------------
+
+@dataclass(frozen=True)
+class Version:
+    """A fact version the raw zone calls for, with the source row's values as text."""
+
+    op: str
+    lsn: int
+    seq: int
+    commit_ts: Any
+    key: str
+    values: dict[str, str | None]
+
+
+@dataclass
+class History:
+    """The versions of one fact source table, in position order, and the rows current at the end
+    (key -> index of the version holding the current values)."""
+
+    versions: list[Version]
+    current: dict[str, int]
+
+
+def history(records: Iterable[dict[str, Any]], key: str) -> History:
+    """Replay a table's change events (deduplicated by position, in position order).
+
+    An insert, update or snapshot read is a version with its new values, TOAST-unchanged columns
+    taken from the row's previous version; a delete is a tombstone with the row's last values; a
+    truncate is a tombstone for every row current before it, at the position the loader gives it
+    (``source_seq = -(truncate seq * 2^31 + id)``).
+    """
+    events = {(r["lsn"], r["seq"]): r for r in records}
+    last: dict[str, dict[str, str | None]] = {}
+    current: dict[str, int] = {}
+    versions: list[Version] = []
+    for lsn, seq in sorted(events):
+        event = events[(lsn, seq)]
+        op, commit_ts = event["op"], event["commit_ts"]
+        if op == OP_TRUNCATE:
+            for row in sorted(current, key=int):
+                versions.append(Version(OP_DELETE, lsn, -(seq * TOMBSTONE_SEQ_FACTOR + int(row)),
+                                        commit_ts, row, last[row]))
+            current.clear()
+        elif op == OP_DELETE:
+            row = str((event["before"] or {})[key])
+            versions.append(Version(op, lsn, seq, commit_ts, row, last.get(row, {key: row})))
+            current.pop(row, None)
+        else:
+            values = dict(event["after"] or {})
+            row = str(values[key])
+            for name in event["unchanged"]:
+                values[name] = last.get(row, {}).get(name)
+            last[row] = values
+            current[row] = len(versions)
+            versions.append(Version(op, lsn, seq, commit_ts, row, values))
+    return History(versions, current)
+
+
+def _csv(rows: Iterable[Sequence[str | None]]) -> io.StringIO:
+    """CSV for COPY: None unquoted (NULL), every text quoted (an empty string stays one)."""
+    return io.StringIO("".join(
+        ",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in row) + "\n"
+        for row in rows))
+
+
+def convert(cur: Any, fact: Fact, columns: Sequence[tuple[str, str]],
+            versions: Sequence[Version]) -> list[tuple[Any, ...]]:
+    """Each version's fact columns, by the loader's own conversion, run in the warehouse over a
+    temporary table typed like the source table (``columns``: name, type)."""
+    names = [name for name, _ in columns]
+    cur.execute(sql.SQL("CREATE TEMP TABLE reconcile_versions (_n integer, {}) ON COMMIT DROP").format(
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                           for n, t in columns)))
+    cur.copy_expert("COPY reconcile_versions FROM STDIN WITH (FORMAT csv)", _csv(
+        [str(n), *(v.values.get(name) for name in names)] for n, v in enumerate(versions)))
+    converted = fact.convert(sql.Identifier("reconcile_versions"), (sql.Identifier("_n"),))
+    rows = _rows(cur, sql.SQL("SELECT * FROM ({}) AS v ORDER BY _n").format(converted))
+    cur.execute("DROP TABLE reconcile_versions")
+    return [row[:-1] for row in rows]
+
+
+def compare_history(fact: Fact, raw: History, converted: Sequence[tuple[Any, ...]],
+                    stored: Iterable[tuple[Any, ...]]) -> TableReport:
+    """The fact table's rows (position, op, commit time, deleted, fact columns) against the
+    versions the raw zone calls for.
+
+    Snapshot reads of a row with equal fact values are one version (a resumed snapshot re-reads
+    a chunk at a new position, and the loader keeps the first read it applies): exactly one of
+    them must be stored.
+    """
+    have = {(row[0], row[1]): row[2:] for row in stored}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for n, version in enumerate(raw.versions):
+        group = (version.key, converted[n]) if version.op == OP_SNAPSHOT else (n,)
+        groups.setdefault(group, []).append(n)
+    report = TableReport(f"{fact.table} history", compared=len(groups))
+    seen: set[tuple[int, int]] = set()
+    for members in groups.values():
+        present = [n for n in members if (raw.versions[n].lsn, raw.versions[n].seq) in have]
+        first = raw.versions[members[0]]
+        if not present:
+            report.missing += 1
+            _sample(report.sample_missing, f"{first.key}@{lsn_text(first.lsn)}:{first.seq}")
+            continue
+        for n in present:
+            seen.add((raw.versions[n].lsn, raw.versions[n].seq))
+        version = raw.versions[present[0]]
+        if len(present) > 1:
+            report.extra += len(present) - 1
+            _sample(report.sample_extra, f"{version.key}@{lsn_text(version.lsn)}:{version.seq}")
+        want = (version.op, version.commit_ts, version.op == OP_DELETE, *converted[present[0]])
+        if tuple(have[(version.lsn, version.seq)]) != want:
+            report.different += 1
+            _sample(report.sample_different, f"{version.key}@{lsn_text(version.lsn)}:{version.seq}")
+    for lsn, seq in sorted(have.keys() - seen):
+        report.extra += 1
+        _sample(report.sample_extra, f"{have[(lsn, seq)][3]}@{lsn_text(lsn)}:{seq}")
+    return report
+
+
+def _source_columns(cur: Any, table: str) -> list[tuple[str, str]]:
+    cur.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                (f"{SOURCE_SCHEMA}.{table}",))
+    return list(cur.fetchall())
+
+
+def _stored_facts(cur: Any, fact: Fact) -> list[tuple[Any, ...]]:
+    return _rows(cur, sql.SQL("SELECT source_lsn, source_seq, source_op, source_commit_ts, "
+                              "is_deleted, {} FROM {}").format(
+        sql.SQL(", ").join(sql.Identifier(n) for n in fact.names), sql.Identifier(fact.table)))
+
+
+# --- the whole check ------------------------------------------------------------------------------
+
+def _source_facts(fact: Fact) -> sql.Composed:
+    return fact.convert(sql.Identifier(SOURCE_SCHEMA, fact.source))
+
+
+def _current_state(src: Any, wh: Any) -> list[TableReport]:
+    tables = []
+    iso = iso_currency_parameters()
+    for dim in DIMENSIONS:
+        deleted = _rows(wh, sql.SQL("SELECT {} FROM {} WHERE is_deleted").format(
+            sql.Identifier(dim.source_key), sql.Identifier("mirror", dim.source)))
+        tables.append(compare(dim.table, _rows(src, dim.derive(SOURCE_SCHEMA), iso),
+                              _rows(wh, _select(dim.table, dim.all_columns)),
+                              frozenset(r[0] for r in deleted)))
+    dates = sql.SQL(" UNION ").join(
+        fact.referenced_dates(sql.SQL("({}) AS f").format(_source_facts(fact))) for fact in FACTS)
+    tables.append(compare("dim_date", _rows(src, date_rows(dates)),
+                          _rows(wh, _select("dim_date", DATE_COLUMNS)), may_stay=None))
+    return tables
+
+
+def _histories(src: Any, wh: Any, raw: RawZone, compared: dict[str, Any]) -> Iterator[TableReport]:
+    events = 0
+    newest: tuple[int, int] | None = None
+    for fact in FACTS:
+        records = raw.records(fact.source)
+        positions = {(r["lsn"], r["seq"]) for r in records}
+        events += len(positions)
+        newest = max(positions | ({newest} if newest else set()), default=None)
+        replay = history(records, fact.key)
+        converted = convert(wh, fact, _source_columns(src, fact.source), replay.versions)
+        yield compare_history(fact, replay, converted, _stored_facts(wh, fact))
+        yield compare(f"raw zone {fact.source}", _rows(src, _source_facts(fact)),
+                      [converted[n] for n in replay.current.values()], against="the raw zone")
+    compared["raw_events"] = events
+    compared["history_through"] = newest and {"lsn": lsn_text(newest[0]), "seq": newest[1]}
+
+
+def reconcile(source_dsn: str, warehouse_dsn: str, raw: RawZone | None = None) -> Report:
+    """Compare; with ``raw``, fact history against the raw zone too (see the module docstring)."""
     source = connect(source_dsn, "source")
     warehouse = connect(warehouse_dsn, "warehouse")
     try:
+        # One snapshot per side: every query of a side sees the same committed state.
+        source.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        warehouse.set_session(isolation_level="REPEATABLE READ")
         with source.cursor() as src, warehouse.cursor() as wh:
-            tables = []
-            iso = iso_currency_parameters()
-            for dim in DIMENSIONS:
-                deleted = _rows(wh, sql.SQL("SELECT {} FROM {} WHERE is_deleted").format(
-                    sql.Identifier(dim.source_key), sql.Identifier("mirror", dim.source)))
-                tables.append(compare(dim.table, _rows(src, dim.derive("public"), iso),
-                                      _rows(wh, _select(dim.table, dim.all_columns)),
-                                      frozenset(r[0] for r in deleted)))
-            dates = sql.SQL(" UNION ").join(
-                fact.referenced_dates(sql.SQL("({}) AS f").format(_source_facts(i)))
-                for i, fact in enumerate(FACTS))
-            tables.append(compare("dim_date", _rows(src, date_rows(dates)),
-                                  _rows(wh, _select("dim_date", DATE_COLUMNS)), may_stay=None))
-            for i, fact in enumerate(FACTS):
-                report = compare(fact.table, _rows(src, _source_facts(i)),
-                                 _rows(wh, _select(fact.current_view, fact.names)))
-                wh.execute(sql.SQL(
-                    "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY source_lsn, source_seq "
-                    "HAVING count(*) > 1) AS duplicates").format(sql.Identifier(fact.table)))
-                report.duplicate_positions = wh.fetchone()[0]
-                tables.append(report)
-        return Report(tables)
+            src.execute("SELECT pg_current_wal_lsn()::text")
+            compared: dict[str, Any] = {"source_wal_lsn": src.fetchone()[0], "history": raw is not None}
+            tables = _current_state(src, wh)
+            for fact in FACTS:
+                tables.append(compare(fact.table, _rows(src, _source_facts(fact)),
+                                      _rows(wh, _select(fact.current_view, fact.names))))
+            if raw is not None:
+                tables += _histories(src, wh, raw, compared)
+        return Report(tables, compared)
     finally:
+        source.rollback()
+        warehouse.rollback()
         source.close()
         warehouse.close()
 
@@ -133,20 +351,29 @@ def reconcile(source_dsn: str, warehouse_dsn: str) -> Report:
 def render(report: Report, as_json: bool = False) -> str:
     """The report as text (a line per table, then details of differences) or as JSON."""
     if as_json:
-        return json.dumps({"ok": report.ok, "tables": [
+        return json.dumps({"ok": report.ok, "compared": report.compared, "tables": [
             {**asdict(t), "differences": t.differences} for t in report.tables]}, indent=2)
-    lines = [f"{'table':<22} {'compared':>9} {'differences':>11}"]
+    lines = [f"{'table':<28} {'compared':>9} {'differences':>11}"]
     for t in report.tables:
-        lines.append(f"{t.table:<22} {t.compared:>9} {t.differences:>11}")
+        lines.append(f"{t.table:<28} {t.compared:>9} {t.differences:>11}")
     for t in report.tables:
-        for what, count, sample in (("missing from the warehouse", t.missing, t.sample_missing),
-                                    ("extra in the warehouse", t.extra, t.sample_extra),
+        for what, count, sample in ((f"missing from {t.against}", t.missing, t.sample_missing),
+                                    (f"extra in {t.against}", t.extra, t.sample_extra),
                                     ("different", t.different, t.sample_different)):
             if count:
                 lines.append(f"{t.table}: {count} {what}, first keys: {sample}")
-        if t.duplicate_positions:
-            lines.append(f"{t.table}: {t.duplicate_positions} source positions held more than once")
+    lines.append(_compared_line(report.compared))
     failing = [t.table for t in report.tables if t.differences]
     lines.append("reconcile: OK, warehouse matches source" if report.ok else
                  f"reconcile: DIFFERENCES in {len(failing)} table(s): {', '.join(failing)}")
     return "\n".join(lines)
+
+
+def _compared_line(compared: dict[str, Any]) -> str:
+    text = f"compared: the source as of WAL position {compared.get('source_wal_lsn', '?')}"
+    if not compared.get("history"):
+        return text + "; fact history not compared (no raw zone)"
+    through = compared.get("history_through")
+    return text + (f"; fact history: {compared.get('raw_events', 0):,} raw change events, through "
+                   + (f"commit LSN {through['lsn']} position {through['seq']}" if through
+                      else "none"))

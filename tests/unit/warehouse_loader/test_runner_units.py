@@ -51,11 +51,21 @@ def test_compare_keeps_only_the_first_keys():
 
 def test_render_as_text_and_json():
     bad = compare("fact_x", [(1, "a")], [(1, "b")])
-    bad.duplicate_positions = 2
-    report = Report([compare("dim_ok", [(1, "a")], [(1, "a")]), bad])
+    raw = compare("raw zone x", [(1, "a")], [], against="the raw zone")
+    report = Report([compare("dim_ok", [(1, "a")], [(1, "a")]), bad, raw],
+                    {"source_wal_lsn": "0/16B3F28", "history": True, "raw_events": 1234,
+                     "history_through": {"lsn": "0/16B3F00", "seq": 3}})
     text = render(report)
     assert "fact_x: 1 different, first keys: [1]" in text
-    assert "fact_x: 2 source positions held more than once" in text
-    assert text.endswith("reconcile: DIFFERENCES in 1 table(s): fact_x")
+    assert "raw zone x: 1 missing from the raw zone, first keys: [1]" in text
+    assert ("compared: the source as of WAL position 0/16B3F28; fact history: 1,234 raw change "
+            "events, through commit LSN 0/16B3F00 position 3") in text
+    assert text.endswith("reconcile: DIFFERENCES in 2 table(s): fact_x, raw zone x")
     data = json.loads(render(report, as_json=True))
-    assert data["ok"] is False and data["tables"][1]["differences"] == 3
+    assert data["ok"] is False and data["tables"][1]["differences"] == 1
+    assert data["compared"]["raw_events"] == 1234
+
+
+def test_render_says_when_history_was_not_compared():
+    text = render(Report([], {"source_wal_lsn": "0/1", "history": False}))
+    assert "fact history not compared (no raw zone)" in text
