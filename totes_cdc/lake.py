@@ -13,6 +13,7 @@ names, so a query written for Athena runs unchanged on the local stack.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 
 SCHEMA_FILE = "change_event.avsc"
+# The change event's name in the Glue Schema Registry, whose registry is settings' deploy.name.
+SCHEMA_NAME = "change_event"
 TOTESYS_SCHEMA = resources.files("totes_cdc.stack").joinpath("totesys_schema.sql")
 # The partition column every processed and raw object key carries (``.../date=YYYY-MM-DD/``).
 PARTITION = "date"
@@ -46,6 +49,18 @@ def database() -> str:
 def avro_schema_text() -> str:
     """The change events' Avro schema as published (``totes_cdc/change_event.avsc``)."""
     return resources.files("totes_cdc").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+def register_schema(glue: Any) -> None:
+    """Register the change event's schema in the Glue Schema Registry, as Terraform does in AWS
+    (the local stack calls this for its emulator). Idempotent."""
+    registry = settings()["deploy"]["name"]
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+        glue.create_registry(RegistryName=registry, Description="Schemas of the change stream.")
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+        glue.create_schema(RegistryId={"RegistryName": registry}, SchemaName=SCHEMA_NAME,
+                           DataFormat="AVRO", Compatibility="BACKWARD",
+                           SchemaDefinition=avro_schema_text())
 
 
 def source_columns() -> dict[str, tuple[Column, ...]]:

@@ -42,6 +42,9 @@ def test_the_published_avro_schema_is_registered_in_the_glue_schema_registry():
     lake_module = module("lake")
     assert _file_path(lake_module.locals["avro_schema"]) == Path(lake.__file__).parent / lake.SCHEMA_FILE
     schema = lake_module.resources("aws_glue_schema")["change_event"]
+    assert schema["schema_name"] == lake.SCHEMA_NAME                 # as the local stack names it
+    assert lake_module.resources("aws_glue_registry")["this"]["registry_name"] == (
+        "${var.settings.deploy.name}")
     assert schema["schema_definition"] == "${local.avro_schema}"
     assert (schema["data_format"], schema["compatibility"]) == ("AVRO", "BACKWARD")
     assert ref(schema["registry_arn"]) == "aws_glue_registry.this.arn"

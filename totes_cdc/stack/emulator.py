@@ -87,7 +87,8 @@ def emulator_client(endpoint: str, service: str, **kwargs: Any) -> Any:
 
 
 def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[str, Any]]) -> None:
-    """Create the stream, buckets, queues, notification, topic and secrets of settings.json.
+    """Create the stream, buckets, queues, notification, topic, secrets of settings.json and the
+    change event's schema in the Glue Schema Registry.
 
     ``secrets_values`` maps a key of ``settings()["secrets"]`` to the JSON the secret holds.
     Idempotent: existing resources are left as they are.
@@ -128,6 +129,9 @@ def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[st
         }]})
 
     emulator.client("sns").create_topic(Name=cfg["alarm_topic"])
+    from totes_cdc.lake import register_schema
+
+    register_schema(emulator.client("glue"))
 
     sm = emulator.client("secretsmanager")
     for key, value in secrets_values.items():

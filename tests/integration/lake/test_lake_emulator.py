@@ -124,3 +124,16 @@ def test_lake_query_command_prints_rows_as_json_and_a_bad_query_exits_2(written,
 
     assert main(["lake", "query", "--state-dir", str(tmp_path), "SELECT * FROM no_such_table"]) == 2
     assert capsys.readouterr().err.startswith("totes-cdc: error: query failed: Catalog Error")
+
+
+def test_the_local_stack_registers_the_published_schema_as_terraform_does(aws):
+    glue = aws.client("glue")
+    registry = settings()["deploy"]["name"]
+    version = glue.get_schema_version(
+        SchemaId={"RegistryName": registry, "SchemaName": lake.SCHEMA_NAME},
+        SchemaVersionNumber={"LatestVersion": True})
+    assert json.loads(version["SchemaDefinition"]) == contract.AVRO_SCHEMA
+    assert version["DataFormat"] == "AVRO"
+    lake.register_schema(glue)                          # again: nothing changes
+    assert glue.get_schema(SchemaId={"RegistryName": registry, "SchemaName": lake.SCHEMA_NAME})[
+        "LatestSchemaVersion"] == 1
