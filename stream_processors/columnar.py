@@ -35,9 +35,9 @@ from .records import ParsedRecord, Poison, TypedEvent, parse_record, value_parse
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
-_HEADER = np.frombuffer(contract.encode(contract.ChangeEvent(
-    op="t", schema="", table="", lsn=0, seq=0, commit_ts=dt.datetime.now(dt.UTC), columns=()))[:10],
-    np.uint8)
+# Single-object encoding's marker and the contract schema's fingerprint, ahead of every body.
+_HEADER = contract.encode(contract.ChangeEvent(
+    op="t", schema="", table="", lsn=0, seq=0, commit_ts=dt.datetime.now(dt.UTC), columns=()))[:10]
 _MAX_VARINT = 9  # bytes: 63 bits, every long below 2**62 in magnitude; longer ones go per event
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # commit_ts as fastavro reads it (timestamp-micros) is a datetime: a value outside its range is poison
@@ -71,8 +71,8 @@ class Irregular(Exception):
 class DecodedBatch:
     """The events of a batch, column by column, in arrival order."""
 
-    buf: bytes  # the user records end to end
-    body_start: Ints  # where each event's Avro body starts in buf (after the 10-byte header)
+    buf: bytes  # the user records' Avro bodies (without their single-object header) end to end
+    body_start: Ints  # where each event's body starts in buf
     body_end: Ints
     op: Ints  # index into contract.OPS
     lsn: Ints
@@ -101,16 +101,16 @@ class _Reader:
     """A read position per event over the bodies laid end to end."""
 
     def __init__(self, payloads: Sequence[bytes]) -> None:
-        lengths = np.fromiter(map(len, payloads), np.int64, len(payloads))
-        self.buf = b"".join(payloads)
+        if not all(p.startswith(_HEADER) for p in payloads):
+            raise Irregular("not a change event of this contract version")
+        # The bodies alone, so that a partition holding the whole batch is already the raw file's data.
+        bodies = [memoryview(p)[len(_HEADER):] for p in payloads]
+        lengths = np.fromiter(map(len, bodies), np.int64, len(bodies))
+        self.buf = b"".join(bodies)
         self.arr = np.frombuffer(self.buf + bytes(_MAX_VARINT), np.uint8)
         self.words = _words(self.buf)
         self.end = np.cumsum(lengths)
-        start = self.end - lengths
-        if (lengths < len(_HEADER)).any() or not (
-                self.arr[start[:, None] + np.arange(len(_HEADER))] == _HEADER).all():
-            raise Irregular("not a change event of this contract version")
-        self.body_start = start + len(_HEADER)
+        self.body_start = self.end - lengths
         self.pos = self.body_start.copy()
         self.last = len(self.buf)  # reads past the end are clamped here, then failed by check()
 

@@ -218,7 +218,8 @@ def batch_files(events: DecodedBatch | Sequence[TypedEvent],
         out = []
         for partition, members in batch_partitions(events).items():
             start, end = events.body_start[members], events.body_end[members]
-            bodies = b"".join([data[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)])
+            bodies = events.buf if len(members) == len(events) else b"".join(
+                [data[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)])
             out.append(PartitionFiles(partition, len(members),
                                       avro_container(bodies, end - start, raw_key(partition)),
                                       _parquet_bytes(batch_parquet_table(events, members))))
