@@ -118,11 +118,6 @@ def _simulate(dsn: str, rate: float, seconds: float, seed_value: int) -> simulat
     return simulate.run(dsn, rate=rate, duration=seconds, seed=seed_value)
 
 
-def _fact_versions(stats: simulate.SimulationStats) -> int:
-    """Fact rows a run's actions make: an order and its payment (2), a payment paid (1)."""
-    return 2 * (stats.sales_orders + stats.purchase_orders) + stats.payments_paid
-
-
 def _window(stack: Stack, pool: concurrent.futures.Executor, rate: float, number: int) -> Window:
     processes = max(1, math.ceil(rate / CHANGES_PER_PROCESS))
     since = _query(stack.warehouse_dsn, "SELECT now()")[0][0]
@@ -130,7 +125,7 @@ def _window(stack: Stack, pool: concurrent.futures.Executor, rate: float, number
                            number * 100 + i) for i in range(processes)]
     runs = [f.result() for f in futures]
     ended = time.monotonic()
-    expected = sum(_fact_versions(r) for r in runs)
+    expected = sum(r.fact_versions for r in runs)
     achieved = sum(r.changes for r in runs) / max(r.seconds for r in runs)
     drain: float | None = None
     while time.monotonic() - ended < DRAIN_LIMIT_SECONDS * 6:  # wait longer, to measure the rest

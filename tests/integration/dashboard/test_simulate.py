@@ -43,22 +43,29 @@ def _state(dsn):
     return counts, paid
 
 
-def test_run_makes_orders_payments_and_edits_that_the_database_shows(seeded_dsn):
+def test_run_makes_orders_payments_edits_cancellations_that_the_database_shows(seeded_dsn):
     before, paid_before = _state(seeded_dsn)
     seen = []
-    stats = simulate.run(seeded_dsn, rate=400, duration=2.5, seed=3, progress=seen.append)
+    stats = simulate.run(seeded_dsn, rate=400, duration=4, seed=3, progress=seen.append)
     after, paid_after = _state(seeded_dsn)
+    cancelled, removed = stats.sales_orders_cancelled, stats.payments_removed
     assert stats.transactions == (stats.sales_orders + stats.purchase_orders + stats.payments_paid
-                                  + stats.edits)
+                                  + stats.edits + cancelled + removed)
     assert stats.sales_orders > 0 and stats.payments_paid > 0
-    assert after["sales_order"] - before["sales_order"] == stats.sales_orders
+    assert cancelled > 0 and removed > 0 and stats.long_transactions > 0
+    assert after["sales_order"] - before["sales_order"] == stats.sales_orders - cancelled
     assert after["purchase_order"] - before["purchase_order"] == stats.purchase_orders
     new_orders = stats.sales_orders + stats.purchase_orders
-    assert after["transaction"] - before["transaction"] == new_orders
-    assert after["payment"] - before["payment"] == new_orders
+    assert after["transaction"] - before["transaction"] == new_orders - cancelled
+    assert after["payment"] - before["payment"] == new_orders - cancelled - removed
     assert paid_after - paid_before == stats.payments_paid
-    assert stats.changes == 3 * new_orders + stats.payments_paid + stats.edits
+    assert stats.changes == (3 * new_orders + stats.payments_paid + stats.edits + 3 * cancelled
+                             + removed)
+    assert stats.fact_versions == 2 * (new_orders + cancelled) + stats.payments_paid + removed
     assert stats.rate > 0 and seen
+    # A cancelled sales order leaves nothing behind: no transaction points at a missing order.
+    assert query(seeded_dsn, "SELECT count(*) FROM transaction WHERE transaction_type = 'SALE' "
+                             "AND sales_order_id IS NULL")[0][0] == 0
     # New rows keep the shape: one order per transaction, payment = units x price.
     assert query(seeded_dsn, "SELECT count(*) FROM payment p JOIN transaction t USING "
                   "(transaction_id) JOIN sales_order s USING (sales_order_id) "
@@ -75,13 +82,17 @@ def test_same_seed_same_traffic(seeded_dsn, source_server):
         conn.close()
     for dsn in (seeded_dsn, other):
         conn = psycopg2.connect(dsn)
+        side = psycopg2.connect(dsn)
         try:
-            simulator = simulate.Simulator(conn, seed=11)
+            simulator = simulate.Simulator(conn, side, seed=11)
             stats = simulate.SimulationStats()
             for _ in range(300):
                 simulator.step(stats)
+            simulator.finish(stats)
         finally:
+            side.close()
             conn.close()
+        assert stats.sales_orders_cancelled and stats.payments_removed and stats.long_transactions
     orders = ("SELECT design_id, staff_id, counterparty_id, units_sold, unit_price, currency_id "
               "FROM sales_order ORDER BY sales_order_id DESC LIMIT 200")
     assert query(seeded_dsn, orders) == query(other, orders)
@@ -89,6 +100,9 @@ def test_same_seed_same_traffic(seeded_dsn, source_server):
     assert query(seeded_dsn, paid) == query(other, paid)
     edits = "SELECT design_id, design_name FROM design ORDER BY design_id"
     assert query(seeded_dsn, edits) == query(other, edits)
+    kept = ("SELECT array_agg(sales_order_id ORDER BY sales_order_id), "
+            "(SELECT array_agg(payment_id ORDER BY payment_id) FROM payment) FROM sales_order")
+    assert query(seeded_dsn, kept) == query(other, kept)
 
 
 def test_a_set_stop_event_ends_the_run_at_once(seeded_dsn):
@@ -134,14 +148,61 @@ def test_the_command_stops_cleanly_on_sigterm(seeded_dsn):
 
 
 def test_with_every_payment_paid_a_new_order_is_made_instead(seeded_dsn):
-    conn = psycopg2.connect(seeded_dsn)
+    conn, side = psycopg2.connect(seeded_dsn), psycopg2.connect(seeded_dsn)
     try:
-        simulator = simulate.Simulator(conn, seed=5)
+        simulator = simulate.Simulator(conn, side, seed=5)
         stats = simulate.SimulationStats()
         for _ in range(40):
             simulator.unpaid.clear()
             simulator.step(stats)
-        assert stats.payments_paid == 0
-        assert stats.sales_orders + stats.purchase_orders + stats.edits == 40
+        simulator.finish(stats)
+        assert stats.payments_paid == stats.sales_orders_cancelled == stats.payments_removed == 0
+        assert stats.sales_orders + stats.purchase_orders + stats.edits == stats.transactions
     finally:
+        side.close()
         conn.close()
+
+
+def test_a_long_transaction_writes_before_other_commits_and_commits_after_them(seeded_dsn):
+    """Its rows get a transaction id older than rows committed while it was open, and stay
+    invisible to other sessions until it commits."""
+    conn, side = psycopg2.connect(seeded_dsn), psycopg2.connect(seeded_dsn)
+    try:
+        simulator = simulate.Simulator(conn, side, seed=2)
+        stats = simulate.SimulationStats()
+        while simulator.held is None:
+            simulator.step(stats)
+        held, opened_at = simulator.held.payment_id, stats.transactions
+        assert query(seeded_dsn, "SELECT count(*) FROM payment WHERE payment_id = %s", (held,)) == [(0,)]
+        while simulator.held is not None:
+            simulator.step(stats)
+        assert stats.transactions - opened_at - 1 >= simulate.HELD_FOR[0]
+        assert stats.long_transactions == 1
+        newest_other = max(simulator.unpaid[:-1])
+        xmins = dict(query(seeded_dsn, "SELECT payment_id, xmin::text::bigint FROM payment "
+                                       "WHERE payment_id IN (%s, %s)", (held, newest_other)))
+        assert newest_other > held and xmins[held] < xmins[newest_other]
+    finally:
+        side.close()
+        conn.close()
+
+
+def test_a_cancelled_sales_order_goes_with_its_transaction_and_payment(seeded_dsn):
+    conn, side = psycopg2.connect(seeded_dsn), psycopg2.connect(seeded_dsn)
+    try:
+        simulator = simulate.Simulator(conn, side, seed=1)
+        payment_id, (transaction_id, sales_order_id) = min(
+            (p, chain) for p, chain in simulator.chains.items() if chain[1] is not None)
+        simulator.unpaid[:] = [payment_id]
+        stats = simulate.SimulationStats()
+        with conn.cursor() as cur:
+            assert simulator._cancel(cur, stats) == 3
+        conn.commit()
+    finally:
+        side.close()
+        conn.close()
+    assert stats.sales_orders_cancelled == 1
+    assert query(seeded_dsn, "SELECT (SELECT count(*) FROM payment WHERE payment_id = %s), "
+                             "(SELECT count(*) FROM transaction WHERE transaction_id = %s), "
+                             "(SELECT count(*) FROM sales_order WHERE sales_order_id = %s)",
+                 (payment_id, transaction_id, sales_order_id)) == [(0, 0, 0)]
