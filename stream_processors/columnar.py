@@ -133,6 +133,10 @@ class _Reader:
         more = np.ones(len(idx), np.bool_)
         for k in range(_MAX_VARINT):
             byte = self.arr[np.minimum(at + k, self.last)].astype(np.int64)
+            if k and (more & (byte == 0)).any():
+                # a longer form than needed: fastavro reads it, but the raw file, made of the bodies
+                # as received, would then differ from what the per-event path writes
+                raise Irregular("varint not in its shortest form")
             acc[more] |= (byte[more] & 0x7F) << (7 * k)
             size += more
             more &= byte >= 0x80
