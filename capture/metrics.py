@@ -5,6 +5,7 @@ Publishing is best effort: a failure is logged and capture goes on.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -27,12 +28,14 @@ class MetricsPublisher:
     def __init__(self, status_path: Path, client: Any = None) -> None:
         self.status_path = status_path
         self._client = client
+        self._status: dict[str, Any] = {}
         self._namespace = settings()["metrics_namespace"]
         # The series the alarms watch (settings metrics, totes_cdc.metric_names).
         self._dimensions = [{"Name": name, "Value": value}
                             for name, value in metric_names.dimensions("capture").items()]
 
     def publish(self, metrics: Sequence[Metric], status: dict[str, Any]) -> None:
+        self._status = status
         self._write_status(status)
         try:
             if self._client is None:
@@ -43,11 +46,20 @@ class MetricsPublisher:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             log.warning("could not publish capture metrics to CloudWatch: %s", exc)
 
+    def mark(self, phase: str) -> None:
+        """Rewrite the status file with ``phase`` and the time now, in phases that publish nothing
+        (starting, reconnecting): the status file is the liveness the container health check reads."""
+        self._status = {**self._status, "phase": phase,
+                        "updated_at": dt.datetime.now(dt.UTC).isoformat()}
+        self._write_status(self._status)
+
     def _write_status(self, status: dict[str, Any]) -> None:
         try:
             self.status_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(status, indent=1, default=str), encoding="utf-8")
+            # pid: the health check tells this process's file from one a previous process left.
+            tmp.write_text(json.dumps({**status, "pid": os.getpid()}, indent=1, default=str),
+                           encoding="utf-8")
             os.replace(tmp, self.status_path)
         except OSError as exc:
             log.warning("could not write %s: %s", self.status_path, exc)

@@ -71,6 +71,7 @@ class CaptureService:
     def run(self) -> None:
         """Capture until :attr:`stop` is set, reconnecting to the source with backoff."""
         delay = 0.5
+        self._publisher.mark(self._phase)
         while not self.stop.is_set():
             try:
                 self._session()
@@ -85,6 +86,7 @@ class CaptureService:
                 log.warning("source connection lost (%s); reconnecting in %.1fs from the slot's "
                             "confirmed position", reason, delay)
                 self._phase = "reconnecting"
+                self._publisher.mark(self._phase)
                 if self.stop.wait(delay):
                     break
                 delay = min(delay * 2, self.config.reconnect_max_seconds)

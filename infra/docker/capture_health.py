@@ -1,39 +1,53 @@
-"""Container health check of the capture task: healthy while the replication slot is being read.
+"""Container health check of the capture task: healthy while this task's capture process makes progress.
 
-Connects as the capture process does ($TOTES_CDC_SOURCE_DSN plus libpq's PG* variables, which ECS
-injects from the source secret) and exits 0 when the slot named in settings.json is active, 1
-otherwise, with the reason on stderr. ECS replaces a task that stays unhealthy.
+Capture rewrites ``<state dir>/status/capture.json`` (phase, updated_at, pid) every metrics
+interval in every phase: starting, snapshot (also a resumed one, on its temporary slot), streaming
+and reconnecting (before each retry). The check exits 0 when that file was written by a live process
+of this container within ``capture.health_max_age_seconds``, 1 otherwise, with the reason on stderr;
+ECS replaces a task that stays unhealthy.
+
+It does not ask the source about the replication slot: the slot has no reader between its creation
+and START_REPLICATION and while a resumed snapshot reads through a temporary slot, and an active slot
+may be held by another connection, not by this task. A source outage keeps the task healthy (it is
+reconnecting); the slot-lag and heartbeat alarms report the outage.
 """
 
 from __future__ import annotations
 
-import os
+import datetime as dt
+import json
 import sys
+from pathlib import Path
 
-from totes_cdc.db import connect
-from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
+from totes_cdc.stackfile import alive, default_state_dir
 
 
-def slot_problem(dsn: str, slot: str) -> str | None:
-    """Why ``slot`` is not being read, or None when it is."""
+def status_path() -> Path:
+    """Where capture writes its status (capture/cli.py: the state folder's status/capture.json)."""
+    return Path(default_state_dir()) / "status" / "capture.json"
+
+
+def liveness_problem(path: Path, max_age_seconds: float, now: dt.datetime | None = None) -> str | None:
+    """Why the capture process that should write ``path`` is not live, or None when it is."""
     try:
-        conn = connect(dsn, "source", connect_timeout=5)
-    except ConfigError as exc:
-        return str(exc)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
-            row = cur.fetchone()
-    finally:
-        conn.close()
-    if row is None:
-        return f"replication slot {slot} does not exist"
-    return None if row[0] else f"replication slot {slot} has no reader"
+        status = json.loads(path.read_text(encoding="utf-8"))
+        pid, phase = int(status["pid"]), str(status["phase"])
+        updated_at = dt.datetime.fromisoformat(status["updated_at"])
+    except FileNotFoundError:
+        return f"capture has written no status to {path} yet"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable status {path}: {exc}"
+    if not alive(pid):
+        return f"the process that wrote {path} (pid {pid}) is not running"
+    age = ((now or dt.datetime.now(dt.UTC)) - updated_at).total_seconds()
+    if age > max_age_seconds:
+        return f"no progress for {age:.0f}s (more than {max_age_seconds:g}s) in phase {phase}"
+    return None
 
 
 def main() -> int:
-    problem = slot_problem(os.environ.get("TOTES_CDC_SOURCE_DSN", ""), settings()["capture"]["slot"])
+    problem = liveness_problem(status_path(), float(settings()["capture"]["health_max_age_seconds"]))
     if problem:
         print(f"capture unhealthy: {problem}", file=sys.stderr)
         return 1

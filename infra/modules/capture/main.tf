@@ -231,7 +231,8 @@ resource "aws_ecs_task_definition" "capture" {
       { sourceVolume = "state", containerPath = local.state_dir },
       { sourceVolume = "tmp", containerPath = "/tmp" },
     ]
-    # Healthy while the replication slot is being read (capture_health.py in the image).
+    # Healthy while this task's capture process rewrites its status file, in every phase
+    # (capture_health.py in the image; settings capture.health_max_age_seconds).
     healthCheck = {
       command     = ["CMD", "python", "/app/capture_health.py"]
       interval    = 30
