@@ -132,12 +132,12 @@ def test_values_outside_the_canonical_text_form_are_parsed_as_the_per_event_path
     assert whole == old
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_corrupted_record_gives_what_the_per_event_path_gives(data):
     """Whatever a flipped, dropped or added byte does to one event of a batch (a different but
     valid event, poison, a truncated body), both paths agree on the files and the poison."""
-    events = mixed_events()[38:52]
+    events = mixed_events()[39:48]  # two tables, two dates, every operation but t
     payloads = [contract.encode(e) for e in events]
     target = data.draw(st.integers(0, len(payloads) - 1))
     body = bytearray(payloads[target])
@@ -158,7 +158,7 @@ def test_a_corrupted_record_gives_what_the_per_event_path_gives(data):
     assert whole == old
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.text(max_size=5), st.binary(max_size=40)), min_size=1, max_size=8),
        st.data())
 def test_kpl_payloads_is_deaggregate_without_the_keys_or_refuses(records, data):
