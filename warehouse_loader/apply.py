@@ -1,18 +1,25 @@
 """Applying one processed Parquet file to the warehouse, in one transaction, set-based.
 
-The file's rows are COPYed into a temporary table, then one statement per target:
+The result does not depend on the order files arrive in, nor on which files are applied at the
+same time: every version of every row is kept in ``mirror_history.<table>``, and what the warehouse
+shows is derived from those versions in source-position order ``(lsn, seq)``, for the rows the
+file concerns. A handful of statements per file, whatever its size:
 
-1. ``resolved``: every version gets its full values. A delete carries only its key and a
-   TOAST-unchanged column carries null, so those values are taken from the previous version of the
-   row: an earlier row of the same file, else the mirror. (Files with neither skip this step.)
-2. the mirror: the newest version per key, applied only over an older source position (replays
-   and reordering cannot move it back); a delete keeps the last known values, marked deleted.
-3. the facts (order/payment files): one row per version, ``ON CONFLICT (source_lsn, source_seq)
-   DO NOTHING``, and ``dim_date`` extended to every date those rows reference (one statement).
-4. the dimensions: exactly the rows the file touches, dependants included, recomputed from the
+1. lock: a file with a truncate takes its table exclusively, a file of rows shared; then the
+   file's rows are locked in the mirror, so the versions of one row are worked on by one file at a
+   time and each sees the versions the files before it committed.
+2. history: the file's versions are added (a replay adds nothing); its truncates are recorded in
+   ``mirror._truncations``; the truncate tombstones of the rows concerned are recomputed (a row
+   live just before a truncate gets one at the truncate's position).
+3. resolve: a delete, a tombstone and a TOAST-unchanged column take their values from the latest
+   earlier version that carries them; every version after a newly arrived one is resolved again.
+4. facts (order/payment tables): the versions touched, and the ones right after them, are
+   appended, corrected or removed (see fact_sync_sql), and ``dim_date`` is extended.
+5. the mirror: each row concerned becomes its latest version.
+6. the dimensions: exactly the rows the file touches, dependants included, recomputed from the
    mirror and written only when they differ.
 
-A truncate splits the file: the rows before it, the truncate, the rows after it.
+``touched`` (a temporary table) collects the versions added, changed or removed by steps 2-3.
 """
 
 from __future__ import annotations
@@ -30,7 +37,17 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
-from totes_cdc.contract import META_COLUMNS, OP_DELETE, OP_SNAPSHOT, OP_TRUNCATE, OPS, arrow_type
+from totes_cdc.contract import (
+    META_COLUMNS,
+    OP_DELETE,
+    OP_INSERT,
+    OP_SNAPSHOT,
+    OP_TRUNCATE,
+    OP_UPDATE,
+    OPS,
+    TOMBSTONE_SEQ_FACTOR,
+    arrow_type,
+)
 from totes_cdc.settings import settings
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
@@ -48,9 +65,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_SCHEMA = "public"
 MIRROR_SCHEMA = "mirror"
+HISTORY_SCHEMA = "mirror_history"
 POSITION_COLUMNS = ("source_lsn", "source_seq", "is_deleted")
-# Truncate tombstones get source_seq = -(truncate seq * 2^31 + row id): see fact_version_seq().
-TOMBSTONE_SEQ_FACTOR = 2**31
 # pg_advisory_xact_lock key serialising dimension recomputes (an arbitrary project constant).
 DIMENSION_LOCK_KEY = 0x746F7465735F6469
 # pg_advisory_xact_lock(TABLE_LOCK_CLASS, hashtext(table)) per source table: see _lock_table().
@@ -175,97 +191,228 @@ def _ids(names: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(*((prefix, n) if prefix else (n,))) for n in names)
 
 
-def create_stage_sql(spec: SourceTable) -> sql.Composed:
+def _eq(left: str, right: str, names: tuple[str, ...]) -> sql.Composed:
+    """``left.a = right.a AND ...`` over ``names``."""
+    return sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(left, n),
+                                                           sql.Identifier(right, n)) for n in names)
+
+
+def create_temp_sql(spec: SourceTable) -> list[sql.Composed]:
+    """``stage`` (the file's rows) and ``touched`` (the versions this file adds, changes or removes)."""
     columns = [*zip(_STAGED_META, _STAGED_META_TYPES, strict=True), *spec.columns]
-    return sql.SQL("CREATE TEMP TABLE stage ({}) ON COMMIT DROP").format(
-        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
+    keys = [(name, typ) for name, typ in spec.columns if name in spec.key]
+    return [sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+        sql.Identifier(name), sql.SQL(", ").join(
+            [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols] + extra))
+        for name, cols, extra in (
+            ("stage", columns, []),
+            ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")],
+             [sql.SQL("PRIMARY KEY ({}, source_lsn, source_seq)").format(_ids(spec.key))]))]
+
+
+def lock_keys_sql(spec: SourceTable) -> sql.Composed:
+    """Lock the file's rows in the mirror (inserting the ones it has never seen) in key order.
+
+    Whatever one file does to a row (its versions, their values, the facts, the mirror row) it
+    does holding this lock, so a file applied concurrently with another of the same row sees all
+    that file's versions: the versions of a row are resolved one file at a time. ON CONFLICT DO
+    UPDATE locks the rows it finds even where its WHERE is false; a row inserted here gets its
+    final values from ``mirror_sync_sql``.
+    """
+    return sql.SQL(
+        "INSERT INTO {mirror} AS m ({cols}, source_lsn, source_seq, is_deleted) "
+        "SELECT DISTINCT ON ({keys}) {cols}, _lsn, _seq, _op = {delete} FROM stage "
+        "ORDER BY {keys}, _lsn DESC, _seq DESC "
+        "ON CONFLICT ({keys}) DO UPDATE SET source_lsn = m.source_lsn WHERE false").format(
+            mirror=sql.Identifier(MIRROR_SCHEMA, spec.name), cols=_ids(spec.names),
+            keys=_ids(spec.key), delete=sql.Literal(OP_DELETE))
+
+
+def history_insert_sql(spec: SourceTable) -> sql.Composed:
+    """Add the file's versions to the row history (a replay adds nothing), and to ``touched``."""
+    return sql.SQL(
+        "WITH added AS (INSERT INTO {history} ({cols}, source_lsn, source_seq, source_op, "
+        "  source_commit_ts, unchanged) "
+        "  SELECT {cols}, _lsn, _seq, _op, _commit_ts, CASE WHEN _op = {delete} THEN NULL "
+        "    ELSE string_to_array(COALESCE(_unchanged, ''), ',') END FROM stage "
+        "  ON CONFLICT DO NOTHING RETURNING {keys}, source_lsn, source_seq) "
+        "INSERT INTO touched SELECT * FROM added").format(
+            history=sql.Identifier(HISTORY_SCHEMA, spec.name), cols=_ids(spec.names),
+            keys=_ids(spec.key), delete=sql.Literal(OP_DELETE))
+
+
+# The operations of a version that holds a live row.
+_LIVE = sql.SQL(", ").join(sql.Literal(op) for op in (OP_SNAPSHOT, OP_INSERT, OP_UPDATE))
+
+
+def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
+    """Make the truncate tombstones of the rows ``keys`` selects what in-order application gives.
+
+    A truncate tombstones a row when the row's latest change before the truncate is a live version
+    (not a delete, not an earlier truncate). Versions and truncates arrive in any order, so the
+    tombstones are recomputed from both: missing ones are added (their values resolved later) and
+    ones a late delete or truncate makes wrong are removed, with their facts. Both go to ``touched``.
+    """
+    fact = FACTS_BY_SOURCE.get(spec.name)
+    history = sql.Identifier(HISTORY_SCHEMA, spec.name)
+    drop_facts = sql.SQL("")
+    if fact:
+        drop_facts = sql.SQL(
+            ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.source_lsn = r.source_lsn "
+            "AND f.source_seq = -(r.source_seq * {factor} + r.{key})) ").format(
+                fact=sql.Identifier(fact.table), factor=sql.Literal(TOMBSTONE_SEQ_FACTOR),
+                key=sql.Identifier(fact.key))
+    return sql.SQL(
+        "WITH k AS ({keys}), "
+        "events AS ("
+        "  SELECT {hkeys}, h.source_lsn, h.source_seq, h.source_op, NULL::timestamptz AS ts, "
+        "    false AS is_truncate FROM {history} h JOIN k USING ({key}) WHERE h.source_op <> 't' "
+        "  UNION ALL SELECT {kkeys}, t.source_lsn, t.source_seq, 't', t.source_commit_ts, true "
+        "  FROM k CROSS JOIN mirror._truncations t WHERE t.source_table = {table}), "
+        "wanted AS (SELECT * FROM ("
+        "    SELECT *, lag(source_op) OVER (PARTITION BY {key} "
+        "      ORDER BY source_lsn, source_seq, is_truncate) AS before FROM events) e "
+        "  WHERE is_truncate AND before IN ({live})), "
+        "removed AS (DELETE FROM {history} h USING k WHERE {hk} AND h.source_op = 't' "
+        "  AND NOT EXISTS (SELECT 1 FROM wanted w WHERE {hw} AND w.source_lsn = h.source_lsn "
+        "    AND w.source_seq = h.source_seq) "
+        "  RETURNING {hkeys}, h.source_lsn, h.source_seq), "
+        "added AS (INSERT INTO {history} ({key}, source_lsn, source_seq, source_op, "
+        "    source_commit_ts) SELECT {key}, source_lsn, source_seq, 't', ts FROM wanted "
+        "  ON CONFLICT DO NOTHING RETURNING {key}, source_lsn, source_seq){drop_facts}"
+        "INSERT INTO touched SELECT * FROM removed UNION SELECT * FROM added "
+        "ON CONFLICT DO NOTHING").format(
+            keys=keys, key=_ids(spec.key), hkeys=_ids(spec.key, "h"), kkeys=_ids(spec.key, "k"),
+            history=history, table=sql.Literal(spec.name), hk=_eq("h", "k", spec.key),
+            hw=_eq("h", "w", spec.key), drop_facts=drop_facts,
+            live=_LIVE)
 
 
 def resolve_sql(spec: SourceTable) -> sql.Composed:
-    """``resolved``: each staged version with its full values (see the module docstring).
+    """Resolve the values of every version of a row that depends on a touched one, as of its
+    position: a column a version does not carry (``unchanged``; all of them for a delete or a
+    tombstone) takes the value of the latest earlier version that carries it, null when none has
+    arrived yet. Versions whose values change go to ``touched``.
 
-    For each non-key column, ``_g<n>`` counts the versions of the row so far that carry the column;
-    the value is the first of its group (the carrying version), or the mirror's when none has.
+    For each non-key column, ``_g<n>`` counts the versions so far that carry it; the value is the
+    first of its group (the carrying version).
     """
-    keys = _ids(spec.key)
+    history = sql.Identifier(HISTORY_SCHEMA, spec.name)
     groups, values = [], []
     for n, column in enumerate(spec.others):
         group = sql.Identifier(f"_g{n}")
         groups.append(sql.SQL(
-            "count(*) FILTER (WHERE _op <> {delete} AND NOT {name} = ANY(_unchanged_columns)) "
-            "OVER (PARTITION BY {keys} ORDER BY _lsn, _seq) AS {group}").format(
-                delete=sql.Literal(OP_DELETE), name=sql.Literal(column), keys=keys, group=group))
+            ", count(*) FILTER (WHERE NOT {name} = ANY(unchanged)) OVER w AS {group}").format(
+                name=sql.Literal(column), group=group))
         values.append(sql.SQL(
-            "CASE WHEN a.{group} = 0 THEN m.{col} ELSE first_value(a.{col}) OVER "
-            "(PARTITION BY {akeys}, a.{group} ORDER BY a._lsn, a._seq) END AS {col}").format(
-                group=group, col=sql.Identifier(column), akeys=_ids(spec.key, "a")))
+            ", CASE WHEN {group} > 0 THEN first_value({col}) OVER "
+            "(PARTITION BY {keys}, {group} ORDER BY source_lsn, source_seq) END AS {col}").format(
+                group=group, col=sql.Identifier(column), keys=_ids(spec.key)))
     return sql.SQL(
-        "CREATE TEMP TABLE resolved ON COMMIT DROP AS "
-        "SELECT a._op, a._lsn, a._seq, a._commit_ts, {akeys}{values} FROM ("
-        "  SELECT s.*{groups} FROM ("
-        "    SELECT *, string_to_array(COALESCE(_unchanged, ''), ',') AS _unchanged_columns "
-        "    FROM stage) s) a "
-        "LEFT JOIN {mirror} m ON {join}").format(
-            akeys=_ids(spec.key, "a"),
-            values=sql.SQL("").join(sql.SQL(", ") + v for v in values),
-            groups=sql.SQL("").join(sql.SQL(", ") + g for g in groups),
-            mirror=sql.Identifier(MIRROR_SCHEMA, spec.name),
-            join=sql.SQL(" AND ").join(sql.SQL("m.{k} = a.{k}").format(k=sql.Identifier(k))
-                                       for k in spec.key))
+        "WITH dependent AS (SELECT DISTINCT {hkeys} FROM {history} h JOIN touched t USING ({keys}) "
+        "  WHERE h.unchanged IS DISTINCT FROM '{{}}' "
+        "  AND (h.source_lsn, h.source_seq) >= (t.source_lsn, t.source_seq)), "
+        "resolved AS (SELECT {keys}, source_lsn, source_seq{values} FROM ("
+        "  SELECT h.*{groups} FROM {history} h JOIN dependent USING ({keys}) "
+        "  WINDOW w AS (PARTITION BY {keys} ORDER BY source_lsn, source_seq)) v), "
+        "updated AS (UPDATE {history} h SET {sets} FROM resolved r "
+        "  WHERE {hr} AND h.source_lsn = r.source_lsn AND h.source_seq = r.source_seq "
+        "  AND ({hothers}) IS DISTINCT FROM ({rothers}) "
+        "  RETURNING {hkeys}, h.source_lsn, h.source_seq) "
+        "INSERT INTO touched SELECT * FROM updated ON CONFLICT DO NOTHING").format(
+            history=history, keys=_ids(spec.key), hkeys=_ids(spec.key, "h"),
+            values=sql.SQL("").join(values), groups=sql.SQL("").join(groups),
+            sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
+                                    for c in spec.others),
+            hr=_eq("h", "r", spec.key), hothers=_ids(spec.others, "h"),
+            rothers=_ids(spec.others, "r"))
 
 
-def mirror_upsert_sql(spec: SourceTable, versions: str) -> sql.Composed:
-    """Upsert the newest version per key in ``versions``, only over an older source position."""
+def mirror_sync_sql(spec: SourceTable) -> sql.Composed:
+    """Make the mirror row of each touched key its latest version (a delete or tombstone: deleted)."""
     return sql.SQL(
         "INSERT INTO {mirror} AS m ({cols}, source_lsn, source_seq, is_deleted) "
-        "SELECT DISTINCT ON ({keys}) {cols}, _lsn, _seq, _op = {delete} FROM {versions} "
-        "ORDER BY {keys}, _lsn DESC, _seq DESC "
+        "SELECT DISTINCT ON ({keys}) {cols}, source_lsn, source_seq, source_op IN ({deleted}) "
+        "FROM {history} WHERE ({keys}) IN (SELECT {keys} FROM touched) "
+        "ORDER BY {keys}, source_lsn DESC, source_seq DESC "
         "ON CONFLICT ({keys}) DO UPDATE SET {sets}, source_lsn = EXCLUDED.source_lsn, "
         "source_seq = EXCLUDED.source_seq, is_deleted = EXCLUDED.is_deleted "
-        "WHERE (m.source_lsn, m.source_seq) < (EXCLUDED.source_lsn, EXCLUDED.source_seq)").format(
+        "WHERE ({current}) IS DISTINCT FROM ({new})").format(
             mirror=sql.Identifier(MIRROR_SCHEMA, spec.name), cols=_ids(spec.names),
-            keys=_ids(spec.key), delete=sql.Literal(OP_DELETE), versions=sql.Identifier(versions),
+            keys=_ids(spec.key), history=sql.Identifier(HISTORY_SCHEMA, spec.name),
+            deleted=sql.SQL(", ").join(sql.Literal(op) for op in (OP_DELETE, OP_TRUNCATE)),
             sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                                    for c in spec.others))
+                                    for c in spec.others),
+            current=_ids((*spec.others, *POSITION_COLUMNS), "m"),
+            new=_ids((*spec.others, *POSITION_COLUMNS), "excluded"))
 
 
 _FACT_META = ("source_op", "source_lsn", "source_seq", "source_commit_ts", "is_deleted")
 
 
-def fact_versions(fact: Fact, versions: str) -> sql.Composed:
-    """The rows of ``versions`` converted to the fact table's columns, then _FACT_META."""
-    extra = tuple(sql.SQL(e) for e in ("_op", "_lsn", "_seq", "_commit_ts", "_op = 'd'"))
-    return fact.convert(sql.Identifier(versions), extra)
+def fact_sync_sql(fact: Fact) -> sql.Composed:
+    """Make the facts of the touched rows what in-order application gives; extend dim_date.
 
+    Every version of a touched row that is touched or follows a touched position (its predecessor
+    may have changed) is compared with the facts: appended when missing, its values corrected when
+    they differ (a delete or tombstone that got its values from a late earlier version), removed
+    when it is a snapshot read that must not be there. A truncate's tombstone is a deletion; since
+    one truncate has one position, its fact carries ``source_seq = -(truncate seq * 2^31 + row id)``
+    (see fact_version_seq() in the schema).
 
-def fact_append_sql(fact: Fact, versions: sql.Composable) -> sql.Composed:
-    """Append ``versions`` (fact columns then _FACT_META) and extend dim_date to their dates.
-
-    A snapshot read identical to an earlier snapshot read of the same row is not appended: a
-    capture killed between putting a snapshot chunk and saving its progress reads that chunk
-    again (at a new snapshot position) when it resumes, and the warehouse must not double it.
-    A re-read that differs (the row changed in between) is a real new version and is appended.
+    A snapshot read identical to the version just before it, itself a snapshot read, is not a
+    fact: a capture killed between putting a snapshot chunk and saving its progress reads that
+    chunk again (at a new snapshot position) when it resumes, and the warehouse must not double it.
+    A re-read that differs, or follows any other change (a delete and a re-insert in between), is
+    a real new version. Whether a read is such a repeat depends on the version before it, which
+    may arrive later: hence the removal.
 
     Returns one row: (fact rows appended, max latency ms over them).
     """
+    key = sql.Identifier(fact.key)  # the source table's key: the three facts name it alike
+    history = sql.Identifier(HISTORY_SCHEMA, fact.source)
+    extra = tuple(sql.SQL(e).format(d=sql.Literal(OP_DELETE), t=sql.Literal(OP_TRUNCATE),
+                                    factor=sql.Literal(TOMBSTONE_SEQ_FACTOR), key=key) for e in (
+        "CASE WHEN source_op = {t} THEN {d} ELSE source_op END", "source_lsn",
+        "CASE WHEN source_op = {t} THEN -(source_seq * {factor} + {key}) ELSE source_seq END",
+        "source_commit_ts", "source_op IN ({d}, {t})", "source_op", "source_seq"))
+    rows = sql.SQL("(SELECT * FROM {} WHERE {} IN (SELECT {} FROM touched)) h").format(
+        history, key, key)
     return sql.SQL(
-        "WITH versions ({cols}) AS MATERIALIZED ({versions}), "
-        "appended AS (INSERT INTO {fact} ({cols}) SELECT * FROM versions v "
-        "  WHERE v.source_op <> {snapshot} OR NOT EXISTS (SELECT 1 FROM {fact} f "
-        "    WHERE f.{key} = v.{key} AND f.source_op = {snapshot} AND NOT f.is_deleted "
-        "    AND ({fcols}) IS NOT DISTINCT FROM ({vcols})) "
+        "WITH converted ({cols}, _op, _seq) AS ({converted}), "
+        "ordered AS (SELECT c.*, lag(_op) OVER w AS _prev_op, lag(({names})) OVER w AS _prev, "
+        "  lag(source_lsn) OVER w AS _prev_lsn, lag(_seq) OVER w AS _prev_seq FROM converted c "
+        "  WINDOW w AS (PARTITION BY {key} ORDER BY source_lsn, _seq)), "
+        "versions AS MATERIALIZED (SELECT {cols}, _op = {r} AND _prev_op = {r} "
+        "  AND ({names}) IS NOT DISTINCT FROM _prev AS _repeat FROM ordered o "
+        "  WHERE EXISTS (SELECT 1 FROM touched t WHERE t.{key} = o.{key} "
+        "    AND (t.source_lsn, t.source_seq) <= (o.source_lsn, o._seq) AND (o._prev_lsn IS NULL "
+        "    OR (t.source_lsn, t.source_seq) >= (o._prev_lsn, o._prev_seq)))), "
+        "appended AS (INSERT INTO {fact} ({cols}) SELECT {cols} FROM versions WHERE NOT _repeat "
         "  ON CONFLICT (source_lsn, source_seq) DO NOTHING RETURNING loaded_at, source_commit_ts), "
+        "repeats AS (DELETE FROM {fact} f USING versions v WHERE v._repeat "
+        "  AND f.source_lsn = v.source_lsn AND f.source_seq = v.source_seq), "
+        "repaired AS (UPDATE {fact} f SET {sets} FROM versions v WHERE NOT v._repeat "
+        "  AND f.source_lsn = v.source_lsn AND f.source_seq = v.source_seq "
+        "  AND ({fnames}) IS DISTINCT FROM ({vnames})), "
         "dates AS (INSERT INTO dim_date ({date_cols}) {dates} ON CONFLICT (date_id) DO NOTHING) "
         "SELECT count(*), max(extract(epoch FROM loaded_at - source_commit_ts) * 1000) "
         "FROM appended").format(
-            versions=versions, fact=sql.Identifier(fact.table), key=sql.Identifier(fact.key),
-            snapshot=sql.Literal(OP_SNAPSHOT), fcols=_ids(fact.names, "f"), vcols=_ids(fact.names, "v"),
-            cols=_ids((*fact.names, *_FACT_META)), date_cols=_ids(DATE_COLUMNS),
+            cols=_ids((*fact.names, *_FACT_META)), converted=fact.convert(rows, extra),
+            names=_ids(fact.names), key=key, r=sql.Literal(OP_SNAPSHOT),
+            fact=sql.Identifier(fact.table),
+            sets=sql.SQL(", ").join(sql.SQL("{c} = v.{c}").format(c=sql.Identifier(c))
+                                    for c in fact.names),
+            fnames=_ids(fact.names, "f"), vnames=_ids(fact.names, "v"),
+            date_cols=_ids(DATE_COLUMNS),
             dates=date_rows(fact.referenced_dates(sql.Identifier("versions"))))
 
 
 def dimension_upserts_sql(source: str, versions: str) -> list[sql.Composed]:
-    """One upsert per dimension that changes of ``source`` rows (keys in ``versions``) touch."""
+    """One upsert per dimension that changes of ``source`` rows (keys in ``versions``) touch.
+
+    A source row only ever deleted (its values unknown) gets no dimension row.
+    """
     statements = []
     for dep in DEPENDENCIES:
         if dep.source != source:
@@ -273,47 +420,19 @@ def dimension_upserts_sql(source: str, versions: str) -> list[sql.Composed]:
         dim = DIMENSIONS_BY_TABLE[dep.dimension]
         statements.append(sql.SQL(
             "INSERT INTO {dim} AS t ({cols}) SELECT * FROM ({derive}) AS d ({cols}) "
-            "WHERE d.{key} IN ({keys}) "
+            "WHERE d.{key} IN ({keys}) AND EXISTS (SELECT 1 FROM {history} h "
+            "  WHERE h.{source_key} = d.{key} AND h.source_op IN ({live})) "
             "ON CONFLICT ({key}) DO UPDATE SET {sets} "
             "WHERE ({current}) IS DISTINCT FROM ({new})").format(
                 dim=sql.Identifier(dim.table), cols=_ids(dim.all_columns),
                 derive=dim.derive(MIRROR_SCHEMA), key=sql.Identifier(dim.key),
+                history=sql.Identifier(HISTORY_SCHEMA, dim.source),
+                source_key=sql.Identifier(dim.source_key), live=_LIVE,
                 keys=sql.SQL(dep.keys).format(changed=sql.Identifier(versions)),
                 sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
                                         for c in dim.columns),
                 current=_ids(dim.columns, "t"), new=_ids(dim.columns, "excluded")))
     return statements
-
-
-def truncate_tombstones_sql(fact: Fact) -> sql.Composed:
-    """A deleted version of every current row of the fact's mirror older than the truncate."""
-    extra = (sql.SQL("'d'"), sql.Placeholder("lsn"),
-             sql.SQL("-({} * {} + {})").format(sql.Placeholder("seq"),
-                                                sql.Literal(TOMBSTONE_SEQ_FACTOR),
-                                                sql.Identifier(fact.key)),
-             sql.Placeholder("commit_ts"), sql.SQL("true"))
-    current = sql.SQL("{} WHERE NOT is_deleted AND (source_lsn, source_seq) < ({}, {})").format(
-        sql.Identifier(MIRROR_SCHEMA, fact.source), sql.Placeholder("lsn"), sql.Placeholder("seq"))
-    return fact_append_sql(fact, fact.convert(current, extra))
-
-
-def truncate_mirror_sql(spec: SourceTable) -> sql.Composed:
-    return sql.SQL(
-        "UPDATE {} SET is_deleted = true, source_lsn = %(lsn)s, source_seq = %(seq)s "
-        "WHERE (source_lsn, source_seq) < (%(lsn)s, %(seq)s)").format(
-            sql.Identifier(MIRROR_SCHEMA, spec.name))
-
-
-def _segments(table: pa.Table) -> list[pa.Table]:
-    """The file in source order, split around each truncate (a truncate is its own segment)."""
-    table = table.sort_by([("_lsn", "ascending"), ("_seq", "ascending")])
-    cuts = pc.indices_nonzero(pc.equal(table["_op"], OP_TRUNCATE)).to_pylist()
-    segments, start = [], 0
-    for cut in cuts:
-        segments += [table.slice(start, cut - start), table.slice(cut, 1)]
-        start = cut + 1
-    segments.append(table.slice(start))
-    return [s for s in segments if s.num_rows]
 
 
 class _Totals:
@@ -327,22 +446,56 @@ class _Totals:
             self.latency_ms = max(self.latency_ms or 0.0, float(row[1]))
 
 
-def _apply_rows(cur: Any, spec: SourceTable, rows: pa.Table, totals: _Totals) -> None:
-    cur.execute("DELETE FROM stage")  # rows of an earlier segment; cheaper than TRUNCATE here
-    cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
-    # Statistics let the planner choose index lookups into the mirror for a small batch.
-    cur.execute("ANALYZE stage")
-    # Versions that carry all their values (no delete, no TOAST-unchanged column) need no resolving.
-    gaps = pc.any(pc.or_(pc.equal(rows["_op"], OP_DELETE),
-                         pc.greater(pc.list_value_length(rows["_unchanged"]), 0))).as_py()
-    versions = "resolved" if gaps else "stage"
-    if gaps:
-        cur.execute(resolve_sql(spec))
-    cur.execute(mirror_upsert_sql(spec, versions))
+def _lock_table(cur: Any, name: str, exclusive: bool) -> None:
+    """Serialise a file holding a truncate against every other file of its table.
+
+    A truncate tombstones the rows the warehouse holds, and a file of rows applies the truncates
+    recorded before it: at READ COMMITTED neither would see the other's uncommitted work, so a row
+    older than a truncate applied concurrently would stay current. Files of rows take the lock
+    shared (they run concurrently with each other), a file with a truncate exclusive: whichever
+    commits second sees the other's rows or truncate.
+    """
+    lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    cur.execute(sql.SQL("SELECT {}(%s, hashtext(%s))").format(sql.Identifier(lock)),
+                (TABLE_LOCK_CLASS, name))
+
+
+def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
+    """Apply the file's versions and truncates: see the module docstring."""
+    is_truncate = pc.equal(table["_op"], OP_TRUNCATE)
+    truncates = pc.filter(table, is_truncate)
+    rows = pc.filter(table, pc.invert(is_truncate))
+    _lock_table(cur, spec.name, exclusive=truncates.num_rows > 0)
+    for statement in create_temp_sql(spec):
+        cur.execute(statement)
+    if rows.num_rows:
+        cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
+        # Statistics let the planner choose index lookups into the mirror for a small batch.
+        cur.execute("ANALYZE stage")
+        cur.execute(lock_keys_sql(spec))
+        cur.execute(history_insert_sql(spec))
+    for lsn, seq, commit_ts in zip(*(truncates[c].to_pylist() for c in ("_lsn", "_seq", "_commit_ts")),
+                                   strict=True):
+        cur.execute("INSERT INTO mirror._truncations VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (spec.name, lsn, seq, commit_ts))
+        log.warning("truncate of %s.%s at lsn %s applied: its rows are marked deleted",
+                    SOURCE_SCHEMA, spec.name, lsn)
+    cur.execute("SELECT EXISTS (SELECT 1 FROM mirror._truncations WHERE source_table = %s)",
+                (spec.name,))
+    if cur.fetchone()[0]:
+        # A truncate concerns every row of the table; a file of rows, its own rows.
+        keys = sql.SQL("SELECT {} FROM {}").format(
+            _ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name) if truncates.num_rows
+            else sql.SQL("stage GROUP BY {}").format(_ids(spec.key)))
+        cur.execute(tombstones_sql(spec, keys))
+    cur.execute(resolve_sql(spec))
+    cur.execute("ANALYZE touched")
+    totals = _Totals()
     if fact := FACTS_BY_SOURCE.get(spec.name):
-        cur.execute(fact_append_sql(fact, fact_versions(fact, versions)))
+        cur.execute(fact_sync_sql(fact))
         totals.add(cur.fetchone())
-    statements = dimension_upserts_sql(spec.name, versions)
+    cur.execute(mirror_sync_sql(spec))
+    statements = dimension_upserts_sql(spec.name, "touched")
     if statements:
         # Files applied concurrently (several Lambda instances) may touch the same dimension rows
         # from different source tables (an address and a counterparty): recomputing one at a time,
@@ -350,51 +503,7 @@ def _apply_rows(cur: Any, spec: SourceTable, rows: pa.Table, totals: _Totals) ->
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (DIMENSION_LOCK_KEY,))
     for statement in statements:
         cur.execute(statement, iso_currency_parameters())
-    if gaps:
-        cur.execute("DROP TABLE resolved")
-
-
-def _truncate(cur: Any, spec: SourceTable, params: dict[str, Any], totals: _Totals) -> None:
-    """Tombstone and mark deleted every mirror row of ``spec`` older than the truncate."""
-    if fact := FACTS_BY_SOURCE.get(spec.name):
-        cur.execute(truncate_tombstones_sql(fact), params)
-        totals.add(cur.fetchone())
-    cur.execute(truncate_mirror_sql(spec), params)
-
-
-def _apply_truncate(cur: Any, spec: SourceTable, row: pa.Table, totals: _Totals) -> None:
-    params = {"lsn": row["_lsn"][0].as_py(), "seq": row["_seq"][0].as_py(),
-              "commit_ts": row["_commit_ts"][0].as_py()}
-    cur.execute("INSERT INTO mirror._truncations VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (spec.name, params["lsn"], params["seq"], params["commit_ts"]))
-    _truncate(cur, spec, params, totals)
-    log.warning("truncate of %s.%s applied at lsn %s: its mirror rows are marked deleted",
-                SOURCE_SCHEMA, spec.name, params["lsn"])
-
-
-def _reapply_later_truncates(cur: Any, spec: SourceTable, rows: pa.Table, totals: _Totals) -> None:
-    """Rows older than a truncate already applied (from another shard, late) are truncated too."""
-    cur.execute("SELECT source_lsn, source_seq, source_commit_ts FROM mirror._truncations "
-                "WHERE source_table = %s AND (source_lsn, source_seq) > (%s, %s) "
-                "ORDER BY source_lsn, source_seq",
-                (spec.name, rows["_lsn"][0].as_py(), rows["_seq"][0].as_py()))
-    for lsn, seq, commit_ts in cur.fetchall():
-        _truncate(cur, spec, {"lsn": lsn, "seq": seq, "commit_ts": commit_ts}, totals)
-
-
-def _lock_table(cur: Any, name: str, table: pa.Table) -> None:
-    """Serialise a file holding a truncate against every other file of its table.
-
-    A truncate tombstones the rows the mirror holds, and a file of rows re-applies the truncates
-    recorded before it: at READ COMMITTED neither sees the other's uncommitted work, so a row older
-    than a truncate applied concurrently would stay current. Files of rows take the lock shared
-    (they run concurrently with each other), a file with a truncate exclusive: whichever commits
-    second sees the other's rows or truncate.
-    """
-    exclusive = pc.any(pc.equal(table["_op"], OP_TRUNCATE)).as_py()
-    lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    cur.execute(sql.SQL("SELECT {}(%s, hashtext(%s))").format(sql.Identifier(lock)),
-                (TABLE_LOCK_CLASS, name))
+    return totals
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
@@ -419,17 +528,9 @@ def apply_file(conn: Any, key: str, data: bytes) -> FileResult:
                 raise BadFileError(key, f"unknown table {SOURCE_SCHEMA}.{name}: the warehouse "
                                         "does not mirror it")
             validate(key, table, spec)
-            _lock_table(cur, name, table)
             if "currency_code" in table.column_names:
                 warn_unknown_currencies(key, table)
-            totals = _Totals()
-            cur.execute(create_stage_sql(spec))
-            for segment in _segments(table):
-                if segment["_op"][0].as_py() == OP_TRUNCATE:
-                    _apply_truncate(cur, spec, segment, totals)
-                else:
-                    _apply_rows(cur, spec, segment, totals)
-                    _reapply_later_truncates(cur, spec, segment, totals)
+            totals = _apply(cur, spec, table)
     except psycopg2.DataError as exc:
         raise BadFileError(key, f"the warehouse rejected its values: {_first_line(exc)}") from None
     except psycopg2.Error as exc:

@@ -1,4 +1,4 @@
-"""Pure parts of applying a file: key parsing, contract validation, truncate segments, staging."""
+"""Pure parts of applying a file: key parsing, contract validation, staging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from totes_cdc.contract import Column, parquet_schema
-from warehouse_loader.apply import SourceTable, _segments, stage_csv, table_of, validate
+from warehouse_loader.apply import SourceTable, stage_csv, table_of, validate
 from warehouse_loader.derivation import currency_name, iso_currency_parameters
 from warehouse_loader.errors import BadFileError
 
@@ -60,12 +60,6 @@ def test_validate_names_what_breaks_the_contract(t, reason):
     with pytest.raises(BadFileError, match=reason) as info:
         validate("processed/public.design/k.parquet", t, SPEC)
     assert info.value.key == "processed/public.design/k.parquet"
-
-
-def test_segments_split_around_truncates_in_source_order():
-    t = table([("c", 3, 1, 3, "c"), ("t", 2, 2, None, None), ("c", 1, 1, 1, "a"),
-               ("c", 2, 1, 2, "b"), ("t", 4, 1, None, None)])
-    assert [s["design_id"].to_pylist() for s in _segments(t)] == [[1, 2], [None], [3], [None]]
 
 
 def test_staged_csv_lists_unchanged_columns_and_keeps_nulls_apart_from_empty_text():
