@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint checkov bench package clean
+.PHONY: demo test lint checkov terraform bench package clean
 CHECKOV := build/checkov-venv/bin/checkov
 
 $(STAMP): pyproject.toml
@@ -29,7 +29,11 @@ $(CHECKOV):
 checkov: $(CHECKOV)
 	$(CHECKOV) -d infra --framework terraform --skip-download --compact --quiet
 
-test: lint checkov
+# terraform validate and a mocked-provider plan of each environment; skipped without terraform.
+terraform:
+	infra/terraform-check.sh
+
+test: lint checkov terraform
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --cov --cov-report=term
 
 bench: $(STAMP)

@@ -41,6 +41,7 @@ module "pipeline" {
   source_db_security_group_id    = var.source_db_security_group_id
   source_db_instance_id          = var.source_db_instance_id
   aws_api_cidr                   = var.aws_api_cidr
+  artifacts_root                 = var.artifacts_root
   warehouse_db_security_group_id = var.warehouse_db_security_group_id
   alarm_emails                   = var.alarm_emails
   capture_image_tag              = var.capture_image_tag

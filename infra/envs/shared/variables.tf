@@ -40,3 +40,9 @@ variable "aws_api_cidr" {
   type        = string
   default     = "0.0.0.0/0"
 }
+
+variable "artifacts_root" {
+  description = "Folder under which settings' Lambda artifact paths (dist/lambda/*.zip) are found; null: the repository root."
+  type        = string
+  default     = null
+}

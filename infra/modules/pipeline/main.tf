@@ -3,7 +3,8 @@
 
 locals {
   settings  = jsondecode(file("${path.module}/../../settings.json"))
-  repo_root = "${path.module}/../../.."
+  # Where settings' artifact paths (dist/lambda/*.zip, from `make package`) are found.
+  repo_root = coalesce(var.artifacts_root, "${path.module}/../../..")
   name      = local.settings.deploy.name
   # S3 bucket names are global: the environment and account make them unique.
   bucket_suffix = "-${var.environment}-${data.aws_caller_identity.current.account_id}"

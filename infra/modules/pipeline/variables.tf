@@ -133,3 +133,9 @@ variable "loader_concurrency" {
   type        = number
   default     = 4
 }
+
+variable "artifacts_root" {
+  description = "Folder under which settings' Lambda artifact paths (dist/lambda/*.zip) are found; null: the repository root."
+  type        = string
+  default     = null
+}
