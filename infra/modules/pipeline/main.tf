@@ -2,7 +2,7 @@
 # infra/settings.json, the file the local stack reads too, so the two cannot drift apart.
 
 locals {
-  settings  = jsondecode(file("${path.module}/../../settings.json"))
+  settings = jsondecode(file("${path.module}/../../settings.json"))
   # Where settings' artifact paths (dist/lambda/*.zip, from `make package`) are found.
   repo_root = coalesce(var.artifacts_root, "${path.module}/../../..")
   name      = local.settings.deploy.name
