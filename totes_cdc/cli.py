@@ -2,7 +2,9 @@
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its
 ``cli`` module; ``register`` only declares arguments (heavy imports happen when a command runs).
-Errors a user can fix (ConfigError) are printed as one line and exit 2, with no traceback.
+Errors a user can fix (ConfigError) and a service the command needs being out of reach
+(TransientError, e.g. a database that cannot be connected to) are printed as one line and exit 2,
+with no traceback.
 
 Every command but ``up``/``demo`` finds a running local stack by its ``<state-dir>/stack.json``
 (see :mod:`totes_cdc.stackfile`) and takes from it the DSNs and AWS settings it was not given.
@@ -20,7 +22,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from totes_cdc import stackfile
-from totes_cdc.errors import ConfigError
+from totes_cdc.errors import ConfigError, TransientError
 
 COMMAND_MODULES = (
     "totes_cdc.stack.cli",
@@ -28,6 +30,7 @@ COMMAND_MODULES = (
     "warehouse_loader.cli",
     "totes_cdc.ops_cli",
     "totes_cdc.lake_cli",
+    "totes_cdc.source_check",
     "stream_processors.cli",
 )
 # The commands that start a stack (and write stack.json) rather than use one.
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_running_stack(args)
         require_dsns(args)
         result: int | None = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, TransientError) as exc:
         print(f"totes-cdc: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

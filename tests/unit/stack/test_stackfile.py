@@ -139,3 +139,17 @@ def test_up_prints_the_commands_worth_running_next(tmp_path, monkeypatch):
     elsewhere = Stack(StackOptions(state_dir=tmp_path / "my state"), tmp_path / "run")
     assert next_steps(elsewhere).splitlines()[1] == (
         f"  export TOTES_CDC_STATE_DIR='{tmp_path / 'my state'}'")
+
+
+def test_a_service_out_of_reach_is_one_line_and_exit_2(clean_env, capsys, monkeypatch):
+    from totes_cdc.errors import TransientError
+
+    def unreachable(args):
+        raise TransientError("cannot connect to the source database u@127.0.0.1:1/totesys")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["status"].set_defaults(func=unreachable)
+    assert cli.main(["status"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "totes-cdc: error: cannot connect to the source database u@127.0.0.1:1/totesys"]
