@@ -45,6 +45,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _runs_totes_cdc(pid: int) -> bool:
+    """Whether ``pid`` runs totes-cdc: after a reboot the PID may belong to another program."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc: the PID alone has to do
+        return True
+    return b"totes" in cmdline
+
+
 @dataclass(frozen=True)
 class RunningStack:
     """A live stack described by its stack.json."""
@@ -84,7 +93,7 @@ def find(state_dir: Path) -> RunningStack | None:
     pid = info.get("pid") if isinstance(info, dict) else None
     if not isinstance(pid, int):
         raise StaleStack(f"{path} names no `up` process: not used")
-    if not alive(pid):
+    if not alive(pid) or not _runs_totes_cdc(pid):
         raise StaleStack(f"{path} is stale: the `totes-cdc up` that wrote it (pid {pid}) is gone; "
                          "not used (start the stack again, or delete the file)")
     return RunningStack(path, info)

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def write_stack(state_dir: Path, pid: int) -> dict:
     return info
 
 
+@pytest.fixture
+def up_pid():
+    """A live process whose command line names totes-cdc, standing in for `totes-cdc up`."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "totes-cdc", "up"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
 def gone_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
@@ -44,8 +54,8 @@ def parse(*argv: str):
     return args
 
 
-def test_dsns_and_aws_settings_not_given_come_from_the_running_stack(clean_env, capsys):
-    info = write_stack(clean_env, os.getpid())
+def test_dsns_and_aws_settings_not_given_come_from_the_running_stack(clean_env, capsys, up_pid):
+    info = write_stack(clean_env, up_pid)
     args = parse("reconcile")
     assert (args.source_dsn, args.warehouse_dsn) == (info["source_dsn"], info["warehouse_dsn"])
     assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5003"
@@ -54,12 +64,12 @@ def test_dsns_and_aws_settings_not_given_come_from_the_running_stack(clean_env, 
     assert args.stack.run_dir == clean_env / "run"
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"totes-cdc: using the running stack of {clean_env / 'stack.json'} (up pid "
-                   f"{os.getpid()}): source DSN, warehouse DSN, AWS endpoint http://127.0.0.1:5003 "
+                   f"{up_pid}): source DSN, warehouse DSN, AWS endpoint http://127.0.0.1:5003 "
                    "with its region and credentials"]
 
 
-def test_what_is_given_explicitly_wins_over_the_stack(clean_env, monkeypatch, capsys):
-    write_stack(clean_env, os.getpid())
+def test_what_is_given_explicitly_wins_over_the_stack(clean_env, monkeypatch, capsys, up_pid):
+    write_stack(clean_env, up_pid)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9999")
     monkeypatch.setenv("TOTES_CDC_WAREHOUSE_DSN", "dbname=mine")
     args = parse("reconcile", "--source-dsn", "dbname=src")
@@ -68,9 +78,9 @@ def test_what_is_given_explicitly_wins_over_the_stack(clean_env, monkeypatch, ca
     assert capsys.readouterr().err == ""            # nothing taken, nothing said
 
 
-def test_state_dir_option_names_the_stack(clean_env, tmp_path_factory, capsys):
+def test_state_dir_option_names_the_stack(clean_env, tmp_path_factory, capsys, up_pid):
     other = tmp_path_factory.mktemp("other")
-    info = write_stack(other, os.getpid())
+    info = write_stack(other, up_pid)
     args = parse("status", "--state-dir", str(other))
     assert args.source_dsn == info["source_dsn"]
     assert str(other / "stack.json") in capsys.readouterr().err
@@ -94,11 +104,24 @@ def test_a_required_dsn_missing_everywhere_exits_2_with_one_line(clean_env, caps
     assert len(err) == 1 and err[0].startswith("totes-cdc: error: reconcile needs the source database")
 
 
-def test_up_and_demo_do_not_use_a_stack_json(clean_env, capsys):
-    write_stack(clean_env, os.getpid())
+def test_up_and_demo_do_not_use_a_stack_json(clean_env, capsys, up_pid):
+    write_stack(clean_env, up_pid)
     args = parse("up")
     assert args.stack is None and args.source_dsn is None
     assert capsys.readouterr().err == ""
+
+
+def test_a_pid_now_running_another_program_is_stale(clean_env, capsys):
+    """After a reboot the recorded PID may be alive again, as something else."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        write_stack(clean_env, other.pid)
+        args = parse("reconcile")
+    finally:
+        other.kill()
+        other.wait()
+    assert args.stack is None
+    assert f"(pid {other.pid}) is gone" in capsys.readouterr().err
 
 
 def test_unreadable_and_pidless_files_are_not_used(tmp_path):
