@@ -123,10 +123,15 @@ def lsn_text(lsn: int) -> str:
 # --- the raw zone ---------------------------------------------------------------------------------
 
 class RawZone:
-    """The raw Avro files of the stream processor (stream_processors/store.py writes them)."""
+    """The raw Avro files of the stream processor (stream_processors/store.py writes them).
+
+    Raw objects are immutable (written once, never replaced), so each is read once per RawZone:
+    a RawZone kept across checks reads only the objects that are new.
+    """
 
     def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
         self._s3, self._bucket, self._prefix = s3, bucket, prefix
+        self._read_before: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
     def from_settings(cls) -> RawZone:
@@ -141,8 +146,10 @@ class RawZone:
         try:
             keys = [obj["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
                         Bucket=self._bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+            new = [key for key in keys if key not in self._read_before]
             with ThreadPoolExecutor(MAX_CONCURRENT_GETS) as pool:
-                return [record for records in pool.map(self._read, keys) for record in records]
+                self._read_before.update(zip(new, pool.map(self._read, new), strict=True))
+            return [record for key in keys for record in self._read_before[key]]
         except (BotoCoreError, ClientError) as exc:
             raise ConfigError(f"cannot read the raw zone s3://{self._bucket}/{prefix}: {exc}") from None
 

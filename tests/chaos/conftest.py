@@ -3,9 +3,12 @@
 One stack serves every scenario of a module (starting it and loading the initial snapshot is the
 slow part). It is the in-process :class:`totes_cdc.stack.up.Stack`, so the tests hold the
 PostgreSQL servers and the supervisor; the components reach the AWS emulator through a
-:class:`~tests.chaos.proxy.FaultProxy`, so AWS faults can be injected between them. Each scenario
-records what it did; the module writes ``tests/chaos/.results.json`` (rendered into
-RELIABILITY.md by ``python -m tests.chaos.report``).
+:class:`~tests.chaos.proxy.FaultProxy`, so AWS faults can be injected between them. It runs in the
+production shape: the loader runner's concurrent workers (``loader_mapping.maximum_concurrency``),
+traffic with cancellations and long transactions, and a source whose ``wal_sender_timeout`` is
+short, so a stalled stream sees the server's keepalives. Each scenario records what it did; the
+session writes ``tests/chaos/.results.json`` (rendered into RELIABILITY.md by
+``python -m tests.chaos.report``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
 from tests.chaos.proxy import FaultProxy
@@ -36,6 +40,7 @@ from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_cdc.stack import seed as seeding
 from totes_cdc.stack.postgres import LocalPostgres, free_port
 from totes_cdc.stack.up import Stack, StackOptions, new_stack, start
+from warehouse_loader.reconcile import RawZone, reconcile, render
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,10 @@ SEED = int(os.environ.get("TOTES_CDC_CHAOS_SEED", "8"))
 RATE = float(os.environ.get("TOTES_CDC_CHAOS_RATE", "20"))  # simulated changes per second
 COMPONENTS = ("capture", "process", "load")
 RECONCILE_TIMEOUT = 120.0  # catch-up after a fault takes 5-30 s here; longer means something is lost
+RECONCILE_POLL_SECONDS = 3.0
+# The source server's wal_sender_timeout: it asks a silent client for a reply after half of it,
+# so a Kinesis stall of a few times this long sees several keepalives.
+WAL_SENDER_TIMEOUT = "4s"
 # A file whose loader was killed comes back after the queue's visibility timeout: 120 s in
 # settings.json, shortened here so each scenario catches up within the suite's time bound.
 SETTINGS_OVERRIDES = {"loader_mapping": {"visibility_timeout_seconds": 20}}
@@ -115,6 +124,45 @@ class ChaosStack:
     def fact_counts(self) -> dict[str, int]:
         return fact_counts(self.stack.warehouse_dsn)
 
+    def wait_reconciled(self, timeout: float = RECONCILE_TIMEOUT) -> dict[str, Any]:
+        return wait_reconciled(self.stack, self.view, timeout)
+
+
+def wait_reconciled(stack: Stack, view: RunningStack, timeout: float) -> dict[str, Any]:
+    """Reconcile, with history, until it passes or ``timeout``; the last report (as ``--json``
+    gives it) with ``exit_code``. In process, with one RawZone, so each raw object is read once."""
+    raw = RawZone(view.client("s3"), settings()["buckets"]["raw"], settings()["prefixes"]["raw"])
+    deadline = time.monotonic() + timeout
+    while True:
+        result: dict[str, Any]
+        try:
+            report = reconcile(stack.source_dsn, stack.warehouse_dsn, raw)
+            result = {**json.loads(render(report, as_json=True)), "exit_code": 0 if report.ok else 1}
+        except Exception as exc:  # a server restarting: the report says so and polling goes on
+            result = {"error": f"{type(exc).__name__}: {exc}", "exit_code": 2}
+        if result["exit_code"] == 0 or time.monotonic() > deadline:
+            return result
+        time.sleep(RECONCILE_POLL_SECONDS)
+
+
+def short_wal_sender_timeout(dsn: str) -> None:
+    """Set the server's wal_sender_timeout to WAL_SENDER_TIMEOUT (walsenders take it on reload)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM SET wal_sender_timeout = %s", (WAL_SENDER_TIMEOUT,))
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
+    log.info("chaos: source wal_sender_timeout = %s", WAL_SENDER_TIMEOUT)
+
+
+def run_facts() -> dict[str, Any]:
+    """What every run records about the shape it ran in."""
+    return {"loader_workers": settings()["loader_mapping"]["maximum_concurrency"],
+            "wal_sender_timeout": WAL_SENDER_TIMEOUT}
+
 
 class Scenario:
     """One scenario's record: faults, changes on both sides, the reconciliation, the outcome."""
@@ -145,8 +193,12 @@ class Scenario:
         if totals.interruptions:
             self.note(f"traffic interrupted {totals.interruptions} time(s) and resumed")
         faults_over = time.monotonic()
-        report = self.chaos.view.wait_reconciled(timeout=RECONCILE_TIMEOUT)
+        report = self.chaos.wait_reconciled()
         self.record["catch_up_seconds"] = round(time.monotonic() - faults_over, 1)
+        return self.judge(report)
+
+    def judge(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Record what changed in the warehouse and the reconciliation; assert it passed."""
         after = self.chaos.fact_counts()
         self.record["warehouse_changes"] = {
             f"{table} rows appended": after[table] - before
@@ -160,8 +212,10 @@ class Scenario:
             "tables_compared": len(tables),
             "differences": sum(t["differences"] for t in tables),
             "failing": {t["table"]: {k: t[k] for k in ("missing", "extra", "different",
-                                                       "duplicate_positions")}
+                                                       "sample_missing", "sample_extra",
+                                                       "sample_different")}
                         for t in tables if t["differences"]},
+            "compared": report.get("compared", {}),
             **({"error": report["error"][-1500:]} if "error" in report else {})}
         assert report["exit_code"] == 0 and report.get("ok"), json.dumps(report, indent=1)[:4000]
         return report
@@ -173,14 +227,14 @@ def _stack_options(state_dir: Path, emulator_port: int, proxy: FaultProxy) -> St
                         components=COMPONENTS, component_aws_endpoint=proxy.endpoint)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chaos_results() -> Iterator[dict[str, Any]]:
-    """The run's record, written to RESULTS_PATH when the module ends."""
+    """The run's record, written to RESULTS_PATH when the session ends."""
     results: dict[str, Any] = {
         "run": {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "seed": SEED,
                 "rate_changes_per_s": RATE, "machine": f"{platform.node()}: {os.cpu_count()} cores, "
                 f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
-                "moto": version("moto")},
+                "moto": version("moto"), **run_facts()},
         "scenarios": []}
     yield results
     RESULTS_PATH.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -204,8 +258,9 @@ def chaos(tmp_path_factory: pytest.TempPathFactory,
         chaos_results["run"]["settings_overrides"] = SETTINGS_OVERRIDES
         began = time.monotonic()
         start(stack)
+        short_wal_sender_timeout(stack.source_dsn)
         chaos = ChaosStack(stack, proxy, random.Random(SEED))
-        report = chaos.view.wait_reconciled(timeout=RECONCILE_TIMEOUT)
+        report = chaos.wait_reconciled()
         assert report["exit_code"] == 0, json.dumps(report, indent=1)[:4000]
         chaos_results["run"].update({
             "seed_data": stack.seeded_with, "source_rows": sum(stack.counts.values()),
@@ -222,20 +277,31 @@ def chaos(tmp_path_factory: pytest.TempPathFactory,
         settings.cache_clear()
 
 
+def new_scenario(request: pytest.FixtureRequest, chaos: ChaosStack) -> Scenario:
+    """The scenario of the test ``request`` runs, titled by its docstring's first line."""
+    scenario = Scenario(request.node.name.removeprefix("test_"), chaos)
+    scenario.record["title"] = (request.node.function.__doc__ or "").strip().splitlines()[0]
+    return scenario
+
+
+def finish_scenario(request: pytest.FixtureRequest, scenario: Scenario,
+                    chaos_results: dict[str, Any]) -> None:
+    """Record the test's outcome (and, when it did not pass, the components' last log lines)."""
+    outcome, failure = request.node.stash.get(OUTCOME, ("error", ""))
+    scenario.record["outcome"] = outcome
+    if failure:
+        scenario.record["failure"] = failure
+    scenario.record["seconds"] = round(time.monotonic() - scenario.started, 1)
+    if outcome != "passed":
+        scenario.record["log_tails"] = {c: scenario.chaos.view.log(c)[-3000:] for c in COMPONENTS}
+    chaos_results["scenarios"].append(scenario.record)
+
+
 @pytest.fixture
 def scenario(request: pytest.FixtureRequest, chaos: ChaosStack,
              chaos_results: dict[str, Any]) -> Iterator[Scenario]:
-    scenario = Scenario(request.node.name.removeprefix("test_"), chaos)
-    scenario.record["title"] = (request.node.function.__doc__ or "").strip().splitlines()[0]
+    scenario = new_scenario(request, chaos)
     try:
         yield scenario
     finally:
-        outcome, failure = request.node.stash.get(OUTCOME, ("error", ""))
-        scenario.record["outcome"] = outcome
-        if failure:
-            scenario.record["failure"] = failure
-        scenario.record["seconds"] = round(time.monotonic() - scenario.started, 1)
-        logs = {c: chaos.view.log(c)[-3000:] for c in COMPONENTS} if outcome != "passed" else {}
-        if logs:
-            scenario.record["log_tails"] = logs
-        chaos_results["scenarios"].append(scenario.record)
+        finish_scenario(request, scenario, chaos_results)

@@ -7,7 +7,9 @@ the "cloud" misbehave the way real AWS does, while everything else passes throug
   the whole call is answered ``400 ProvisionedThroughputExceededException`` without forwarding, or
   only some records are forwarded and the others are answered as failed with that error code in
   their place in ``Records`` (so, as on Kinesis, a failed record is really not stored);
-- S3 ``PutObject``: answered ``503 SlowDown`` without forwarding.
+- S3 ``PutObject``: answered ``503 SlowDown`` without forwarding;
+- a Kinesis stall (:meth:`FaultProxy.stall`): every ``PutRecords`` call waits, unanswered, until
+  :meth:`FaultProxy.release`, as a stream that has stopped accepting writes does.
 
 Which calls fail is drawn from a seeded random generator; :class:`Faults` can be changed while the
 proxy runs, and :class:`Injected` counts what was done. Listens on 127.0.0.1, a free port.
@@ -53,6 +55,7 @@ class Injected:
     """What the proxy did."""
 
     put_records_calls: int = 0
+    put_records_stalled: int = 0
     put_records_throttled: int = 0
     put_records_partial: int = 0
     records_failed: int = 0
@@ -115,6 +118,8 @@ class FaultProxy:
         self.injected = Injected()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,6 +136,7 @@ class FaultProxy:
         self._thread.start()
 
     def stop(self) -> None:
+        self.release()
         if self._server is None:
             return
         self._server.shutdown()
@@ -144,6 +150,14 @@ class FaultProxy:
         """Replace the faults (unnamed ones go back to zero)."""
         with self._lock:
             self.faults = Faults(**fractions)
+
+    def stall(self) -> None:
+        """Hold every PutRecords call from now on until :meth:`release`."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward the held PutRecords calls and every later one."""
+        self._flowing.set()
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -165,6 +179,10 @@ class FaultProxy:
         return self.forward(method, path, headers, body)
 
     def _put_records(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        if not self._flowing.is_set():
+            with self._lock:
+                self.injected.put_records_stalled += 1
+            self._flowing.wait()
         request = json.loads(body)
         records = request["Records"]
         stream = request.get("StreamName") or request.get("StreamARN", "").rpartition("/")[2]

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_grou
 
 KILLS_PER_COMPONENT = 3
 WAREHOUSE_OUTAGE_SECONDS = 30.0
+STALL_SECONDS = 20.0  # five times the source's wal_sender_timeout (tests/chaos/conftest.py)
 POISON_PARTITION_KEY = "chaos-poison"
 
 
@@ -39,6 +40,45 @@ def test_kill_9_of_each_component_repeatedly(chaos: ChaosStack, scenario: Scenar
         time.sleep(2)
     scenario.check(traffic)
     assert all(scenario.record["restarts"].get(c, 0) >= KILLS_PER_COMPONENT for c in COMPONENTS)
+
+
+def test_kinesis_stall_through_keepalives_then_kill_9_of_capture(chaos: ChaosStack,
+                                                                 scenario: Scenario) -> None:
+    """Kinesis stalled for 20 s while the source sends keepalives, then kill -9 of capture"""
+    before = chaos.proxy.counts()
+    with chaos.traffic() as traffic:
+        time.sleep(3)
+        chaos.proxy.stall()
+        began = time.monotonic()
+        confirmed, _ = _replication(chaos)
+        scenario.fault(f"Kinesis stalled: every PutRecords call held unanswered (slot confirmed "
+                       f"{confirmed})")
+        samples = []
+        while time.monotonic() - began < STALL_SECONDS:
+            time.sleep(1)
+            samples.append(_replication(chaos))
+        pid = chaos.kill("capture")
+        scenario.fault(f"kill -9 capture (pid {pid}), the stall still on (slot confirmed "
+                       f"{samples[-1][0]})")
+        time.sleep(2)
+        chaos.proxy.release()
+        scenario.fault("stall over: the held PutRecords calls forwarded")
+        time.sleep(3)
+    stalled = chaos.proxy.counts()["put_records_stalled"] - before["put_records_stalled"]
+    scenario.record["injected"] = {"put_records_stalled": stalled}
+    replies = {reply for _, reply in samples if reply is not None}
+    scenario.note(f"during the {STALL_SECONDS:.0f} s stall the source's walsender recorded "
+                  f"{len(replies)} distinct reply times from capture (sampled once a second)")
+    scenario.check(traffic)
+    assert stalled > 0
+
+
+def _replication(chaos: ChaosStack) -> tuple[str | None, Any]:
+    """The slot's confirmed position and the walsender's last reply from capture (None: none)."""
+    rows = _query(chaos, "SELECT s.confirmed_flush_lsn::text, r.reply_time FROM pg_replication_slots s "
+                         "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                         "WHERE s.slot_name = %s", (settings()["capture"]["slot"],))
+    return rows[0] if rows else (None, None)
 
 
 def test_source_restart_mid_stream(chaos: ChaosStack, scenario: Scenario) -> None:
@@ -187,6 +227,16 @@ def _execute(chaos: ChaosStack, *statements: tuple[str, tuple[Any, ...]]) -> int
                 if statement.startswith("SELECT"):
                     counted = int(cur.fetchone()[0])
             return cur.rowcount if counted is None else counted
+    finally:
+        conn.close()
+
+
+def _query(chaos: ChaosStack, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(chaos.stack.source_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+            return list(cur.fetchall())
     finally:
         conn.close()
 

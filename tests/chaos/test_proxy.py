@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,3 +110,16 @@ def test_s3_put_failure_is_a_slow_down_and_stores_nothing(aws: Emulator, proxy: 
 def test_put_object_is_told_from_other_puts(method: str, path: str, headers: dict[str, str],
                                             expected: bool) -> None:
     assert is_put_object(method, path, headers) is expected
+
+
+def test_a_stall_holds_put_records_until_released(aws: Emulator, proxy: FaultProxy) -> None:
+    proxy.stall()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (put(proxy, 3), done.set()))
+    thread.start()
+    assert not done.wait(1.5)
+    assert stored_records(aws) == [] and proxy.counts()["put_records_stalled"] == 1
+    proxy.release()
+    assert done.wait(10)
+    thread.join()
+    assert len(stored_records(aws)) == 3

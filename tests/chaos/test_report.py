@@ -15,7 +15,8 @@ pytestmark = pytest.mark.chaos
 RUN = {"date": "2026-11-27T21:44:01+00:00", "seed": 8, "rate_changes_per_s": 20.0,
        "machine": "vm: 2 cores", "moto": "5.2.5", "seed_data": "totesys", "source_rows": 48066,
        "postgres": "/usr/lib/postgresql/15/bin", "start_and_snapshot_seconds": 27.2,
-       "settings_overrides": {"loader_mapping": {"visibility_timeout_seconds": 20}}}
+       "settings_overrides": {"loader_mapping": {"visibility_timeout_seconds": 20}},
+       "loader_workers": 4, "wal_sender_timeout": "4s"}
 
 
 def scenario(name: str, outcome: str, **extra: object) -> dict[str, object]:
@@ -29,8 +30,10 @@ def scenario(name: str, outcome: str, **extra: object) -> dict[str, object]:
 def test_every_scenario_is_reported_with_its_figures() -> None:
     text = render({"run": RUN, "scenarios": [
         scenario("kills", "passed", catch_up_seconds=8.4, restarts={"capture": 3},
-                 reconcile={"exit_code": 0, "ok": True, "tables_compared": 11, "differences": 0,
-                            "failing": {}},
+                 reconcile={"exit_code": 0, "ok": True, "tables_compared": 17, "differences": 0,
+                            "failing": {}, "compared": {
+                                "source_wal_lsn": "0/2FB0888", "history": True, "raw_events": 82349,
+                                "history_through": {"lsn": "0/2FA9960", "seq": 4}}},
                  dead_letters={"s3://dl/records/x.json": "not a change event"},
                  alerts=["2 dead-lettered objects/messages"]),
         scenario("outage", "failed", failure="AssertionError: boom",
@@ -42,6 +45,9 @@ def test_every_scenario_is_reported_with_its_figures() -> None:
     assert "| the kills scenario | passed | 1 | 1,200 | 390 | 0 | 8.4 |" in text
     assert "| the outage scenario | failed | 1 | 1,200 | 390 | 4 | - |" in text
     assert "TOTES_CDC_CHAOS_SEED=8" in text
+    assert "Loader runner workers: 4; source `wal_sender_timeout` 4s" in text
+    assert ("History compared: 82,349 raw change events of the fact tables, through commit LSN "
+            "0/2FA9960 position 4; source read at WAL position 0/2FB0888") in text
     assert "Components restarted by the supervisor: capture 3" in text
     assert "`s3://dl/records/x.json`: not a change event" in text
     assert "alerts: 2 dead-lettered objects/messages" in text
