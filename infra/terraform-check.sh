@@ -30,9 +30,10 @@ for artifact in $(python3 -c "import json, sys; s = json.load(open(sys.argv[1]))
 done
 
 export TF_IN_AUTOMATION=1
-# No CLI configuration is needed; without this terraform warns that ~/.terraformrc is missing.
-if [ -z "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -e "$HOME/.terraformrc" ]; then
-    export TF_CLI_CONFIG_FILE=/dev/null
+# No CLI configuration is needed; without one terraform warns that ~/.terraformrc is missing.
+if [ ! -e "${TF_CLI_CONFIG_FILE:-$HOME/.terraformrc}" ]; then
+    export TF_CLI_CONFIG_FILE="$artifacts/terraformrc"
+    : > "$TF_CLI_CONFIG_FILE"
 fi
 for env in dev prod; do
     echo "== infra/envs/$env"

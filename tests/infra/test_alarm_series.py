@@ -26,11 +26,13 @@ from capture.config import CaptureConfig
 from capture.metrics import MetricsPublisher
 from capture.service import CaptureService
 from stream_processors import handler as stream_handler
+from tests.conftest import query
 from tests.events import COLUMNS as EVENT_COLUMNS
 from tests.events import Context, aggregated, lambda_event, sales_order_values, sales_orders
 from tests.infra import terraform
+from tests.integration.capture.conftest import seed_designs
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
-from totes_cdc import metric_names
+from totes_cdc import metric_names, source_check
 from totes_cdc.settings import SETTINGS_PATH, settings
 from warehouse_loader import handler as loader_handler
 from warehouse_loader.migrate import migrate
@@ -85,7 +87,8 @@ class RecordingCloudWatch:
 class Pipeline:
     """Runs the code that emits each metric, one call per alarm period; collects what it emitted."""
 
-    def __init__(self, capsys: pytest.CaptureFixture[str], warehouse_dsn: str, tmp_path: Path) -> None:
+    def __init__(self, capsys: pytest.CaptureFixture[str], warehouse_dsn: str, source_dsn: str,
+                 tmp_path: Path) -> None:
         self.capsys = capsys
         self.cloudwatch = RecordingCloudWatch()
         self.s3 = boto3.client("s3")
@@ -93,6 +96,7 @@ class Pipeline:
             CaptureConfig.from_settings("", tmp_path), sink=None, dead_letter=None,  # type: ignore[arg-type]
             store=None, publisher=MetricsPublisher(tmp_path / "status.json", self.cloudwatch))  # type: ignore[arg-type]
         self.warehouse_dsn = warehouse_dsn
+        self.source_dsn = source_dsn
         self.sequence = 100
         self.lsn = 5000
 
@@ -141,18 +145,31 @@ class Pipeline:
         return self.cloudwatch.points[start:]
 
 
+    def source_check(self, differ: bool) -> list[Point]:
+        """One scheduled source check; ``differ``: a source row the warehouse does not have."""
+        if differ:
+            seed_designs(self.source_dsn, 1)
+        start = len(self.cloudwatch.points)
+        source_check.check(self.source_dsn, self.warehouse_dsn, self.cloudwatch, history=False)
+        return self.cloudwatch.points[start:]
+
+
 @pytest.fixture
-def pipeline(aws: Any, warehouse_dsn: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
+def pipeline(aws: Any, warehouse_dsn: str, totesys_dsn: str, capsys: pytest.CaptureFixture[str],
+             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
     conn = psycopg2.connect(warehouse_dsn)
     migrate(conn)
     conn.close()
+    # The capture slot, whose lag the source check reads.
+    slot = settings()["capture"]["slot"]
+    query(totesys_dsn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     monkeypatch.setenv(loader_handler.DSN_ENV, warehouse_dsn)
     # A service name in the environment (as Lambda functions often have) must not move the series.
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "some-function")
     stream_handler._s3.cache_clear()
     loader_handler._lambda_loader.cache_clear()
-    yield Pipeline(capsys, warehouse_dsn, tmp_path)
+    yield Pipeline(capsys, warehouse_dsn, totesys_dsn, tmp_path)
+    query(totesys_dsn, "SELECT pg_drop_replication_slot(%s)", (slot,))
     loader_handler._lambda_loader().close()
     loader_handler._lambda_loader.cache_clear()
     stream_handler._s3.cache_clear()
@@ -177,7 +194,8 @@ def own_alarms(monitoring: terraform.Monitoring) -> dict[str, dict[str, Any]]:
 def emitted_once(pipeline: Pipeline) -> list[Point]:
     """Every metric of every emitter, once."""
     return [*pipeline.stream_batch(poison=True), *pipeline.load(dt.datetime.now(dt.UTC)),
-            *pipeline.load(None), *pipeline.capture_round(slot_lag=10, heartbeat=True)]
+            *pipeline.load(None), *pipeline.capture_round(slot_lag=10, heartbeat=True),
+            *pipeline.source_check(differ=False)]
 
 
 def unwatched(monitoring: terraform.Monitoring, emitted: set[Series]) -> list[str]:
@@ -196,7 +214,8 @@ def test_every_alarm_and_widget_on_own_metrics_watches_an_emitted_series(
     points = emitted_once(pipeline)
     emitted = {series for series, _, _ in points}
     assert {"slot-lag", "capture-heartbeat-missing", "end-to-end-latency-p99", "records-dead-lettered",
-            "files-dead-lettered"} <= set(own_alarms(monitoring))
+            "files-dead-lettered", "source-check-slot-lag", "reconcile-differences"} <= set(
+        own_alarms(monitoring))
     assert unwatched(monitoring, emitted) == []
 
     # What is emitted is what settings.json defines: names, units and the emitter's dimension.
@@ -272,6 +291,12 @@ def test_each_own_metric_alarm_breaches_when_its_condition_is_driven_through_the
     lag = settings()["alarms"]["slot_lag_bytes"]
     # name -> (one period of healthy traffic, one period of the condition the alarm is for)
     drive: dict[str, tuple[Callable[[], list[Point]], Callable[[], list[Point]]]] = {
+        # First: the warehouse matches the (empty) source until the loader runs below.
+        "reconcile-differences": (lambda: pipeline.source_check(differ=False),
+                                  lambda: pipeline.source_check(differ=True)),
+        # The lag over the threshold is shown on capture's slot-lag alarm below; what this alarm
+        # adds is that a check that did not run breaches.
+        "source-check-slot-lag": (lambda: pipeline.source_check(differ=False), list),
         "records-dead-lettered": (lambda: pipeline.stream_batch(poison=False),
                                   lambda: pipeline.stream_batch(poison=True)),
         "files-dead-lettered": (lambda: pipeline.load(dt.datetime.now(dt.UTC)),

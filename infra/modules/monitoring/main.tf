@@ -11,10 +11,11 @@ locals {
   # code reads too: totes_cdc.metric_names): an alarm or widget without it watches an empty series.
   emitters = var.settings.metrics.emitters
   dims     = { for emitter, e in local.emitters : emitter => { (var.settings.metrics.dimension) = e.service } }
-  # Dashboard series of an own metric: namespace, name, dimension name and value.
-  series = merge([for emitter, e in local.emitters : {
+  # Dashboard series of an own metric (series.<emitter>.<name>): namespace, name, dimension, value.
+  series = { for emitter, e in local.emitters : emitter => {
     for name, unit in e.names : name => [local.ns, name, var.settings.metrics.dimension, e.service]
-  }]...)
+  } }
+  check_period = var.settings.source_check.schedule_minutes * 60
   source_db    = { DBInstanceIdentifier = var.source_db_instance_id }
   capture_task = { ClusterName = var.capture_cluster_name, ServiceName = var.capture_service_name }
 
@@ -91,6 +92,19 @@ locals {
       namespace   = "AWS/RDS", metric = "FreeStorageSpace", statistic = "Minimum", dimensions = local.source_db
       threshold   = local.limits.source_free_storage_bytes, comparison = "LessThanThreshold", periods = local.limits.evaluation_periods
     }
+    # The scheduled source check (source_check module): missing data means it did not run.
+    "source-check-slot-lag" = {
+      description = "Scheduled source check: WAL retained by the capture slot is growing, or the check did not run"
+      namespace   = local.ns, metric = "SlotLagBytes", statistic = "Maximum", dimensions = local.dims.source_check
+      threshold   = local.limits.slot_lag_bytes, comparison = "GreaterThanThreshold", periods = 1
+      period      = local.check_period, missing = "breaching"
+    }
+    # Rows in flight make a single run differ now and then; two runs in a row do not.
+    "reconcile-differences" = {
+      description = "Scheduled source check: the warehouse differs from the source in two runs in a row (totes-cdc reconcile says where)"
+      namespace   = local.ns, metric = "ReconcileDifferences", statistic = "Minimum", dimensions = local.dims.source_check
+      threshold   = 1, comparison = "GreaterThanOrEqualToThreshold", periods = 2, period = local.check_period
+    }
     # Container Insights (enabled on the cluster) counts the service's running tasks.
     "capture-not-running" = {
       description = "The capture service has no running task"
@@ -145,10 +159,10 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
   dashboard_body = jsonencode({
     widgets = [
       for index, widget in [
-        { title = "Replication slot lag (bytes)", metrics = [local.series.SlotLagBytes, ["AWS/RDS", "OldestReplicationSlotLag", "DBInstanceIdentifier", var.source_db_instance_id]], stat = "Maximum" },
-        { title = "Capture: behind source (ms)", metrics = [local.series.MillisBehindSource], stat = "Maximum" },
-        { title = "Capture: events published, heartbeats", metrics = [local.series.EventsPublished, local.series.CaptureHeartbeat], stat = "Sum" },
-        { title = "Capture: PutRecords batch size and retries", metrics = [local.series.PutRecordsBatchSize, local.series.PutRecordsRetries], stat = "Sum" },
+        { title = "Replication slot lag (bytes)", metrics = [local.series.capture.SlotLagBytes, local.series.source_check.SlotLagBytes, ["AWS/RDS", "OldestReplicationSlotLag", "DBInstanceIdentifier", var.source_db_instance_id]], stat = "Maximum" },
+        { title = "Capture: behind source (ms)", metrics = [local.series.capture.MillisBehindSource], stat = "Maximum" },
+        { title = "Capture: events published, heartbeats", metrics = [local.series.capture.EventsPublished, local.series.capture.CaptureHeartbeat], stat = "Sum" },
+        { title = "Capture: PutRecords batch size and retries", metrics = [local.series.capture.PutRecordsBatchSize, local.series.capture.PutRecordsRetries], stat = "Sum" },
         {
           title = "Source (RDS): transaction logs and free storage (bytes)", stat = "Maximum"
           metrics = [
@@ -156,23 +170,24 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
             ["AWS/RDS", "FreeStorageSpace", "DBInstanceIdentifier", var.source_db_instance_id, { stat = "Minimum" }],
           ]
         },
+        { title = "Source check: reconcile differences", metrics = [local.series.source_check.ReconcileDifferences], stat = "Maximum" },
         { title = "Capture: running tasks", metrics = [["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", var.capture_cluster_name, "ServiceName", var.capture_service_name]], stat = "Minimum" },
         { title = "Stream: incoming records", metrics = [["AWS/Kinesis", "IncomingRecords", "StreamName", var.stream_name]], stat = "Sum" },
         { title = "Stream: iterator age (ms)", metrics = [["AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", "StreamName", var.stream_name]], stat = "Maximum" },
         { title = "Lambda errors", metrics = [for fn in var.functions : ["AWS/Lambda", "Errors", "FunctionName", fn.name]], stat = "Sum" },
         { title = "Lambda throttles", metrics = [for fn in var.functions : ["AWS/Lambda", "Throttles", "FunctionName", fn.name]], stat = "Sum" },
         { title = "Lambda duration p99 (ms)", metrics = [for fn in var.functions : ["AWS/Lambda", "Duration", "FunctionName", fn.name]], stat = "p99" },
-        { title = "Events processed, files loaded, fact rows", metrics = [local.series.EventsProcessed, local.series.FilesLoaded, local.series.FactRowsAppended], stat = "Sum" },
+        { title = "Events processed, files loaded, fact rows", metrics = [local.series.stream_processor.EventsProcessed, local.series.loader.FilesLoaded, local.series.loader.FactRowsAppended], stat = "Sum" },
         {
           title = "Dead letters", stat = "Maximum"
           metrics = [
-            concat(local.series.RecordsDeadLettered, [{ stat = "Sum" }]),
-            concat(local.series.FilesDeadLettered, [{ stat = "Sum" }]),
+            concat(local.series.stream_processor.RecordsDeadLettered, [{ stat = "Sum" }]),
+            concat(local.series.loader.FilesDeadLettered, [{ stat = "Sum" }]),
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_names.processed_files_dlq],
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", var.queue_names.stream_failures],
           ]
         },
-        { title = "End-to-end latency (ms)", metrics = [concat(local.series.EndToEndLatencyMs, [{ stat = "p50" }]), concat(local.series.EndToEndLatencyMs, [{ stat = "p99" }])], stat = "p99" },
+        { title = "End-to-end latency (ms)", metrics = [concat(local.series.loader.EndToEndLatencyMs, [{ stat = "p50" }]), concat(local.series.loader.EndToEndLatencyMs, [{ stat = "p99" }])], stat = "p99" },
         ] : {
         type   = "metric"
         x      = (index % 2) * 12

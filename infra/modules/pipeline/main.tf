@@ -75,22 +75,24 @@ module "network_access" {
 }
 
 module "capture" {
-  source                 = "../capture"
-  settings               = local.settings
-  settings_overrides     = local.settings_overrides
-  image_tag              = var.capture_image_tag
-  command                = var.capture_command
-  stream_arn             = module.stream.arn
-  raw_bucket_arn         = module.storage.arns.raw
-  dead_letter_bucket_arn = module.storage.arns.dead_letter
-  source_secret_arn      = module.secrets.arns.source
-  source_db_sslmode      = var.source_db_sslmode
-  kms_key_arn            = module.encryption.key_arn
-  subnet_ids             = var.private_subnet_ids
-  security_group_id      = module.network_access.capture_security_group_id
-  cpu                    = var.capture_cpu
-  memory_mb              = var.capture_memory_mb
-  images_kept            = var.capture_images_kept
+  source                         = "../capture"
+  settings                       = local.settings
+  settings_overrides             = local.settings_overrides
+  image_tag                      = var.capture_image_tag
+  command                        = var.capture_command
+  stream_arn                     = module.stream.arn
+  raw_bucket_arn                 = module.storage.arns.raw
+  dead_letter_bucket_arn         = module.storage.arns.dead_letter
+  source_secret_arn              = module.secrets.arns.source
+  source_db_sslmode              = var.source_db_sslmode
+  kms_key_arn                    = module.encryption.key_arn
+  subnet_ids                     = var.private_subnet_ids
+  security_group_id              = module.network_access.capture_security_group_id
+  warehouse_secret_arn           = module.secrets.arns.warehouse
+  source_check_security_group_id = module.network_access.source_check_security_group_id
+  cpu                            = var.capture_cpu
+  memory_mb                      = var.capture_memory_mb
+  images_kept                    = var.capture_images_kept
 }
 
 module "stream_processor" {
