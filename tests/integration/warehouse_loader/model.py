@@ -1,0 +1,509 @@
+"""A model of totesys source histories, of the processed files they become, and of the warehouse.
+
+Pure: nothing here touches a database. A :class:`History` is the state of a few totesys tables at
+a snapshot position C, then transactions committed at C or later (inserts, updates with
+TOAST-unchanged columns, deletes, truncates, primary-key changes). From it:
+
+- :func:`change_events`: the contract's change events, as capture emits them: snapshot reads at C,
+  then each transaction's changes at its commit LSN, numbered from 1 (reads at C sort before
+  changes at C: ``contract.snapshot_seq``);
+- :func:`expected`: the warehouse the loader must converge to, whatever order the files arrive in:
+  the mirror (every row ever seen: its latest version, deleted or not, with its last values),
+  the dimensions, the current facts and the fact history (one version per change event, a
+  tombstone with the row's last values per deletion);
+- :func:`processed_files`: the events cut into processed Parquet files the way the stream processor
+  cuts them: partition key -> shard by Kinesis' hash-key ranges, per-shard batches of KPL records,
+  one file per table and commit date, parsed and written by the processor's own functions.
+
+Ops are interpreted leniently (an update of a missing row inserts it, a delete of a missing row
+does nothing), so every sequence Hypothesis draws or shrinks to is a valid history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+from capture.producer import Producer, Shard
+from stream_processors.columnar import parse_batch
+from stream_processors.config import ProcessorConfig
+from stream_processors.files import BatchId
+from stream_processors.store import ObjectStore, write_batch
+from totes_cdc import contract, kpl
+from totes_cdc.contract import ChangeEvent, Column
+from totes_cdc.settings import settings
+from warehouse_loader.derivation import FACTS_BY_SOURCE, UNKNOWN_CURRENCY, currency_name
+
+SCHEMA = "public"
+TABLES = ("address", "counterparty", "currency", "department", "staff", "sales_order", "payment")
+KEY_SPACE = 4  # keys 1..4, and foreign keys into the same range, so rows meet and joins match
+SNAPSHOT_LSN = 0x1000
+LSN_STEP = 0x100
+SNAPSHOT_TS = dt.datetime(2024, 11, 15, 21, 0, tzinfo=dt.UTC)  # a few hours before midnight
+CURRENCY_CODES = ("GBP", "USD", "EUR", "gbp", "ZZZ")  # lower case and a code ISO 4217 lacks
+TOASTABLE = ("text", "character varying")
+
+
+# --- the history ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Op:
+    """One source statement on one row (or, for a truncate, the table)."""
+
+    kind: str  # insert, update, delete, truncate, rekey (the primary key changes to new_key)
+    table: str
+    key: int = 1
+    seeds: tuple[int | None, ...] = ()  # per non-key column: the new value's seed; None keeps it
+    toast: tuple[bool, ...] = ()  # per non-key column: a kept text value is sent TOAST-unchanged
+    new_key: int = 1
+
+
+@dataclass(frozen=True)
+class Transaction:
+    ops: tuple[Op, ...]
+    hours: int = 0  # after the previous commit: transactions cross midnight, so dates differ
+
+
+@dataclass(frozen=True)
+class History:
+    initial: tuple[Op, ...]  # committed before the snapshot: what the snapshot reads
+    transactions: tuple[Transaction, ...]
+    commit_at_snapshot: bool = False  # the first transaction commits at the snapshot's LSN
+
+
+# --- values --------------------------------------------------------------------------------------
+
+_BASE_TS = dt.datetime(2024, 11, 14, 9, 30)
+
+
+def value_text(column: Column, seed: int) -> str | None:
+    """A column value in PostgreSQL's text form (what change events carry), from a seed."""
+    name, pg_type = column.name, column.type
+    if pg_type == "integer":
+        return str(1 + seed % KEY_SPACE) if name.endswith("_id") else str(seed)
+    if pg_type.startswith("numeric"):
+        return f"{seed}.{seed * 7 % 100:02d}"
+    if pg_type.startswith("timestamp"):
+        ts = _BASE_TS + dt.timedelta(hours=5 * seed, milliseconds=seed * 7 % 1000)
+        return ts.isoformat(sep=" ", timespec="milliseconds")
+    if pg_type == "boolean":
+        return "t" if seed % 2 else "f"
+    if pg_type.startswith("character varying"):
+        return CURRENCY_CODES[seed % len(CURRENCY_CODES)]
+    if name.endswith("_date"):  # dates stored as text at the source, as dates in the facts
+        return (dt.date(2024, 11, 20) + dt.timedelta(days=seed)).isoformat()
+    return None if seed % 7 == 6 else f"{name[:8]}-{seed}"
+
+
+def typed(column: Column, text: str | None) -> Any:
+    """The value as the warehouse returns it (psycopg2), from its text form."""
+    return None if text is None else contract.arrow_type(column.type)[1](text)
+
+
+# --- the source, replayed ------------------------------------------------------------------------
+
+Row = dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Version:
+    """A version of one source row the warehouse must hold: a change event, or the tombstone a
+    truncate or a primary-key change gives the rows it removes (``event`` False)."""
+
+    table: str
+    key: int
+    op: str
+    lsn: int
+    seq: int
+    commit_ts: dt.datetime
+    values: Row  # every column: the row after the change, or the last values before a deletion
+    event: bool = True
+
+
+@dataclass
+class Replay:
+    """The history replayed against a source: its events and the versions they make."""
+
+    columns: Mapping[str, tuple[Column, ...]]
+    events: list[ChangeEvent] = field(default_factory=list)
+    versions: list[Version] = field(default_factory=list)
+    rows: dict[str, dict[int, Row]] = field(default_factory=dict)
+
+    def key_column(self, table: str) -> Column:
+        return next(c for c in self.columns[table] if c.key)
+
+    def others(self, table: str) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns[table] if not c.key)
+
+    def new_row(self, table: str, key: int, seeds: Sequence[int | None]) -> Row:
+        row: Row = {self.key_column(table).name: str(key)}
+        for i, column in enumerate(self.others(table)):
+            seed = seeds[i] if i < len(seeds) else None
+            row[column.name] = value_text(column, key + i if seed is None else seed)
+        return row
+
+
+def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Replay:
+    """The change events of ``history`` and the versions they make, in source order."""
+    source = Replay(columns, rows={t: {} for t in TABLES})
+    for op in history.initial:
+        if op.kind in ("insert", "update"):
+            source.rows[op.table][op.key] = source.new_row(op.table, op.key, op.seeds)
+    for table in TABLES:
+        for ordinal, key in enumerate(sorted(source.rows[table]), start=1):
+            row = source.rows[table][key]
+            event = ChangeEvent(contract.OP_SNAPSHOT, SCHEMA, table, SNAPSHOT_LSN,
+                                contract.snapshot_seq(ordinal), SNAPSHOT_TS, columns[table],
+                                after=dict(row), snapshot=True)
+            source.events.append(event)
+            source.versions.append(Version(table, key, event.op, event.lsn, event.seq, SNAPSHOT_TS,
+                                           dict(row)))
+    lsn, commit_ts = SNAPSHOT_LSN, SNAPSHOT_TS
+    for number, txn in enumerate(history.transactions):
+        if number or not history.commit_at_snapshot:
+            lsn += LSN_STEP
+        commit_ts += dt.timedelta(hours=txn.hours, minutes=1)
+        seq = 0
+        for op in txn.ops:
+            made = _change(source, op, lsn, seq + 1, commit_ts, xid=number + 1)
+            seq += made
+    return source
+
+
+def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, xid: int) -> int:
+    """Apply ``op`` to the source; the number of events it made (0 or 1)."""
+    table, rows, columns = op.table, source.rows[op.table], source.columns[op.table]
+    key_name = source.key_column(table).name
+
+    def emit(kind: str, before: Row | None, after: Row | None, unchanged: tuple[str, ...] = ()) -> None:
+        source.events.append(ChangeEvent(kind, SCHEMA, table, lsn, seq, commit_ts, columns, before,
+                                         after, xid, False, unchanged))
+
+    def version(key: int, kind: str, values: Row, event: bool = True) -> None:
+        source.versions.append(Version(table, key, kind, lsn, seq, commit_ts, dict(values), event))
+
+    if op.kind == "truncate":
+        emit(contract.OP_TRUNCATE, None, None)
+        for key in sorted(rows):
+            version(key, contract.OP_DELETE, rows[key], event=False)
+        rows.clear()
+        return 1
+    if op.kind == "delete":
+        if op.key not in rows:
+            return 0
+        emit(contract.OP_DELETE, {key_name: str(op.key)}, None)
+        version(op.key, contract.OP_DELETE, rows.pop(op.key))
+        return 1
+    if op.kind == "rekey":
+        if op.key not in rows or op.new_key in rows:
+            return 0
+        row = rows.pop(op.key)
+        moved = {**row, key_name: str(op.new_key)}
+        rows[op.new_key] = moved
+        emit(contract.OP_UPDATE, {key_name: str(op.key)}, dict(moved))
+        version(op.key, contract.OP_DELETE, row, event=False)
+        version(op.new_key, contract.OP_UPDATE, moved)
+        return 1
+    if op.key not in rows:  # an insert, or an update of a row not there: an insert
+        row = source.new_row(table, op.key, op.seeds)
+        rows[op.key] = row
+        emit(contract.OP_INSERT, None, dict(row))
+        version(op.key, contract.OP_INSERT, row)
+        return 1
+    old = rows[op.key]
+    new = dict(old)
+    unchanged = []
+    for i, column in enumerate(source.others(table)):
+        seed = op.seeds[i] if i < len(op.seeds) else None
+        if seed is not None:
+            new[column.name] = value_text(column, seed)
+        elif (op.kind == "update" and i < len(op.toast) and op.toast[i]
+              and old[column.name] is not None and column.type.startswith(TOASTABLE)):
+            unchanged.append(column.name)
+    rows[op.key] = new
+    emit(contract.OP_UPDATE, None, {k: v for k, v in new.items() if k not in unchanged},
+         tuple(unchanged))
+    version(op.key, contract.OP_UPDATE, new)
+    return 1
+
+
+def change_events(history: History, columns: Mapping[str, tuple[Column, ...]]) -> list[ChangeEvent]:
+    return replay(history, columns).events
+
+
+# --- the expected warehouse ----------------------------------------------------------------------
+
+Position = tuple[int, int]
+
+
+@dataclass
+class Warehouse:
+    """Warehouse contents in comparable form (the model's, or read from a real warehouse).
+
+    ``mirror``: table -> key -> (typed values by column, source position, is_deleted);
+    ``dimensions``: dimension -> key -> columns; ``current``: fact -> key -> (columns, op, lsn, seq);
+    ``history``: fact -> key -> versions in source order, each (columns, op, lsn, seq, commit ts,
+    is_deleted), seq None for a tombstone no single event is (a truncate's, whose stored seq also
+    encodes the row, or the old key's of a primary-key change);
+    ``dates``: the dates the facts reference (dim_date must hold them).
+    """
+
+    mirror: dict[str, dict[int, tuple[tuple[Any, ...], Position, bool]]] = field(default_factory=dict)
+    dimensions: dict[str, dict[int, tuple[Any, ...]]] = field(default_factory=dict)
+    current: dict[str, dict[int, tuple[Any, ...]]] = field(default_factory=dict)
+    history: dict[str, dict[int, list[tuple[Any, ...]]]] = field(default_factory=dict)
+    dates: set[dt.date] = field(default_factory=set)
+
+
+_EXPRESSION = re.compile(r"(\w+)(?:::(date|time))?")
+
+
+def fact_values(table: str, columns: Sequence[Column], values: Row) -> tuple[Any, ...]:
+    """A source row converted to its fact table's columns (``created_at::date`` and the like)."""
+    types = {c.name: c for c in columns}
+    out = []
+    for _, expression in FACTS_BY_SOURCE[table].columns:
+        match = _EXPRESSION.fullmatch(expression)
+        assert match, f"fact column expression the model does not know: {expression}"
+        value = typed(types[match[1]], values.get(match[1]))
+        if value is not None and match[2] == "date":
+            value = value.date() if isinstance(value, dt.datetime) else dt.date.fromisoformat(value)
+        elif value is not None and match[2] == "time":
+            value = value.time()
+        out.append(value)
+    return tuple(out)
+
+
+def expected(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Warehouse:
+    """The warehouse after every event of ``history`` is applied, in any order, any number of times."""
+    source = replay(history, columns)
+    model = Warehouse()
+    last: dict[str, dict[int, Version]] = {t: {} for t in TABLES}
+    for v in source.versions:
+        last[v.table][v.key] = v
+    for table in TABLES:
+        model.mirror[table] = {
+            key: (tuple(typed(c, v.values.get(c.name)) for c in columns[table]), (v.lsn, v.seq),
+                  v.op == contract.OP_DELETE) for key, v in last[table].items()}
+    values = {t: {k: v.values for k, v in last[t].items()} for t in TABLES}
+    model.dimensions = _dimensions(values)
+    for table in ("sales_order", "payment"):
+        fact = FACTS_BY_SOURCE[table].table
+        model.current[fact], model.history[fact] = {}, {}
+        for v in source.versions:
+            if v.table != table:
+                continue
+            converted = fact_values(table, columns[table], v.values)
+            deleted = v.op == contract.OP_DELETE
+            model.history[fact].setdefault(v.key, []).append(
+                (converted, v.op, v.lsn, v.seq if v.event else None, v.commit_ts, deleted))
+            if deleted:
+                model.current[fact].pop(v.key, None)
+            else:
+                model.current[fact][v.key] = (converted, v.op, v.lsn, v.seq)
+            date_columns = FACTS_BY_SOURCE[table].date_columns
+            names = FACTS_BY_SOURCE[table].names
+            model.dates |= {converted[names.index(c)] for c in date_columns} - {None}
+    return model
+
+
+def _dimensions(rows: Mapping[str, Mapping[int, Row]]) -> dict[str, dict[int, tuple[Any, ...]]]:
+    """docs/warehouse.md's dimensions over the last values of every row ever seen (a deleted source
+    row keeps its dimension row)."""
+    def integer(text: str | None) -> int | None:
+        return None if text is None else int(text)
+
+    address_columns = ("address_line_1", "address_line_2", "district", "city", "postal_code",
+                       "country", "phone")
+    none = (None,) * len(address_columns)
+
+    def address(key: str | None) -> tuple[Any, ...]:
+        row = rows["address"].get(integer(key) or 0)
+        return none if row is None else tuple(row[c] for c in address_columns)
+
+    def department(key: str | None) -> tuple[Any, ...]:
+        row = rows["department"].get(integer(key) or 0)
+        return (None, None) if row is None else (row["department_name"], row["location"])
+
+    def currency(code: str | None) -> tuple[Any, ...]:
+        name = None if code is None else currency_name(code) or UNKNOWN_CURRENCY.format(code)
+        return (code, name)
+
+    return {
+        "dim_location": {k: address(str(k)) for k in rows["address"]},
+        "dim_counterparty": {k: (r["counterparty_legal_name"], *address(r["legal_address_id"]))
+                             for k, r in rows["counterparty"].items()},
+        "dim_currency": {k: currency(r["currency_code"]) for k, r in rows["currency"].items()},
+        "dim_staff": {k: (r["first_name"], r["last_name"], *department(r["department_id"]),
+                          r["email_address"]) for k, r in rows["staff"].items()},
+    }
+
+
+# --- events -> processed files, as the stream processor cuts them ----------------------------------
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the stream delivers the events: per-shard batch sizes (cycled), batches delivered again
+    under a different range (a retried, bisected batch: same events, new file keys)."""
+
+    batch_sizes: tuple[int, ...] = (1,)
+    redelivered: tuple[tuple[int, int, int], ...] = ()  # (shard, first event, events), modulo sizes
+
+
+class _Shards:
+    """The stream's shards as the local stack creates them (the emulator splits the hash-key space
+    evenly, as Kinesis does)."""
+
+    def __init__(self, count: int) -> None:
+        step = 2**128 // count
+        self._shards = [Shard(f"shardId-{i:012d}", i * step,
+                              2**128 - 1 if i == count - 1 else (i + 1) * step - 1) for i in range(count)]
+
+    def shards(self) -> Sequence[Shard]:
+        return self._shards
+
+    def put_records(self, records: Sequence[Any]) -> list[str | None]:
+        raise AssertionError("the model only routes; nothing is put")
+
+
+def shard_streams(events: Sequence[ChangeEvent]) -> list[list[ChangeEvent]]:
+    """The events each shard carries, in order: routed by partition key as capture's producer does."""
+    sink = _Shards(settings()["stream"]["shard_count"])
+    router = Producer(sink, lambda *_: None)
+    try:
+        streams: list[list[ChangeEvent]] = [[] for _ in sink.shards()]
+        for event in events:
+            streams[router.shard_index(event.partition_key.encode())].append(event)
+        return streams
+    finally:
+        router.close()
+
+
+@dataclass(frozen=True)
+class ProcessedFile:
+    shard: int
+    key: str
+    data: bytes
+
+
+class _ProcessedZone:
+    """An S3 client that keeps what the stream processor puts (the bytes the loader would read)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, *, Key: str, Body: bytes, **_: Any) -> None:
+        self.objects[Key] = Body
+
+
+def processed_files(events: Sequence[ChangeEvent], delivery: Delivery) -> list[ProcessedFile]:
+    """Every processed file the stream processor writes, shard by shard, each shard's in order.
+
+    Each event is one Kinesis record, KPL-aggregated as capture sends it; each batch goes through
+    the processor's own parsing and writing (``columnar.parse_batch``, ``store.write_batch``).
+    """
+    config = ProcessorConfig.from_env({})
+    out: list[ProcessedFile] = []
+    streams = shard_streams(events)
+    for index, stream in enumerate(streams):
+        if not stream:
+            continue
+        kinesis = [(kpl.aggregate([(e.partition_key, contract.encode(e))]), e.partition_key, str(n))
+                   for n, e in enumerate(stream, start=1)]  # sequence numbers: moto's counters
+        batches: list[tuple[int, int]] = []
+        start, n = 0, 0
+        while start < len(stream):
+            size = delivery.batch_sizes[n % len(delivery.batch_sizes)]
+            batches.append((start, min(start + size, len(stream))))
+            start, n = start + size, n + 1
+        for shard, first, count in delivery.redelivered:
+            if shard % len(streams) == index:
+                begin = first % len(stream)
+                batches.append((begin, min(begin + count, len(stream))))
+        for begin, end in batches:
+            zone = _ProcessedZone()
+            batch = BatchId(f"shardId-{index:012d}", kinesis[begin][2], kinesis[end - 1][2])
+            result = write_batch(ObjectStore(zone), config, batch, parse_batch(kinesis[begin:end]), "")
+            out += [ProcessedFile(index, key, zone.objects[key]) for key in result.processed_keys]
+    return out
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How the files reach the loaders. ``priorities`` (cycled over the files) choose the order;
+    ``twice`` picks a file delivered a second time; ``loaders`` apply files at the same time."""
+
+    shape: str  # in_order: each shard's files in write order (shards interleaved); any_order
+    priorities: tuple[int, ...] = (0,)
+    twice: int = 0
+    loaders: int = 1
+
+    def order(self, written: Sequence[ProcessedFile]) -> list[ProcessedFile]:
+        if not written:
+            return []
+        again = written[self.twice % len(written)]
+        if self.shape == "in_order":  # a replay comes right after the file: no reordering
+            queues: dict[int, list[ProcessedFile]] = {}
+            for f in written:
+                queues.setdefault(f.shard, []).append(f)
+            out: list[ProcessedFile] = []
+            for i in range(len(written)):
+                shards = sorted(s for s, q in queues.items() if q)
+                f = queues[shards[self.priorities[i % len(self.priorities)] % len(shards)]].pop(0)
+                out += [f, f] if f is again else [f]
+            return out
+        ranked = sorted(range(len(written) + 1),
+                        key=lambda i: (self.priorities[i % len(self.priorities)], i))
+        return [[*written, again][i] for i in ranked]
+
+
+# --- Hypothesis strategies -----------------------------------------------------------------------
+
+MAX_OTHER_COLUMNS = 11  # payment's non-key columns, the most of any modelled table
+KINDS = ("insert", "update", "delete", "truncate")
+
+
+@st.composite
+def ops(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> Op:
+    kind = draw(st.sampled_from(kinds))
+    table = draw(st.sampled_from(TABLES))
+    key = draw(st.integers(1, KEY_SPACE))
+    if kind == "truncate":
+        return Op(kind, table)
+    if kind == "delete":
+        return Op(kind, table, key)
+    if kind == "rekey":
+        return Op(kind, table, key, new_key=draw(st.integers(1, KEY_SPACE)))
+    seeds = draw(st.lists(st.none() | st.integers(0, 30), min_size=MAX_OTHER_COLUMNS,
+                          max_size=MAX_OTHER_COLUMNS))
+    toast = draw(st.lists(st.booleans(), min_size=MAX_OTHER_COLUMNS, max_size=MAX_OTHER_COLUMNS))
+    return Op(kind, table, key, tuple(seeds), tuple(toast))
+
+
+def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4) -> st.SearchStrategy[History]:
+    """Histories whose transactions use ``kinds`` of op (before the snapshot: inserts only).
+
+    Small on purpose: a few rows per table and a few transactions already reach every ordering
+    problem, and each example costs a warehouse load (tens of milliseconds per file).
+    """
+    transactions = st.builds(Transaction, st.lists(ops(kinds), min_size=1, max_size=3).map(tuple),
+                             st.integers(0, 8))
+    return st.builds(History, st.lists(ops(("insert",)), max_size=6).map(tuple),
+                     st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans())
+
+
+def arrivals(shape: str, max_loaders: int = 1) -> st.SearchStrategy[Arrival]:
+    return st.builds(Arrival, st.just(shape), st.lists(st.integers(0, 50), min_size=1).map(tuple),
+                     st.integers(0, 50), st.integers(1, max_loaders))
+
+
+def deliveries() -> st.SearchStrategy[Delivery]:
+    return st.builds(
+        Delivery, st.lists(st.integers(1, 8), min_size=1, max_size=4).map(tuple),
+        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(1, 4)),
+                 max_size=2).map(tuple))

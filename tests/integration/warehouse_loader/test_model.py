@@ -1,0 +1,224 @@
+"""Model-based test of the loader: random source histories, cut into processed files the way the
+stream processor cuts them, applied in random orders by concurrent loaders, must leave exactly the
+warehouse the model says (tests/integration/warehouse_loader/model.py).
+
+Each example: a history of a few totesys tables (a snapshot at C, then transactions at C or later:
+inserts, updates with TOAST-unchanged columns, deletes, truncates), its events routed to shards by
+partition key, KPL records cut into batches and written by the stream processor's own functions
+(one Parquet file per table and commit date per batch), some batches delivered again under another
+range, one file delivered twice; the files applied into a freshly emptied migrated warehouse. Then
+the mirror, the dimensions, dim_date, the current facts and the fact history must equal the model's.
+
+- in stream order: one loader, each shard's files in the order written (shards interleaved);
+- in any order, by 1 to 4 loaders at once (each its own connection; a retryable error, such as a
+  deadlock, puts the file back in the queue, as SQS does);
+- primary-key changes too (any order, concurrent): expected to fail, the documented limit that the
+  processed file holds no old key; marked xfail (strict) with the example Hypothesis shrank to.
+
+The suite runs ``TOTES_CDC_MODEL_EXAMPLES`` examples per test (default 15, about half a second
+each); a long run sets more::
+
+    TOTES_CDC_MODEL_EXAMPLES=1000 .venv/bin/pytest -p no:cacheprovider -n 0 \\
+        tests/integration/warehouse_loader/test_model.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg2
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from psycopg2 import sql
+
+from tests.integration.warehouse_loader import model
+from totes_cdc.contract import Column
+from totes_cdc.stack.postgres import LocalPostgres
+from warehouse_loader.apply import apply_file
+from warehouse_loader.derivation import DIMENSIONS_BY_TABLE, FACTS_BY_SOURCE
+from warehouse_loader.errors import RetryableLoadError
+from warehouse_loader.migrate import migrate
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = int(os.environ.get("TOTES_CDC_MODEL_EXAMPLES", "15"))
+MAX_ATTEMPTS = 20  # deliveries of one file that fail with a retryable error before the test gives up
+MODEL_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def new_warehouse(warehouse_server: LocalPostgres) -> Iterator[Callable[[], str]]:
+    """A function that empties one migrated warehouse (every table of its schemas, identities
+    restarted: as freshly migrated, in a fifth of the time) and gives its DSN; one per example.
+
+    The loader's per-file warnings (truncates, unknown currency codes) are expected here: muted.
+    """
+    dsn = warehouse_server.create_database(f"model_{uuid.uuid4().hex[:10]}")
+    conn = psycopg2.connect(dsn)
+    loader_log = logging.getLogger("warehouse_loader.apply")
+    level = loader_log.level
+    loader_log.setLevel(logging.ERROR)
+    try:
+        migrate(conn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') "
+                        "AND tablename <> 'schema_migrations'")
+            tables = sql.SQL(", ").join(sql.SQL(name) for name, in cur.fetchall())
+        conn.commit()
+
+        def empty() -> str:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(tables))
+            return dsn
+
+        yield empty
+    finally:
+        loader_log.setLevel(level)
+        conn.close()
+
+
+def apply_concurrently(dsn: str, files: Sequence[tuple[str, bytes]], workers: int) -> None:
+    """Apply ``files`` (in this order of delivery) with ``workers`` loaders at once."""
+    pending: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
+    for key, data in files:
+        pending.put((key, data, 1))
+    failures: list[BaseException] = []
+
+    def loader() -> None:
+        conn = psycopg2.connect(dsn)
+        try:
+            while not failures:
+                try:
+                    key, data, attempt = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    apply_file(conn, key, data)
+                except RetryableLoadError as exc:  # a deadlock between loaders: SQS delivers it again
+                    if attempt == MAX_ATTEMPTS:
+                        failures.append(exc)
+                    pending.put((key, data, attempt + 1))
+                except BaseException as exc:
+                    failures.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=loader, name=f"loader-{n}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def read_warehouse(dsn: str, columns: dict[str, tuple[Column, ...]]) -> model.Warehouse:
+    """What the warehouse holds, in the model's form."""
+    found = model.Warehouse()
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            for table in model.TABLES:
+                names = [c.name for c in columns[table]]
+                key = next(i for i, c in enumerate(columns[table]) if c.key)
+                cur.execute(sql.SQL("SELECT {}, source_lsn, source_seq, is_deleted FROM {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier("mirror", table)))
+                found.mirror[table] = {row[key]: (tuple(row[:len(names)]), (row[-3], row[-2]), row[-1])
+                                       for row in cur.fetchall()}
+            for name in ("dim_location", "dim_counterparty", "dim_currency", "dim_staff"):
+                dim = DIMENSIONS_BY_TABLE[name]
+                cur.execute(sql.SQL("SELECT {} FROM {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, dim.all_columns)), sql.Identifier(name)))
+                found.dimensions[name] = {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+            for source in ("sales_order", "payment"):
+                fact = FACTS_BY_SOURCE[source]
+                cols = sql.SQL(", ").join(map(sql.Identifier, fact.names))
+                width = len(fact.names)
+                cur.execute(sql.SQL("SELECT {}, source_op, source_lsn, source_seq FROM {}").format(
+                    cols, sql.Identifier(fact.current_view)))
+                found.current[fact.table] = {row[0]: (tuple(row[:width]), *row[width:])
+                                             for row in cur.fetchall()}
+                cur.execute(sql.SQL(
+                    "SELECT {}, source_op, source_lsn, source_seq, source_commit_ts, is_deleted "
+                    "FROM {} ORDER BY {}, source_lsn, fact_version_seq(source_seq), source_seq").format(
+                        cols, sql.Identifier(fact.table), sql.Identifier(fact.key)))
+                history: dict[int, list[tuple[Any, ...]]] = {}
+                for row in cur.fetchall():
+                    op, lsn, seq, commit_ts, deleted = row[width:]
+                    # A tombstone no single event made (a truncate's) encodes more than its seq.
+                    seq = None if op == "d" and seq < 0 else seq
+                    history.setdefault(row[0], []).append((tuple(row[:width]), op, lsn, seq, commit_ts,
+                                                           deleted))
+                found.history[fact.table] = history
+            cur.execute("SELECT date_id, year, month, day, day_of_week, day_name, month_name, quarter "
+                        "FROM dim_date")
+            for date_id, *derived in cur.fetchall():
+                assert derived == [date_id.year, date_id.month, date_id.day, date_id.isoweekday(),
+                                   date_id.strftime("%A"), date_id.strftime("%B"),
+                                   (date_id.month - 1) // 3 + 1], f"dim_date row {date_id}"
+                found.dates.add(date_id)
+    finally:
+        conn.close()
+    return found
+
+
+def differences(expected: model.Warehouse, found: model.Warehouse) -> list[str]:
+    """Every way ``found`` departs from ``expected``, named by sub-property and key."""
+    out = []
+    for part in ("mirror", "dimensions", "current", "history"):
+        want, got = getattr(expected, part), getattr(found, part)
+        for table in want:
+            for key in sorted(set(want[table]) | set(got[table])):
+                if want[table].get(key) != got[table].get(key):
+                    out.append(f"{part} {table} key {key}:\n  model:     {want[table].get(key)}\n"
+                               f"  warehouse: {got[table].get(key)}")
+    if missing := expected.dates - found.dates:
+        out.append(f"dim_date lacks {sorted(missing)}")
+    return out
+
+
+def check(new_warehouse: Callable[[], str], columns: dict[str, tuple[Column, ...]],
+          history: model.History, delivery: model.Delivery, arrival: model.Arrival) -> None:
+    files = model.processed_files(model.change_events(history, columns), delivery)
+    dsn = new_warehouse()
+    apply_concurrently(dsn, [(f.key, f.data) for f in arrival.order(files)], arrival.loaders)
+    diff = differences(model.expected(history, columns), read_warehouse(dsn, columns))
+    assert not diff, "the warehouse differs from the model:\n" + "\n".join(diff)
+
+
+@MODEL_SETTINGS
+@given(history=model.histories(), delivery=model.deliveries(), arrival=model.arrivals("in_order"))
+def test_files_in_stream_order_give_the_model_warehouse(new_warehouse, totesys_columns, history,
+                                                        delivery, arrival):
+    check(new_warehouse, totesys_columns, history, delivery, arrival)
+
+
+@MODEL_SETTINGS
+@given(history=model.histories(), delivery=model.deliveries(),
+       arrival=model.arrivals("any_order", max_loaders=4))
+def test_files_in_any_order_by_concurrent_loaders_give_the_model_warehouse(
+        new_warehouse, totesys_columns, history, delivery, arrival):
+    check(new_warehouse, totesys_columns, history, delivery, arrival)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit (docs/warehouse_loader.md): a primary-key change reaches the processed file as "
+    "an update of the new key only, so the old key stays current in the mirror and the facts"))
+@MODEL_SETTINGS
+@example(  # what Hypothesis shrank the failure to: address 1 read at C, then its key set to 2
+    history=model.History((model.Op("insert", "address", 1),),
+                          (model.Transaction((model.Op("rekey", "address", 1, new_key=2),)),)),
+    delivery=model.Delivery(), arrival=model.Arrival("in_order"))
+@given(history=model.histories((*model.KINDS, "rekey")), delivery=model.deliveries(),
+       arrival=model.arrivals("any_order", max_loaders=4))
+def test_primary_key_changes_give_the_model_warehouse(new_warehouse, totesys_columns, history,
+                                                      delivery, arrival):
+    check(new_warehouse, totesys_columns, history, delivery, arrival)
