@@ -457,3 +457,16 @@ def test_dashboard_shows_lag_latency_errors_and_dead_letters() -> None:
                    "TransactionLogsDiskUsage", "FreeStorageSpace", "RunningTaskCount"):
         assert f'"{metric}"' in body, metric
     assert 'stat = "p50"' in body and 'stat = "p99"' in body
+
+
+def test_loader_retry_budget_rides_out_a_one_hour_outage() -> None:
+    """A failing load is received again after the visibility timeout, max_receive_count times,
+    before SQS moves it to the DLQ; the function timeout is a sixth of the visibility timeout."""
+    mapping = RAW_SETTINGS["loader_mapping"]
+    assert mapping["visibility_timeout_seconds"] * mapping["max_receive_count"] >= 2 * 3600
+    assert mapping["visibility_timeout_seconds"] // 6 >= 120  # cold start in the VPC, secret, load
+    retention = module("queues").locals
+    assert retention["dlq_retention_seconds"] > retention["retention_seconds"]
+    queues = module("queues").resources("aws_sqs_queue")
+    assert queues["processed_files_dlq"]["message_retention_seconds"] == "${local.dlq_retention_seconds}"
+    assert queues["processed_files"]["message_retention_seconds"] == "${local.retention_seconds}"

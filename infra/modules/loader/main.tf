@@ -56,7 +56,8 @@ module "function" {
     subnet_ids         = var.subnet_ids
     security_group_ids = [var.security_group_id]
   }
-  # AWS advises a queue visibility timeout of at least six times the function timeout.
+  # AWS advises a queue visibility timeout of at least six times the function timeout: 720 / 6 =
+  # 120 s, room for a VPC cold start, the secret fetch and a load.
   timeout_seconds      = floor(local.mapping.visibility_timeout_seconds / 6)
   memory_mb            = var.memory_mb
   reserved_concurrency = var.reserved_concurrency

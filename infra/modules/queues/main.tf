@@ -1,14 +1,21 @@
 # Processed Parquet files are announced on an SQS queue (S3 ObjectCreated), which the loader Lambda
 # consumes; a file that fails max_receive_count times moves to the dead-letter queue.
 # stream_failures is the Kinesis mapping's on-failure destination.
+#
+# Retry budget: a file whose load fails (warehouse or S3 down) is received again after the
+# visibility timeout, max_receive_count times: 720 s x 10 = 2 h before it reaches the DLQ, so a
+# one-hour outage sends nothing there. `totes-cdc replay` moves DLQ messages back.
 
 locals {
-  retention_seconds = 1209600 # 14 days, the SQS maximum: time to inspect and redrive
+  dlq_retention_seconds = 1209600 # 14 days, the SQS maximum: time to inspect and replay
+  # A message keeps its first enqueue time when it moves to the DLQ: the source queue keeps
+  # messages for less than the DLQ, so a dead-lettered one still has days left there.
+  retention_seconds = 345600 # 4 days
 }
 
 resource "aws_sqs_queue" "processed_files_dlq" {
   name                      = var.settings.queues.processed_files_dlq
-  message_retention_seconds = local.retention_seconds
+  message_retention_seconds = local.dlq_retention_seconds
   sqs_managed_sse_enabled   = true
 }
 
@@ -33,7 +40,7 @@ resource "aws_sqs_queue_redrive_allow_policy" "processed_files_dlq" {
 
 resource "aws_sqs_queue" "stream_failures" {
   name                      = var.settings.queues.stream_failures
-  message_retention_seconds = local.retention_seconds
+  message_retention_seconds = local.dlq_retention_seconds
   sqs_managed_sse_enabled   = true
 }
 
