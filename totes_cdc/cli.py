@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "totes_cdc.ops_cli",
     "totes_cdc.lake_cli",
     "totes_cdc.source_check",
+    "totes_cdc.replay",
     "stream_processors.cli",
 )
 # The commands that start a stack (and write stack.json) rather than use one.
