@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -29,8 +32,11 @@ from totes_cdc.cli import main
 from totes_cdc.contract import ChangeEvent, snapshot_seq
 from totes_cdc.settings import settings
 from totes_cdc.stack import seed, synthetic
+from totes_cdc.stack.emulator import Emulator, client_env, create_resources
+from totes_cdc.stack.postgres import LocalPostgres
 from warehouse_loader.apply import apply_file
-from warehouse_loader.derivation import FACTS_BY_SOURCE
+from warehouse_loader.derivation import FACTS, FACTS_BY_SOURCE
+from warehouse_loader.migrate import migrate
 from warehouse_loader.reconcile import RawZone, Report, history, reconcile, render
 
 pytestmark = pytest.mark.integration
@@ -118,18 +124,17 @@ def small_seed() -> dict[str, list[dict[str, Any]]]:
     return {table: rows[table] for table in seed.LOAD_ORDER}
 
 
-@pytest.fixture
-def source(aws, totesys_dsn, warehouse_dsn, warehouse) -> Iterator[Source]:
+def build(source_dsn: str, warehouse_dsn: str, warehouse: Any, s3: Any) -> Source:
     """A small totesys source, snapshotted, then: a payment paid, a payment edited twice, a payment
     deleted, a payment inserted, a sales order updated; all of it loaded and matching."""
-    conn = psycopg2.connect(totesys_dsn)
+    conn = psycopg2.connect(source_dsn)
     with conn, conn.cursor() as cur:
         for table, rows in small_seed().items():
             execute_values(cur, sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
                 sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, rows[0]))).as_string(cur),
                 [tuple(row.values()) for row in rows])
     conn.close()
-    src = Source(totesys_dsn, warehouse_dsn, warehouse, aws.client("s3"))
+    src = Source(source_dsn, warehouse_dsn, warehouse, s3)
     src.snapshot()
     src.commit(["UPDATE payment SET paid = NOT paid WHERE payment_id = 1"],
                [("u", "payment", "payment_id = 1")])
@@ -145,6 +150,68 @@ def source(aws, totesys_dsn, warehouse_dsn, warehouse) -> Iterator[Source]:
                 "9.99, currency_id, payment_type_id, false, payment_date, company_ac_number, "
                 "counterparty_ac_number FROM payment WHERE payment_id = 2"],
                [("c", "payment", "payment_id = 100")])
+    return src
+
+
+@dataclass
+class Built:
+    """A built source and warehouse, the raw zone's objects, and a copy of the facts to restore."""
+
+    source: Source
+    raw: dict[str, bytes]
+
+
+@pytest.fixture(scope="module")
+def built(source_server: LocalPostgres, warehouse_server: LocalPostgres,
+          emulator_server: Emulator) -> Iterator[Built]:
+    """One build for the tests that only damage the warehouse's facts (each gets them restored)."""
+    source_dsn = source_server.create_database(f"src_{uuid.uuid4().hex[:10]}")
+    warehouse_dsn = warehouse_server.create_database(f"wh_{uuid.uuid4().hex[:10]}")
+    conn = psycopg2.connect(source_dsn)
+    seed.create_schema(conn)
+    conn.close()
+    warehouse = psycopg2.connect(warehouse_dsn)
+    migrate(warehouse)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in client_env(emulator_server.endpoint).items():
+            patch.setenv(key, value)
+        urllib.request.urlopen(urllib.request.Request(  # nosec B310
+            f"{emulator_server.endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+        create_resources(emulator_server, {})
+        src = build(source_dsn, warehouse_dsn, warehouse, emulator_server.client("s3"))
+        bucket = settings()["buckets"]["raw"]
+        s3 = emulator_server.client("s3")
+        raw = {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+               for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    with warehouse, warehouse.cursor() as cur:
+        cur.execute("CREATE SCHEMA pristine")
+        for fact in FACTS:
+            cur.execute(f"CREATE TABLE pristine.{fact.table} AS TABLE {fact.table}")  # nosec B608
+    yield Built(src, raw)
+    src.conn.close()
+    warehouse.close()
+
+
+@pytest.fixture
+def source(aws, built: Built) -> Source:
+    """The built source and warehouse, its facts as built, its raw zone in the (reset) emulator."""
+    s3 = aws.client("s3")
+    for key, body in built.raw.items():
+        s3.put_object(Bucket=settings()["buckets"]["raw"], Key=key, Body=body)
+    warehouse = built.source.warehouse
+    with warehouse, warehouse.cursor() as cur:
+        for fact in FACTS:
+            cur.execute(f"TRUNCATE {fact.table}")  # nosec B608
+            cur.execute(f"INSERT INTO {fact.table} OVERRIDING SYSTEM VALUE "  # nosec B608
+                        f"SELECT * FROM pristine.{fact.table}")
+    built.source.s3 = s3
+    return built.source
+
+
+@pytest.fixture
+def fresh_source(aws, totesys_dsn, warehouse_dsn, warehouse) -> Iterator[Source]:
+    """A build of its own, for the tests that change the source or the raw zone."""
+    src = build(totesys_dsn, warehouse_dsn, warehouse, aws.client("s3"))
     yield src
     src.conn.close()
 
@@ -232,9 +299,10 @@ def test_a_fact_version_of_a_row_the_source_never_had_fails(source: Source) -> N
                                               "sample": ["999@0/1770:1"]}
 
 
-def test_a_change_the_raw_zone_lacks_fails_as_not_caught_up(source: Source) -> None:
+def test_a_change_the_raw_zone_lacks_fails_as_not_caught_up(fresh_source: Source) -> None:
     """A source change still in flight (or lost before the raw zone): the raw zone's replay differs
     from the source, and so does the warehouse's current state."""
+    source = fresh_source
     with source.conn.cursor() as cur:
         cur.execute("UPDATE payment SET paid = NOT paid WHERE payment_id = 2")
     source.conn.commit()
@@ -244,7 +312,8 @@ def test_a_change_the_raw_zone_lacks_fails_as_not_caught_up(source: Source) -> N
     assert "fact_payment history" not in report
 
 
-def test_a_truncate_needs_a_tombstone_for_every_current_row(source: Source) -> None:
+def test_a_truncate_needs_a_tombstone_for_every_current_row(fresh_source: Source) -> None:
+    source = fresh_source
     source.lsn += 1000
     with source.conn.cursor() as cur:
         cur.execute("TRUNCATE payment")
@@ -260,9 +329,10 @@ def test_a_truncate_needs_a_tombstone_for_every_current_row(source: Source) -> N
                                  "sample": ["2@0/1770:-2147483650"]}}
 
 
-def test_a_re_read_snapshot_row_is_one_version_but_not_two(source: Source) -> None:
+def test_a_re_read_snapshot_row_is_one_version_but_not_two(fresh_source: Source) -> None:
     """A resumed snapshot re-reads rows at a new position: the loader keeps one version of equal
     reads, and reconcile wants exactly one."""
+    source = fresh_source
     source.deliver([source.event("r", "payment", snapshot_seq(n), row, lsn=1500)  # unchanged
                     for n, row in enumerate(source.rows("payment", "payment_id BETWEEN 5 AND 12"),
                                             start=1)])
