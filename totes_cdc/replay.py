@@ -61,8 +61,8 @@ def read_range(kinesis: Any, stream: str, shard_id: str, start: str, end: str) -
         iterator = kinesis.get_shard_iterator(
             StreamName=stream, ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER",
             StartingSequenceNumber=start)["ShardIterator"]
-    except kinesis.exceptions.InvalidArgumentException:
-        return []  # the sequence number is older than the stream's retention
+    except (kinesis.exceptions.InvalidArgumentException, kinesis.exceptions.ResourceNotFoundException):
+        return []  # older than the stream's retention, or a closed shard that has expired
     records: list[dict[str, Any]] = []
     while iterator:
         page = kinesis.get_records(ShardIterator=iterator, Limit=10000)
@@ -86,6 +86,7 @@ def replay_stream_ranges(sqs: Any, kinesis: Any, handle: Callable[[dict[str, Any
 
     cfg = settings()
     url = sqs.get_queue_url(QueueName=cfg["queues"]["stream_failures"])["QueueUrl"]
+    left = []
     for message in _messages(sqs, url):
         info = json.loads(message["Body"])["KinesisBatchInfo"]
         stream = info["streamArn"].rsplit("/", 1)[-1]
@@ -96,12 +97,15 @@ def replay_stream_ranges(sqs: Any, kinesis: Any, handle: Callable[[dict[str, Any
                         info["startSequenceNumber"], info["endSequenceNumber"], stream,
                         cfg["queues"]["stream_failures"])
             result.ranges_expired += 1
+            left.append(message["ReceiptHandle"])
             continue
         handle(kinesis_event(records, info["shardId"], info["streamArn"], cfg["region"]))
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         result.ranges += 1
         log.info("replayed shard %s %s..%s (%d records)", info["shardId"], info["startSequenceNumber"],
                  info["endSequenceNumber"], len(records))
+    for receipt in left:  # visible again at once, for whoever looks into them
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
 
 
 def replay_dead_letter_files(sqs: Any, result: Replayed) -> None:
