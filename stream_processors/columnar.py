@@ -108,7 +108,7 @@ class _Reader:
         lengths = np.fromiter(map(len, bodies), np.int64, len(bodies))
         self.buf = b"".join(bodies)
         self.arr = np.frombuffer(self.buf + bytes(_MAX_VARINT), np.uint8)
-        self.words = _words(self.buf)
+        self.words = _words(self.arr, len(self.buf))
         self.end = np.cumsum(lengths)
         self.body_start = self.end - lengths
         self.pos = self.body_start.copy()
@@ -187,10 +187,10 @@ def _ragged(start: Ints, size: Ints) -> Ints:
     return np.repeat(start - offsets, size) + np.arange(int(size.sum()))
 
 
-def _words(data: bytes) -> npt.NDArray[np.uint64]:
-    """The 8 bytes from each position of ``data`` as one little-endian integer (zero-padded)."""
-    padded = np.frombuffer(data + bytes(8), np.uint8)
-    return np.ndarray((len(data) + 1,), "<u8", padded, 0, (1,))
+def _words(padded: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint64]:
+    """The 8 bytes from each of the first ``size`` + 1 positions of ``padded`` (at least 8 bytes
+    longer) as one little-endian integer: a view, nothing copied."""
+    return np.ndarray((size + 1,), "<u8", padded, 0, (1,))
 
 
 def _same_bytes(a: npt.NDArray[np.uint64], a_start: Ints, a_size: Ints, *,
@@ -409,7 +409,9 @@ def _values(reader: _Reader, image: _Image, *, table: Ints, tables: list[tuple[s
     kind = np.where(all_columns[image.event], 0, 1)
     expected = np.array([*lookup, len(names)], np.int64)[
         offsets[shape[image.event], kind] + image.position]
-    if not _same_bytes(reader.words, image.key_start, image.key_size, b=_words(b"".join(encoded)),
+    joined = b"".join(encoded)
+    if not _same_bytes(reader.words, image.key_start, image.key_size,
+                       b=_words(np.frombuffer(joined + bytes(8), np.uint8), len(joined)),
                        b_start=name_start[expected], b_size=name_size[expected]):
         raise Irregular("image keys not in column order")
     # One slot per column of a table per event of that table, grouped by table and column type:
