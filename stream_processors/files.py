@@ -156,6 +156,8 @@ def parquet_file(events: Sequence[TypedEvent]) -> bytes:
 def batch_partitions(batch: DecodedBatch) -> dict[Partition, Ints]:
     """:func:`partitions` of a decoded batch: the indices of each partition's events."""
     day = batch.day
+    if not len(day):
+        return {}
     group = batch.table * (int(day.max()) - int(day.min()) + 1) + (day - day.min())
     distinct, first = np.unique(group, return_index=True)
     out = {}

@@ -217,3 +217,10 @@ def test_a_body_with_a_long_written_in_more_bytes_than_needed_gives_the_per_even
     assert contract.decode(padded) == contract.decode(one)
     whole, old = both([("k", kpl.aggregate([("k", padded)]))])
     assert whole == old
+
+
+def test_a_batch_whose_records_hold_no_user_record_writes_nothing():
+    proto = b"\x0a\x01k"  # an aggregate with a partition key table and no record
+    data = kpl.MAGIC + proto + kpl.hashlib.md5(proto, usedforsecurity=False).digest()
+    whole, old = both([("k", data)])
+    assert whole == old == ([], [])
