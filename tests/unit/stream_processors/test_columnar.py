@@ -71,6 +71,11 @@ def mixed_events():
                    200, 1, columns=extra),  # a column added mid-batch; a value over 63 bytes
             change("sales_order", {**sales_order_values(7), "unit_price": None}, 201, 1),
             change("payment", {}, 202, 1, op="t"),
+            # REPLICA IDENTITY FULL: an update carrying its old image, a delete its whole row
+            dataclasses.replace(change("payment", SAMPLE_VALUES["payment"], 203, 1, op="u"),
+                                before=SAMPLE_VALUES["payment"]),
+            dataclasses.replace(change("payment", SAMPLE_VALUES["payment"], 203, 2, op="d"),
+                                before=SAMPLE_VALUES["payment"]),
             change("sales_order", sales_order_values(8), 12_345_678_901, contract.snapshot_seq(3),
                    op="r")]
 
