@@ -71,6 +71,8 @@ POSITION_COLUMNS = ("source_lsn", "source_seq", "is_deleted")
 DIMENSION_LOCK_KEY = 0x746F7465735F6469
 # pg_advisory_xact_lock(TABLE_LOCK_CLASS, hashtext(table)) per source table: see _lock_table().
 TABLE_LOCK_CLASS = 0x746F7465
+# Versions added by one file from which its table's history statistics are refreshed at once.
+HISTORY_ANALYZE_ROWS = 10_000
 _STAGED_META = ("_op", "_lsn", "_seq", "_commit_ts", "_unchanged")
 _STAGED_META_TYPES = ("text", "bigint", "bigint", "timestamptz", "text")
 
@@ -312,11 +314,13 @@ def resolve_sql(spec: SourceTable) -> sql.Composed:
         "WITH dependent AS (SELECT DISTINCT {hkeys} FROM {history} h JOIN touched t USING ({keys}) "
         "  WHERE h.unchanged IS DISTINCT FROM '{{}}' "
         "  AND (h.source_lsn, h.source_seq) >= (t.source_lsn, t.source_seq)), "
-        "resolved AS (SELECT {keys}, source_lsn, source_seq{values} FROM ("
-        "  SELECT h.*{groups} FROM {history} h JOIN dependent USING ({keys}) "
+        "resolved AS (SELECT _row, unchanged{values} FROM ("
+        "  SELECT h.*, h.ctid AS _row{groups} FROM {history} h JOIN dependent USING ({keys}) "
         "  WINDOW w AS (PARTITION BY {keys} ORDER BY source_lsn, source_seq)) v), "
+        # Joined back by ctid: the planner knows nothing of the history's rows per key when its
+        # statistics are old, and might otherwise hash the whole table.
         "updated AS (UPDATE {history} h SET {sets} FROM resolved r "
-        "  WHERE {hr} AND h.source_lsn = r.source_lsn AND h.source_seq = r.source_seq "
+        "  WHERE h.ctid = r._row AND r.unchanged IS DISTINCT FROM '{{}}' "
         "  AND ({hothers}) IS DISTINCT FROM ({rothers}) "
         "  RETURNING {hkeys}, h.source_lsn, h.source_seq) "
         "INSERT INTO touched SELECT * FROM updated ON CONFLICT DO NOTHING").format(
@@ -324,7 +328,7 @@ def resolve_sql(spec: SourceTable) -> sql.Composed:
             values=sql.SQL("").join(values), groups=sql.SQL("").join(groups),
             sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
                                     for c in spec.others),
-            hr=_eq("h", "r", spec.key), hothers=_ids(spec.others, "h"),
+            hothers=_ids(spec.others, "h"),
             rothers=_ids(spec.others, "r"))
 
 
@@ -470,10 +474,12 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
         cur.execute(statement)
     if rows.num_rows:
         cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
-        # Statistics let the planner choose index lookups into the mirror for a small batch.
-        cur.execute("ANALYZE stage")
         cur.execute(lock_keys_sql(spec))
         cur.execute(history_insert_sql(spec))
+        if cur.rowcount >= HISTORY_ANALYZE_ROWS:
+            # A bulk load (a snapshot) leaves the history without statistics until autovacuum
+            # comes round; small files planned meanwhile would hash the whole table.
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(HISTORY_SCHEMA, spec.name)))
     for lsn, seq, commit_ts in zip(*(truncates[c].to_pylist() for c in ("_lsn", "_seq", "_commit_ts")),
                                    strict=True):
         cur.execute("INSERT INTO mirror._truncations VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -488,8 +494,10 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
             _ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name) if truncates.num_rows
             else sql.SQL("stage GROUP BY {}").format(_ids(spec.key)))
         cur.execute(tombstones_sql(spec, keys))
-    cur.execute(resolve_sql(spec))
+    # Statistics let the planner choose index lookups into the history, mirror and facts for a
+    # small batch (a temporary table has none, and is assumed large).
     cur.execute("ANALYZE touched")
+    cur.execute(resolve_sql(spec))
     totals = _Totals()
     if fact := FACTS_BY_SOURCE.get(spec.name):
         cur.execute(fact_sync_sql(fact))
