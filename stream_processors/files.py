@@ -61,6 +61,11 @@ def partitions(events: Iterable[TypedEvent]) -> dict[Partition, list[TypedEvent]
     return groups
 
 
+# zlib's fastest level: on change events a few per cent larger than the default level 6, in a
+# fraction of the time (the default was a quarter of the handler's CPU on large batches).
+DEFLATE_LEVEL = 1
+
+
 def _sync_marker(key: str) -> bytes:
     return hashlib.md5(key.encode(), usedforsecurity=False).digest()
 
@@ -68,7 +73,8 @@ def _sync_marker(key: str) -> bytes:
 def avro_file(records: Sequence[dict[str, Any]], key: str) -> bytes:
     """An Avro object container file of the records, byte-identical for the same key and records."""
     buf = io.BytesIO()
-    fastavro.writer(buf, contract.PARSED_SCHEMA, records, codec="deflate", sync_marker=_sync_marker(key))
+    fastavro.writer(buf, contract.PARSED_SCHEMA, records, codec="deflate", sync_marker=_sync_marker(key),
+                    codec_compression_level=DEFLATE_LEVEL)
     return buf.getvalue()
 
 
@@ -105,7 +111,7 @@ def avro_container(data: bytes, sizes: Ints, key: str) -> bytes:
     while first < len(ends):
         base = ends[first - 1] if first else 0
         last = min(int(np.searchsorted(cumulative, base + _SYNC_INTERVAL)), len(ends) - 1)
-        block = zlib.compress(data[base:ends[last]])[2:-1]  # raw deflate, as fastavro writes it
+        block = zlib.compress(data[base:ends[last]], DEFLATE_LEVEL)[2:-1]  # raw deflate, as fastavro
         parts += [_avro_size(last + 1 - first), _avro_size(len(block)), block, sync]
         first = last + 1
     return b"".join(parts)
