@@ -161,6 +161,11 @@ class Producer:
         """Whether submitted batches are still being sent."""
         return self._batches.unfinished_tasks > 0
 
+    @property
+    def has_room(self) -> bool:
+        """Whether :meth:`submit` would return at once (fewer than two batches wait)."""
+        return not self._batches.full()
+
     def submit(self, marker: int | None) -> None:
         """Hand every event added so far to the sender; :attr:`accepted` becomes ``marker`` once
         Kinesis holds them all (and all submitted before). Blocks while two batches wait."""

@@ -11,12 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import select
 import threading
 import time
-from typing import Any
-
-import psycopg2
 
 from capture import source
 from capture.checkpoint import Checkpoint
@@ -38,15 +34,19 @@ from capture.decoder import (
 from capture.errors import CaptureError, Stopped
 from capture.events import EventBuilder
 from capture.metrics import MetricsPublisher
+from capture.policy import Step, StreamPolicy, Timing
 from capture.producer import DeadLetter, Producer, Sink
+from capture.replication import ReplicationStream
 from capture.snapshot import ResumeFilter, SnapshotReader
 from capture.state import SnapshotState, StateStore
+from totes_cdc import db
 from totes_cdc.contract import ChangeEvent, encode
-from totes_cdc.errors import ConfigError
+from totes_cdc.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_SECONDS = 10.0
+STATUS_SECONDS = 10.0
+"""Longest time between two status updates to the server."""
 
 
 class CaptureService:
@@ -69,22 +69,25 @@ class CaptureService:
     # --- sessions -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Capture until :attr:`stop` is set, reconnecting to the source with backoff."""
+        """Capture until :attr:`stop` is set.
+
+        A transient error (the source restarting, a broken connection) ends the session and a new
+        one starts after a backoff; a terminal one (a dropped table, a slot of another plugin, a
+        refused statement) ends capture. Only a source never reached at all is reported at once.
+        """
         delay = 0.5
         self._publisher.mark(self._phase)
         while not self.stop.is_set():
             try:
-                self._session()
+                with db.translated("source"):
+                    self._session()
             except Stopped:
                 break
-            except (psycopg2.Error, ConfigError) as exc:
-                if isinstance(exc, ConfigError) and not self._connected:
-                    raise  # never reached the source: a setting to fix, not an outage
-                if isinstance(exc, psycopg2.Error) and not _connection_lost(exc):
-                    raise
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            except TransientError as exc:
+                if not self._connected:
+                    raise  # never reached the source: nothing to resume, say so and stop
                 log.warning("source connection lost (%s); reconnecting in %.1fs from the slot's "
-                            "confirmed position", reason, delay)
+                            "confirmed position", db.first_line(exc), delay)
                 self._phase = "reconnecting"
                 self._publisher.mark(self._phase)
                 if self.stop.wait(delay):
@@ -168,35 +171,29 @@ class CaptureService:
         if start is None:
             raise CaptureError(f"replication slot {cfg.slot} disappeared; restart capture to take a new "
                                "initial snapshot")
-        checkpoint = Checkpoint(start)
         self._acked = start
         options = {"proto_version": "1", "publication_names": cfg.publication}
         if server_version >= 140000:
             options["messages"] = "true"  # heartbeats arrive as logical messages
-        repl = source.connect_replication(cfg.source_dsn)
+        stream = ReplicationStream(cfg.source_dsn, source.SESSION_OPTIONS)
         try:
-            cur = repl.cursor()
-            cur.start_replication(slot_name=cfg.slot, decode=False, options=options)
+            # Report on our own at least three times per wal_sender_timeout: while the producer is
+            # full the loop reads nothing, so it sees no keepalive to answer.
+            timeout = stream.wal_sender_timeout()
+            status = min(STATUS_SECONDS, timeout / 3) if timeout > 0 else STATUS_SECONDS
+            stream.start(cfg.slot, start, options)
             log.info("streaming slot %s from %s", cfg.slot, source.format_lsn(start))
             self._phase = "streaming"
-            stream = _Stream(self, src, cur, producer, checkpoint=checkpoint,
-                             resume_filter=ResumeFilter(state))
-            stream.run()
+            timing = Timing(cfg.max_batch_delay_ms / 1000, cfg.flush_bytes, cfg.heartbeat_seconds,
+                            status, cfg.metrics_seconds)
+            policy = StreamPolicy(Checkpoint(start), timing, time.monotonic())
+            _Stream(self, src, stream, producer, policy=policy, resume_filter=ResumeFilter(state)).run()
         finally:
-            repl.close()
+            stream.close()
 
-    def acknowledge(self, cur: Any, producer: Producer, checkpoint: Checkpoint) -> None:
-        """Confirm to the slot what the stream now holds.
-
-        The only code that moves the slot. ``producer.accepted`` is the marker of the last batch
-        Kinesis has wholly accepted, and a marker is the position every event before it had been
-        handed over at: the server may forget WAL up to there.
-        """
-        producer.raise_failure()
-        if producer.accepted is not None and checkpoint.accept(producer.accepted):
-            self._acked = checkpoint.acked
-            cur.send_feedback(write_lsn=checkpoint.acked, flush_lsn=checkpoint.acked,
-                              apply_lsn=checkpoint.acked, force=True)
+    def set_acked(self, lsn: int) -> None:
+        """The position last reported to the slot (for the status file and the last log line)."""
+        self._acked = lsn
 
     # --- metrics --------------------------------------------------------------------------------
 
@@ -245,25 +242,17 @@ class CaptureService:
             0.0, (dt.datetime.now(dt.UTC) - commit_ts).total_seconds() * 1000)
 
 
-def _connection_lost(exc: psycopg2.Error) -> bool:
-    """A dropped connection (server restart, network), as opposed to an error in a statement.
-
-    Errors without an SQLSTATE come from the client side, e.g. "no COPY in progress" when the
-    replication stream's connection died under it.
-    """
-    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) or exc.pgcode is None
-
-
 class _Stream:
     """One START_REPLICATION run: messages → events → producer, flushed on size or time."""
 
-    def __init__(self, service: CaptureService, src: source.Source, cur: Any, producer: Producer, *,
-                 checkpoint: Checkpoint, resume_filter: ResumeFilter) -> None:
+    def __init__(self, service: CaptureService, src: source.Source, stream: ReplicationStream,
+                 producer: Producer, *, policy: StreamPolicy, resume_filter: ResumeFilter) -> None:
         self.service = service
         self.src = src
-        self.cur = cur
+        self.stream = stream
         self.producer = producer
-        self.checkpoint = checkpoint
+        self.policy = policy
+        self.checkpoint = policy.checkpoint
         self.filter = resume_filter
         self.builder = EventBuilder(src)
         self.last_commit_ts: dt.datetime | None = None
@@ -297,49 +286,53 @@ class _Stream:
                                "without streaming of in-progress transactions")
 
     def run(self) -> None:
-        service, cfg, cur = self.service, self.service.config, self.cur
-        delay = cfg.max_batch_delay_ms / 1000
-        flush_due: float | None = None
-        now = time.monotonic()
-        next_heartbeat = now + cfg.heartbeat_seconds
-        next_feedback = now + FEEDBACK_SECONDS
-        next_metrics = now + cfg.metrics_seconds
+        """Read, hand over, acknowledge: the I/O half of the loop, the decisions are the policy's."""
+        service, stream, producer, policy = self.service, self.stream, self.producer, self.policy
+        handle, on_message = self.handle, policy.on_message
         try:
             while not service.stop.is_set():
-                message = cur.read_message()
+                message = stream.read()
                 now = time.monotonic()
-                if message is not None:
-                    self.handle(decode(message.payload))
-                    if flush_due is None:
-                        flush_due = now + delay
-                    if now < flush_due and self.producer.buffered_bytes < cfg.flush_bytes:
+                if message.__class__ is bytes:
+                    handle(decode(message))
+                    if not on_message(now, producer.buffered_bytes):
                         continue
-                if flush_due is not None and (now >= flush_due or message is not None):
-                    service.set_behind(self.last_commit_ts)
-                    self.producer.submit(self.checkpoint.completed_lsn)
-                    flush_due = None
-                service.acknowledge(cur, self.producer, self.checkpoint)
+                elif message is not None:
+                    policy.on_keepalive(message.reply_requested)  # type: ignore[union-attr]
+                while True:
+                    step = policy.decide(now, accepted=producer.accepted,
+                                         buffered_bytes=producer.buffered_bytes,
+                                         room=producer.has_room, busy=producer.busy)
+                    self.act(step)
+                    if step.read or service.stop.is_set():
+                        break
+                    service.stop.wait(step.wake - now)  # backpressure: the producer is full
+                    now = time.monotonic()
                 if message is None:
                     service.set_behind(None)
-                if now >= next_heartbeat:
-                    service.heartbeat(self.src)
-                    next_heartbeat = now + cfg.heartbeat_seconds
-                if now >= next_feedback:
-                    cur.send_feedback(force=True)
-                    next_feedback = now + FEEDBACK_SECONDS
-                if now >= next_metrics:
-                    service.publish_metrics(self.producer, self.src, force=True)
-                    next_metrics = now + cfg.metrics_seconds
-                if message is None:
-                    wake = min(next_heartbeat, next_feedback, next_metrics,
-                               flush_due if flush_due is not None else now + 1.0,
-                               now + 0.02 if self.producer.busy else now + 1.0)
-                    select.select([cur.connection], [], [], max(0.0, min(wake - now, 0.5)))
+                    stream.wait(min(step.wake - now, 0.5))
         finally:
             if service.stop.is_set():
                 try:
-                    self.producer.submit(self.checkpoint.completed_lsn)
-                    self.producer.flush()
-                    service.acknowledge(cur, self.producer, self.checkpoint)
+                    producer.submit(policy.checkpoint.completed_lsn)
+                    producer.flush()
+                    self.report(policy.acknowledge(producer.accepted))
                 except Stopped:
                     log.info("stopping with unsent events: they are read again on the next start")
+
+    def act(self, step: Step) -> None:
+        if step.submit is not None:
+            self.service.set_behind(self.last_commit_ts)
+            self.producer.submit(step.submit)
+        self.producer.raise_failure()
+        self.report(step.status)
+        if step.heartbeat:
+            self.service.heartbeat(self.src)
+        if step.publish:
+            self.service.publish_metrics(self.producer, self.src, force=True)
+
+    def report(self, lsn: int | None) -> None:
+        """Tell the server the acknowledged position: the only place the slot is moved."""
+        if lsn is not None:
+            self.stream.send_status(lsn)
+            self.service.set_acked(lsn)

@@ -1,18 +1,106 @@
-"""Connecting to the source and the warehouse: one place that turns driver errors into ours.
+"""Connecting to the source and the warehouse, and the one place that classifies database errors.
 
 DSNs are libpq connection strings or URIs; TLS is whatever ``sslmode`` they carry (``require``,
 ``verify-full`` with ``sslrootcert`` ...). A DSN is never logged whole: :func:`describe` names the
 server without the password.
+
+Every database error becomes one of two kinds by its SQLSTATE: :class:`DatabaseUnavailable`
+(retry later: the server restarts, fails over, runs out of connections, a deadlock) or a terminal
+:class:`DatabaseError` (a missing table, bad data, no privilege: retrying cannot help). An error
+without SQLSTATE comes from the client side (the connection broke) and is transient.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
-from totes_cdc.errors import ConfigError
+from totes_cdc.errors import ConfigError, DatabaseError, DatabaseUnavailable
+
+# Every SQLSTATE class of PostgreSQL (Appendix A) → whether retrying later may succeed.
+SQLSTATE_CLASSES: dict[str, bool] = {
+    "00": False,  # successful completion (never raised)
+    "01": False,  # warning (never raised)
+    "02": False,  # no data (never raised)
+    "03": False,  # SQL statement not yet complete
+    "08": True,   # connection exception
+    "09": False,  # triggered action exception
+    "0A": False,  # feature not supported
+    "0B": False,  # invalid transaction initiation
+    "0F": False,  # locator exception
+    "0L": False,  # invalid grantor
+    "0P": False,  # invalid role specification
+    "0Z": False,  # diagnostics exception
+    "10": False,  # XQuery error
+    "20": False,  # case not found
+    "21": False,  # cardinality violation
+    "22": False,  # data exception
+    "23": False,  # integrity constraint violation
+    "24": False,  # invalid cursor state
+    "25": False,  # invalid transaction state
+    "26": False,  # invalid SQL statement name
+    "27": False,  # triggered data change violation
+    "28": False,  # invalid authorization specification
+    "2B": False,  # dependent privilege descriptors still exist
+    "2D": False,  # invalid transaction termination
+    "2F": False,  # SQL routine exception
+    "34": False,  # invalid cursor name
+    "38": False,  # external routine exception
+    "39": False,  # external routine invocation exception
+    "3B": False,  # savepoint exception
+    "3D": False,  # invalid catalog name
+    "3F": False,  # invalid schema name
+    "40": True,   # transaction rollback (serialization failure, deadlock)
+    "42": False,  # syntax error or access rule violation (undefined table, no privilege)
+    "44": False,  # WITH CHECK OPTION violation
+    "53": True,   # insufficient resources (too many connections, out of memory or disk)
+    "54": False,  # program limit exceeded
+    "55": False,  # object not in prerequisite state
+    "57": True,   # operator intervention (shutdown, crash restart, cancel)
+    "58": False,  # system error (I/O error, missing file)
+    "72": False,  # snapshot failure
+    "F0": False,  # configuration file error
+    "HV": False,  # foreign data wrapper error
+    "P0": False,  # PL/pgSQL error
+    "XX": False,  # internal error
+}
+# Codes whose class says otherwise.
+SQLSTATE_CODES: dict[str, bool] = {
+    "55006": True,   # object in use: a replication slot still held by a walsender that is going away
+    "55P03": True,   # lock not available
+    "57P04": False,  # the database was dropped
+}
+
+
+def transient(sqlstate: str | None) -> bool:
+    """Whether an error with this SQLSTATE may go away by retrying later."""
+    if sqlstate is None:
+        return True
+    return SQLSTATE_CODES.get(sqlstate, SQLSTATE_CLASSES.get(sqlstate[:2], False))
+
+
+def error(sqlstate: str | None, message: str) -> DatabaseError | DatabaseUnavailable:
+    """The project's error for a database error with this SQLSTATE."""
+    text = f"{message} (SQLSTATE {sqlstate})" if sqlstate else message
+    return DatabaseUnavailable(text) if transient(sqlstate) else DatabaseError(text)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn psycopg2 errors raised inside into :func:`error`, naming ``what`` was being done."""
+    try:
+        yield
+    except psycopg2.Error as exc:
+        raise error(exc.pgcode, f"{what}: {first_line(exc)}") from exc
 
 
 def describe(dsn: str) -> str:
@@ -26,7 +114,11 @@ def describe(dsn: str) -> str:
 
 
 def connect(dsn: str, what: str, **kwargs: Any) -> Any:
-    """A psycopg2 connection; ConfigError naming ``what`` and the server when it cannot be had."""
+    """A psycopg2 connection.
+
+    ConfigError for a DSN that does not parse or a refusal that retrying cannot change;
+    DatabaseUnavailable (transient) when the server cannot be reached now.
+    """
     try:
         psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
@@ -34,8 +126,9 @@ def connect(dsn: str, what: str, **kwargs: Any) -> Any:
     try:
         return psycopg2.connect(dsn, connect_timeout=kwargs.pop("connect_timeout", 10), **kwargs)
     except psycopg2.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot connect to the {what} database {describe(dsn)}: {reason}") from None
+        problem = error(exc.pgcode, f"cannot connect to the {what} database {describe(dsn)}: "
+                                    f"{first_line(exc)}")
+        raise (problem if isinstance(problem, DatabaseUnavailable) else ConfigError(str(problem))) from None
 
 
 def require_logical_decoding(conn: Any) -> None:

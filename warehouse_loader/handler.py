@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from totes_cdc import metric_names
 from totes_cdc.db import connect
-from totes_cdc.errors import ConfigError
+from totes_cdc.errors import ConfigError, DatabaseUnavailable
 from totes_cdc.settings import settings
 from warehouse_loader.apply import apply_file
 from warehouse_loader.errors import BadFileError, RetryableLoadError
@@ -151,7 +151,7 @@ class Loader:
         if self._conn is None:
             try:
                 self._conn = connect(self._dsn(), "warehouse")
-            except ConfigError as exc:  # the warehouse may be restarting: retry, never dead-letter
+            except (ConfigError, DatabaseUnavailable) as exc:  # may be restarting: retry, never dead-letter
                 raise RetryableLoadError(str(exc)) from None
         return self._conn
 
