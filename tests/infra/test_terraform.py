@@ -291,6 +291,12 @@ def test_bucket_policies_deny_insecure_transport() -> None:
 
 # --- IAM ------------------------------------------------------------------------------------------
 
+# The GitHub roles (modules/delivery): Terraform manages whole resources, so the deploy role has
+# service-wide actions, but only on resources named from settings deploy.name; the plan role reads.
+DELIVERY = "modules/delivery"
+READ_ONLY = re.compile(r"\$\{statement\.key\}:(Describe|Get|List)\*")
+
+
 def test_no_iam_wildcard_actions() -> None:
     documents = all_policy_documents()
     assert len(documents) >= 10
@@ -299,7 +305,24 @@ def test_no_iam_wildcard_actions() -> None:
             if statement.get("effect", "Allow") == "Deny":
                 continue  # a Deny only takes permissions away
             for action in statement["actions"]:
+                if (folder, name) == (DELIVERY, "deploy") and action == "${statement.key}:*":
+                    assert statement["resources"] == "${statement.value}"  # the owned resources
+                    continue
+                if (folder, name) == (DELIVERY, "plan") and READ_ONLY.fullmatch(action):
+                    assert statement["resources"] == "${statement.value}"  # the owned resources
+                    continue
                 assert "*" not in action, f"{folder} {name}: wildcard action {action}"
+
+
+def test_deploy_role_manages_only_what_is_named_from_settings() -> None:
+    owned = module("delivery").locals["owned"]
+    for service, arns in owned.items():
+        for arn in arns:
+            assert "${local.name}" in arn or "${local.glue_name}" in arn or arn.endswith(":catalog"), arn
+    trust = module("delivery").data("aws_iam_policy_document")["trust"]
+    assert trust["for_each"]["deploy"] == ["${local.repo}:environment:${var.environment}"]
+    conditions = {c["variable"]: c["values"] for c in trust["statement"][0]["condition"]}
+    assert conditions["${local.issuer}:aud"] == ["sts.amazonaws.com"]
 
 
 def test_star_resources_only_where_aws_requires_them() -> None:
@@ -313,6 +336,10 @@ def test_star_resources_only_where_aws_requires_them() -> None:
                 continue
             if (folder, name) in key_policies:
                 continue  # in a key policy "*" is the key itself
+            if folder == DELIVERY:
+                # Terraform creates keys and security groups (no ARN yet) and reads for plans.
+                assert statement["sid"] in ("CreateWhatHasNoNameYet", "ReadWhatHasNoName")
+                continue
             unscoped = set(statement["actions"]) - STAR_RESOURCE_ACTIONS
             assert not unscoped, f"{folder} {name}: {unscoped} on Resource '*'"
             if "cloudwatch:PutMetricData" in statement["actions"]:
@@ -470,3 +497,38 @@ def test_loader_retry_budget_rides_out_a_one_hour_outage() -> None:
     queues = module("queues").resources("aws_sqs_queue")
     assert queues["processed_files_dlq"]["message_retention_seconds"] == "${local.dlq_retention_seconds}"
     assert queues["processed_files"]["message_retention_seconds"] == "${local.retention_seconds}"
+
+
+def test_stream_processor_reads_the_stream_and_only_writes_objects() -> None:
+    document = module("stream_processor").data("aws_iam_policy_document")["function"]
+    actions = {a for statement in statements(document) for a in statement["actions"]}
+    assert "kinesis:SubscribeToShard" not in actions  # no enhanced fan-out consumer
+    assert not {"s3:GetObject", "s3:ListBucket"} & actions
+    assert "s3:PutObject" in actions
+
+
+def test_lambdas_emit_metrics_as_log_lines_without_put_metric_data() -> None:
+    document = module("lambda_function").data("aws_iam_policy_document")["this"]
+    assert "cloudwatch:PutMetricData" not in str(document)
+    environment = module("lambda_function").resources("aws_lambda_function")["this"]["environment"][0]
+    assert environment["variables"] == "${var.environment}"  # no POWERTOOLS_SERVICE_NAME to differ
+
+
+def test_the_shared_key_is_usable_only_through_the_services_each_role_needs() -> None:
+    for folder, name, document in all_policy_documents():
+        if (folder, name) == ("modules/encryption", "key") or folder == DELIVERY:
+            continue  # the key policy itself; the deploy role creates and administers the key
+        for statement in statements(document):
+            if any(action.startswith("kms:") for action in statement["actions"]):
+                conditions = {c["variable"]: c for c in statement.get("condition", [])}
+                assert "kms:ViaService" in conditions, f"{folder} {name} {statement.get('sid')}"
+
+
+def test_every_trust_policy_names_the_source_account() -> None:
+    trusts = [(folder, name, document) for folder, name, document in all_policy_documents()
+              if any("sts:AssumeRole" in s["actions"] for s in statements(document))]
+    assert len(trusts) >= 3
+    for folder, name, document in trusts:
+        for statement in statements(document):
+            variables = [c["variable"] for c in statement.get("condition", [])]
+            assert "aws:SourceAccount" in variables, f"{folder} {name}"

@@ -42,6 +42,8 @@ module "pipeline" {
   source_db_instance_id          = var.source_db_instance_id
   aws_api_cidr                   = var.aws_api_cidr
   artifacts_root                 = var.artifacts_root
+  github_repository              = var.github_repository
+  state_bucket                   = var.state_bucket
   warehouse_db_security_group_id = var.warehouse_db_security_group_id
   alarm_emails                   = var.alarm_emails
   capture_image_tag              = var.capture_image_tag

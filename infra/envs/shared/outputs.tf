@@ -27,3 +27,8 @@ output "dashboard" {
   description = "CloudWatch dashboard name."
   value       = module.pipeline.dashboard
 }
+
+output "github_role_arns" {
+  description = "AWS_ROLE_ARN of the GitHub environments: deploy (<env>) and plan (<env>-plan)."
+  value       = module.pipeline.github_role_arns
+}

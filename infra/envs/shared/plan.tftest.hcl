@@ -25,6 +25,8 @@ variables {
   source_db_instance_id          = "totesys"
   alarm_emails                   = ["data-team@example.com"]
   capture_image_tag              = "0123456789abcdef0123456789abcdef01234567"
+  github_repository              = "example/totes-cdc"
+  state_bucket                   = "example-terraform-state"
 }
 
 run "plan" {

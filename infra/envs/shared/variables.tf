@@ -46,3 +46,13 @@ variable "artifacts_root" {
   type        = string
   default     = null
 }
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose workflows deploy (the deploy workflow passes it)."
+  type        = string
+}
+
+variable "state_bucket" {
+  description = "S3 bucket holding this environment's Terraform state (as given to terraform init)."
+  type        = string
+}

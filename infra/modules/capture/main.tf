@@ -100,9 +100,14 @@ data "aws_iam_policy_document" "execution" {
   }
 
   statement {
-    sid       = "DecryptWithPipelineKey"
+    sid       = "DecryptSecretAndImageWithPipelineKey"
     actions   = ["kms:Decrypt"]
     resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${data.aws_region.current.name}.amazonaws.com", "ecr.${data.aws_region.current.name}.amazonaws.com"]
+    }
   }
 }
 
@@ -129,9 +134,14 @@ data "aws_iam_policy_document" "task" {
   }
 
   statement {
-    sid       = "EncryptStreamRecords"
+    sid       = "EncryptStreamRecordsAndState"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
     resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${data.aws_region.current.name}.amazonaws.com", "s3.${data.aws_region.current.name}.amazonaws.com"]
+    }
   }
 
   statement {

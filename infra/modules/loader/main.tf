@@ -2,7 +2,10 @@
 # event source mapping, configured from settings loader_mapping (as the local runner
 # `totes-cdc load` is). Files failing max_receive_count times move to the queue's DLQ.
 
+data "aws_region" "current" {}
+
 locals {
+  region   = data.aws_region.current.name
   fn       = var.settings.deploy.functions.loader
   mapping  = var.settings.loader_mapping
   prefixes = var.settings.prefixes
@@ -35,10 +38,16 @@ data "aws_iam_policy_document" "function" {
     resources = [var.warehouse_secret_arn]
   }
 
+  # The key shared by the pipeline, only through the services this function uses it with.
   statement {
-    sid       = "UsePipelineKey"
+    sid       = "UsePipelineKeyThroughS3SecretsManagerAndLambda"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com", "secretsmanager.${local.region}.amazonaws.com", "lambda.${local.region}.amazonaws.com"]
+    }
   }
 }
 

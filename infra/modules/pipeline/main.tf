@@ -20,6 +20,14 @@ locals {
 
 data "aws_caller_identity" "current" {}
 
+module "delivery" {
+  source            = "../delivery"
+  settings          = local.settings
+  environment       = var.environment
+  github_repository = var.github_repository
+  state_bucket      = var.state_bucket
+}
+
 module "encryption" {
   source = "../encryption"
   name   = local.name

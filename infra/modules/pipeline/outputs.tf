@@ -27,3 +27,8 @@ output "dashboard" {
   description = "CloudWatch dashboard name."
   value       = module.monitoring.dashboard_name
 }
+
+output "github_role_arns" {
+  description = "Roles of the GitHub workflows: deploy (environment <env>) and plan (pull requests, <env>-plan)."
+  value       = module.delivery.role_arns
+}

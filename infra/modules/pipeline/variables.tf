@@ -139,3 +139,13 @@ variable "artifacts_root" {
   type        = string
   default     = null
 }
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose workflows deploy (the delivery roles trust it)."
+  type        = string
+}
+
+variable "state_bucket" {
+  description = "S3 bucket holding the environment's Terraform state (the delivery roles use it)."
+  type        = string
+}

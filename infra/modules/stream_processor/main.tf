@@ -1,7 +1,10 @@
 # The stream-processor Lambda and its Kinesis event source mapping, configured from settings
 # stream_processor_mapping (the local runner `totes-cdc process` honours the same settings).
 
+data "aws_region" "current" {}
+
 locals {
+  region      = data.aws_region.current.name
   fn          = var.settings.deploy.functions.stream_processor
   mapping     = var.settings.stream_processor_mapping
   raw         = var.settings.prefixes.raw
@@ -19,26 +22,16 @@ data "aws_iam_policy_document" "function" {
     sid = "ReadTheStream"
     actions = [
       "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
-      "kinesis:GetShardIterator", "kinesis:ListShards", "kinesis:SubscribeToShard",
+      "kinesis:GetShardIterator", "kinesis:ListShards",
     ]
     resources = [var.stream_arn]
   }
 
+  # It only writes: no s3:GetObject or s3:ListBucket.
   statement {
     sid       = "WriteRawProcessedAndDeadLetterObjects"
-    actions   = ["s3:PutObject", "s3:GetObject"]
+    actions   = ["s3:PutObject"]
     resources = local.writes
-  }
-
-  statement {
-    sid       = "ListOwnPrefixes"
-    actions   = ["s3:ListBucket"]
-    resources = [var.bucket_arns.raw, var.bucket_arns.processed, var.bucket_arns.dead_letter]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${local.raw}*", "${local.processed}*", "${local.dead_letter}*"]
-    }
   }
 
   statement {
@@ -47,10 +40,16 @@ data "aws_iam_policy_document" "function" {
     resources = [var.stream_failures_queue_arn]
   }
 
+  # The key shared by the pipeline, only through the services this function uses it with.
   statement {
-    sid       = "UsePipelineKey"
+    sid       = "UsePipelineKeyThroughKinesisS3AndLambda"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${local.region}.amazonaws.com", "s3.${local.region}.amazonaws.com", "lambda.${local.region}.amazonaws.com"]
+    }
   }
 }
 
