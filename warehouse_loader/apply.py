@@ -260,8 +260,9 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
     drop_facts = sql.SQL("")
     if fact:
         drop_facts = sql.SQL(
-            ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.source_lsn = r.source_lsn "
-            "AND f.source_seq = -(r.source_seq * {factor} + r.{key})) ").format(
+            ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.{key} = r.{key} "
+            "AND f.source_lsn = r.source_lsn AND f.source_seq = -(r.source_seq * {factor} + r.{key})) "
+            ).format(
                 fact=sql.Identifier(fact.table), factor=sql.Literal(TOMBSTONE_SEQ_FACTOR),
                 key=sql.Identifier(fact.key))
     return sql.SQL(
@@ -393,11 +394,12 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
         "    AND (t.source_lsn, t.source_seq) <= (o.source_lsn, o._seq) AND (o._prev_lsn IS NULL "
         "    OR (t.source_lsn, t.source_seq) >= (o._prev_lsn, o._prev_seq)))), "
         "appended AS (INSERT INTO {fact} ({cols}) SELECT {cols} FROM versions WHERE NOT _repeat "
-        "  ON CONFLICT (source_lsn, source_seq) DO NOTHING RETURNING loaded_at, source_commit_ts), "
-        "repeats AS (DELETE FROM {fact} f USING versions v WHERE v._repeat "
+        "  ON CONFLICT ({key}, source_lsn, source_seq) DO NOTHING "
+        "  RETURNING loaded_at, source_commit_ts), "
+        "repeats AS (DELETE FROM {fact} f USING versions v WHERE v._repeat AND f.{key} = v.{key} "
         "  AND f.source_lsn = v.source_lsn AND f.source_seq = v.source_seq), "
         "repaired AS (UPDATE {fact} f SET {sets} FROM versions v WHERE NOT v._repeat "
-        "  AND f.source_lsn = v.source_lsn AND f.source_seq = v.source_seq "
+        "  AND f.{key} = v.{key} AND f.source_lsn = v.source_lsn AND f.source_seq = v.source_seq "
         "  AND ({fnames}) IS DISTINCT FROM ({vnames})), "
         "dates AS (INSERT INTO dim_date ({date_cols}) {dates} ON CONFLICT (date_id) DO NOTHING) "
         "SELECT count(*), max(extract(epoch FROM loaded_at - source_commit_ts) * 1000) "

@@ -157,3 +157,20 @@ def test_a_snapshot_read_after_a_delete_is_a_new_version_even_if_identical(
         ("sales_order", [event("r", 200, snapshot_seq(1), sales_order(1))])], (0, 1, 2))
     assert query(warehouse, "SELECT sales_order_id, source_lsn FROM fact_sales_order_current") == [
         (1, 200)]
+
+
+def test_a_delete_of_an_old_key_at_the_position_of_its_key_change_is_a_fact_too(
+        warehouse, totesys_columns):
+    """Regression: capture sends an update that moves a row's key out of a re-read snapshot range
+    as a delete of the old key at the update's position; the facts held one of the two."""
+    files: list[File] = [
+        ("payment", [event("r", 100, snapshot_seq(1), payment(1))]),
+        ("payment", [event("u", 200, 1, payment(2))]),
+        ("payment", [event("d", 200, 1, {"payment_id": "1"})]),
+    ]
+    assert_order_does_not_matter(warehouse, totesys_columns, files)
+    apply_all(warehouse, totesys_columns, files, (0, 1, 2))
+    assert query(warehouse, "SELECT payment_id, source_op, payment_amount::text FROM fact_payment "
+                            "ORDER BY source_lsn, payment_id") == [
+        (1, "r", "56925.44"), (1, "d", "56925.44"), (2, "u", "56925.44")]
+    assert query(warehouse, "SELECT payment_id FROM fact_payment_current") == [(2,)]
