@@ -81,11 +81,12 @@ class ResumeFilter:
         return dataclasses.replace(event, op=OP_DELETE, after=None, unchanged=())
 
     def _read_at(self, progress: TableProgress, image: Mapping[str, str | None]) -> int:
-        """LSN of the snapshot that read the row with this image's key."""
+        """LSN of the snapshot that read the row with this image's key: the last segment whose range
+        holds it (a segment from no key, as after a crash before any progress was saved, holds all)."""
         key = self._sortable(progress, [image.get(c) for c in progress.key_columns])
         read_at = progress.segments[0][1]
         for after_key, lsn in progress.segments[1:]:
-            if after_key is not None and key > self._sortable(progress, after_key):
+            if after_key is None or key > self._sortable(progress, after_key):
                 read_at = lsn
         return read_at
 

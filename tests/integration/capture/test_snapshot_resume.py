@@ -15,6 +15,7 @@ from capture.state import SnapshotState, StateStore
 from tests.conftest import query
 from tests.integration.capture.conftest import (
     Writer,
+    assert_versions_exact,
     dedupe,
     execute,
     read_stream,
@@ -82,6 +83,26 @@ def test_resumed_snapshot_delivers_deletes_of_rows_in_the_chunk_whose_progress_w
     replayed = replay(events)
     assert {"100", "101", "110", "150"} & replayed.keys() == set()
     assert replayed == source_designs(totesys_dsn)
+
+
+def test_killed_before_the_first_chunk_was_saved_the_re_read_is_not_followed_by_older_changes(
+        totesys_dsn, capture_factory):
+    """Regression: the table read again whole at C2 was taken for a C1 read, so its changes before
+    C2 were sent too, after the C2 read that already holds them (versions doubled)."""
+    seed_designs(totesys_dsn, 100)
+    first = capture_factory(totesys_dsn, snapshot_chunk_rows=40)
+    first._store = KilledBeforeSaving(first._store, rows=40)
+    first.run()  # rows 1..40 are on the stream; no progress saved
+    assert first._store.load().tables["public.design"].last_key is None
+    execute(totesys_dsn, "UPDATE design SET design_name = '1' WHERE design_id IN (5, 60)")
+    second = capture_factory(totesys_dsn, slot=first.config.slot, snapshot_chunk_rows=40)
+    capture_factory.start(second)
+    wait_for(lambda: second._phase == "streaming", what="streaming")
+    wait_for(slot_caught_up(totesys_dsn, second.config.slot), what="capture to catch up")
+    events = read_stream()
+    assert [e.op for e in events if e.op in "cud"] == []
+    assert_versions_exact(events, totesys_dsn, snapshot_repeats=True)
+    assert replay(events) == source_designs(totesys_dsn)
 
 
 def test_full_re_snapshot_after_lost_state_delivers_deletes(totesys_dsn, capture_factory):

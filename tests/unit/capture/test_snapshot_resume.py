@@ -77,3 +77,12 @@ def test_table_without_key_keeps_deletes_and_deletes_the_old_image_of_an_update(
     assert f.apply(delete) is delete
     moved = f.apply(change(Update(1, ("1", "n"), ("1", "o"), "O"), relation=FULL, primary_key=None))
     assert moved is not None and moved.op == "d" and moved.before == {"id": "1", "name": "o"}
+
+
+def test_table_read_again_whole_after_a_crash_in_its_first_chunk_drops_what_the_read_holds():
+    """Regression: killed before the first chunk's progress was saved, the table is read again from
+    its first key at C2; changes before C2 were kept too, and sent after the C2 read."""
+    f = resumed((None, 100), (None, 200))
+    assert f.apply(change(Update(1, ("5", "n")))) is None
+    later = change(Update(1, ("5", "n")), lsn=250)
+    assert f.apply(later) is later
