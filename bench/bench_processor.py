@@ -31,36 +31,38 @@ from totes_cdc.stack.emulator import Emulator, apply_client_env, create_resource
 # What the profile showed and what was changed; the table above it is from the latest run.
 PROFILE = """\
 **Profile and optimisation (2026-11-29).** The machine was shared throughout (1-minute load
-average 11 to 14 on 2 cores while these runs were made), so events/s are a fraction of what a quiet
-machine gives (the same day at load 0.5 the bare decode did 19,000 to 26,000 events/s); the
-ratios to the reference in the same run are what compare. cProfile of the handler before the
-change, 20,000 events in batches of 1,000: fastavro decoding each user record 29 % of the time,
-re-encoding the records for the raw Avro file (fastavro's writer and deflate) 21 %, typing the
-values one Python value at a time 12 %, S3 puts 11 %, KPL de-aggregation 8 %, `ChangeEvent`
-objects 6 %, Parquet from Python lists 7 %; in batches of 100 the S3 puts were half of it (a
-thread pool started per step, then two sequential round trips to the emulator). The bare per-event
-decode alone runs below capture's rows/s, so no per-event path could keep up with capture.
-Changes: the batch is decoded whole (`stream_processors/columnar.py`: the Avro bodies end to end,
-read field by field for all events at once with numpy, values gathered into Arrow string arrays
-and cast per table and column type, names and column lists decoded once per batch); the raw
-Avro file is made of the bodies as received (no re-encoding; byte-identical to fastavro's);
-`kpl.payloads` de-aggregates without building the keys; a step with one object puts it without
-a thread pool. Irregular batches (poison, another encoding) take the per-event path, which writes
-the same bytes (unit tests compare them, corrupted records included). Before and after on this
-benchmark, runs interleaved (4 before, 5 after, each the median of its repeats), handler /
-reference: 100 events per batch 0.11-0.18 before, 0.11-0.26 after (median 0.21); 1,000:
-0.26-0.54 before (median 0.37), 0.96-1.51 after (median 1.37); 10,000: 0.23-0.28 before
-(median 0.24), 1.46-1.90 after (median 1.68). Without S3, per event vs whole batch in the same
-runs: medians 0.31 vs 0.72 (100), 0.40 vs 2.25 (1,000), 0.32 vs 2.32 (10,000). Where the time
-goes now (cProfile, batches of 1,000, no S3): the whole-batch decode 48 % (walking the maps 12 %,
-gathering, checking and typing the values 16 %), KPL de-aggregation with its MD5 check 21 %, the
-raw file's deflate 10 %, Parquet 12 %. In batches of 100 each batch pays a fixed cost (about 80
-vectorised varint reads and the maps' per-position steps, each a few numpy calls, plus one
-Parquet file) and the two sequential S3 round trips, which bound the handler there. Against the
-goal (handler at least capture's rows/s, 41,000 to 48,000 rows/s in the capture section): not
-met in these runs, made on a machine shared with other work; the handler now outruns the bare
-per-event decode 1.4 to 1.7 times for batches of 1,000 to 10,000, and a quiet-machine run of
-this benchmark is still to be made.
+average 6 to 14 on 2 cores while these runs were made, the emulator on the same cores), so
+events/s are a fraction of what a quiet machine gives (the same day at load 0.5 the bare decode
+did 19,000 to 26,000 events/s); the ratios to the reference in the same run are what compare.
+cProfile of the handler before the change, 20,000 events in batches of 1,000: fastavro decoding
+each user record 29 % of the time, re-encoding the records for the raw Avro file (fastavro's
+writer, deflate level 6) 21 %, typing the values one Python value at a time 12 %, S3 puts 11 %,
+KPL de-aggregation 8 %, `ChangeEvent` objects 6 %, Parquet from Python lists 7 %; in batches of
+100 the S3 puts were half of it (a thread pool started per step, then two sequential round trips
+to the emulator). The bare per-event decode alone runs below capture's rows/s, so no per-event
+path could keep up with capture. Changes: the batch is decoded whole
+(`stream_processors/columnar.py`: the Avro bodies end to end, read field by field for all events
+at once with numpy, values gathered into Arrow string arrays and cast per table and column type,
+names and column lists decoded once per batch); the raw Avro file is made of the bodies as
+received (no re-encoding; the bytes fastavro's writer gives) and deflated at zlib level 1 (3 %
+larger than level 6 on these events); `kpl.payloads` de-aggregates without building the keys; a
+step with one object puts it without a thread pool. Irregular batches (poison, another encoding)
+take the per-event path, which writes the same bytes (unit tests compare them, corrupted records
+included). Handler / reference, runs interleaved (4 of the code before, 7 after; each the median
+of its repeats): 100 events per batch 0.11-0.18 before (median 0.15), 0.11-0.26 after (median
+0.21); 1,000: 0.26-0.54 (median 0.38) before, 0.96-1.51 (median 1.27) after; 10,000: 0.23-0.28
+(median 0.25) before, 1.46-1.90 (median 1.67) after. Without S3, per event vs whole batch in the
+same after runs, medians: 0.33 vs 0.72 (100), 0.38 vs 2.25 (1,000), 0.32 vs 2.32 (10,000). Where
+the time goes now, without S3 (each stage timed alone, best of 7, batches of 1,000): the
+whole-batch decode 76 % (its largest parts: checking every image key against its column name,
+the varint reads, gathering and checking the values, slicing out table names and column lists
+per event), KPL de-aggregation with its MD5 check 10 %, Parquet 8 %, the raw file 6 %. In batches
+of 100 each batch pays a fixed cost (about 80 vectorised varint reads and the maps' per-position
+steps, each a few numpy calls, and one Parquet file: 29 % there) and the two sequential S3 round
+trips, which bound the handler there. Against the goal (handler at least capture's rows/s,
+41,000 to 48,000 rows/s in the capture section): not met in these runs, made on a machine shared
+with other work; the handler now outruns the bare per-event decode 1.3 to 1.7 times for batches
+of 1,000 to 10,000, and a quiet-machine run of this benchmark is still to be made.
 """
 
 SIZES = (100, 1_000, 10_000)
