@@ -47,6 +47,8 @@ _MICROS_PER_DAY = 86_400_000_000
 _ZIGZAG = np.array([(z >> 1) ^ -(z & 1) for z in range(256)], np.int64)  # one-byte varints, decoded
 _COLUMNS_SCHEMA = fastavro.parse_schema({"type": "array", "items": next(
     f["type"]["items"] for f in contract.AVRO_SCHEMA["fields"] if f["name"] == "columns")})
+_NAMES_SCHEMA = fastavro.parse_schema({"type": "record", "name": "Names", "fields": [
+    {"name": "schema", "type": "string"}, {"name": "table", "type": "string"}]})
 # The contract version this decoder reads field by field (the parsing canonical form's fingerprint:
 # docs aside, any change to the schema changes it); another version is decoded event by event.
 _LAYOUT = "ffea620a62086661"
@@ -343,8 +345,7 @@ def decode(payloads: Sequence[bytes]) -> DecodedBatch:
     tables = []
     for data in distinct_tables:
         try:
-            decoded = fastavro.schemaless_reader(io.BytesIO(data), {"type": "record", "name": "T", "fields": [
-                {"name": "schema", "type": "string"}, {"name": "table", "type": "string"}]}, None)
+            decoded = fastavro.schemaless_reader(io.BytesIO(data), _NAMES_SCHEMA, None)
         except UnicodeDecodeError as exc:
             raise Irregular("table name not UTF-8") from exc
         if not isinstance(decoded, dict):
