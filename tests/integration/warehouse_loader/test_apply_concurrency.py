@@ -42,6 +42,35 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def _second_while_first_waits_at_commit(warehouse: Any, dsn: str, columns: dict[str, Any],
+                                        first: list[dict[str, Any]],
+                                        second: list[dict[str, Any]]) -> None:
+    """Apply the payment file ``first`` on a connection of its own and, while it waits at its
+    commit (see _hold_commit_of), the file ``second``; then let both finish."""
+    errors: list[BaseException] = []
+
+    def apply(rows: list[dict[str, Any]]) -> None:
+        conn = psycopg2.connect(dsn)
+        try:
+            load(conn, columns, "payment", rows)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    query(warehouse, "SELECT pg_advisory_lock(%s)", (GATE,))
+    threads = [threading.Thread(target=apply, args=(rows,)) for rows in (first, second)]
+    threads[0].start()
+    _until(lambda: _waiting(warehouse) == 1)  # the first file waits at its commit
+    threads[1].start()
+    # The second file is done, or waits for the first (a lock of the loader's own).
+    _until(lambda: not threads[1].is_alive() or _waiting(warehouse) == 2)
+    query(warehouse, "SELECT pg_advisory_unlock(%s)", (GATE,))
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+
+
 @pytest.mark.parametrize("first", ["late row", "truncate"])
 def test_a_truncate_and_an_older_row_applied_at_once_leave_the_row_deleted(
         warehouse, warehouse_dsn, totesys_columns, first):
@@ -53,27 +82,8 @@ def test_a_truncate_and_an_older_row_applied_at_once_leave_the_row_deleted(
     _hold_commit_of(warehouse, "mirror._truncations" if first == "truncate" else "mirror.payment",
                     "true" if first == "truncate" else "NEW.payment_id = 2")
     second = "late row" if first == "truncate" else "truncate"
-    errors: list[BaseException] = []
-
-    def apply(name: str) -> None:
-        conn = psycopg2.connect(warehouse_dsn)
-        try:
-            load(conn, totesys_columns, "payment", files[name])
-        except BaseException as exc:  # reported by the test thread
-            errors.append(exc)
-        finally:
-            conn.close()
-
-    query(warehouse, "SELECT pg_advisory_lock(%s)", (GATE,))
-    threads = {name: threading.Thread(target=apply, args=(name,)) for name in (first, second)}
-    threads[first].start()
-    _until(lambda: _waiting(warehouse) == 1)  # the first file waits at its commit
-    threads[second].start()
-    _until(lambda: not threads[second].is_alive() or _waiting(warehouse) == 2)
-    query(warehouse, "SELECT pg_advisory_unlock(%s)", (GATE,))
-    for thread in threads.values():
-        thread.join(timeout=30)
-    assert not errors
+    _second_while_first_waits_at_commit(warehouse, warehouse_dsn, totesys_columns, files[first],
+                                        files[second])
 
     assert query(warehouse, "SELECT payment_id, is_deleted FROM mirror.payment ORDER BY 1") == [
         (1, True), (2, True)]
@@ -81,3 +91,20 @@ def test_a_truncate_and_an_older_row_applied_at_once_leave_the_row_deleted(
     assert query(warehouse, "SELECT payment_id, source_op, payment_amount::text FROM fact_payment "
                             "WHERE is_deleted ORDER BY 1") == [(1, "d", "56925.44"),
                                                                (2, "d", "56925.44")]
+
+
+@pytest.mark.parametrize("first", ["insert", "delete"])
+def test_a_delete_and_the_insert_before_it_applied_at_once_give_the_tombstone_its_values(
+        warehouse, warehouse_dsn, totesys_columns, first):
+    """Two files of one row at the same time: the second resolves after the first commits."""
+    files = {"insert": [event("c", 100, 1, payment(1))],
+             "delete": [event("d", 200, 1, {"payment_id": "1"})]}
+    op = files[first][0]["_op"]
+    _hold_commit_of(warehouse, "mirror_history.payment", f"NEW.source_op = '{op}'")
+    _second_while_first_waits_at_commit(warehouse, warehouse_dsn, totesys_columns, files[first],
+                                        files["delete" if first == "insert" else "insert"])
+
+    assert query(warehouse, "SELECT payment_id, is_deleted, payment_amount::text "
+                            "FROM mirror.payment") == [(1, True, "56925.44")]
+    assert query(warehouse, "SELECT source_op, payment_amount::text FROM fact_payment "
+                            "ORDER BY source_lsn") == [("c", "56925.44"), ("d", "56925.44")]
