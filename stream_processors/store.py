@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .columnar import ParsedBatch
 from .config import ProcessorConfig
 from .errors import StoreError
-from .files import BatchId, batch_files
+from .files import BatchId, Partition, batch_files
 from .records import ParsedRecord, Poison
 
 MAX_CONCURRENT_PUTS = 8  # below botocore's default connection pool size (10)
@@ -54,10 +54,10 @@ class ObjectStore:
     def put_all(self, puts: Sequence[Put]) -> None:
         """:meth:`put_new` every object, concurrently; the first StoreError is raised once all
         puts have ended (a retry of the batch writes only what is missing)."""
+        if not puts:
+            return
         if len(puts) == 1:  # most steps of a small batch: no thread to start
             self.put_new(*puts[0])
-            return
-        if not puts:
             return
         with ThreadPoolExecutor(min(len(puts), MAX_CONCURRENT_PUTS)) as pool:
             for _ in pool.map(lambda put: self.put_new(*put), puts):
@@ -102,10 +102,12 @@ def write_batch(store: ObjectStore, config: ProcessorConfig, batch: BatchId,
                      dead_letter_document(batch, poison, event_source_arn), "application/json")
                     for poison in parsed.poison]
     store.put_all(dead_letters)
-    files = batch_files(parsed.events,
-                        lambda partition: partition.key(config.raw_prefix, batch, ".avro"))
-    raw = [(config.raw_bucket, f.partition.key(config.raw_prefix, batch, ".avro"), f.avro,
-            "application/avro") for f in files]
+
+    def raw_key(partition: Partition) -> str:
+        return partition.key(config.raw_prefix, batch, ".avro")
+
+    files = batch_files(parsed.events, raw_key)
+    raw = [(config.raw_bucket, raw_key(f.partition), f.avro, "application/avro") for f in files]
     store.put_all(raw)
     processed = [(config.processed_bucket,
                   f.partition.key(config.processed_prefix, batch, config.processed_suffix),
