@@ -200,16 +200,15 @@ def _eq(left: str, right: str, names: tuple[str, ...]) -> sql.Composed:
 
 
 def create_temp_sql(spec: SourceTable) -> list[sql.Composed]:
-    """``stage`` (the file's rows) and ``touched`` (the versions this file adds, changes or removes)."""
-    columns = [*zip(_STAGED_META, _STAGED_META_TYPES, strict=True), *spec.columns]
+    """``stage`` (the file's rows) and ``touched`` (the versions this file adds, changes or removes;
+    a version may be listed twice, every reader takes it as a set)."""
     keys = [(name, typ) for name, typ in spec.columns if name in spec.key]
     return [sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
         sql.Identifier(name), sql.SQL(", ").join(
-            [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols] + extra))
-        for name, cols, extra in (
-            ("stage", columns, []),
-            ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")],
-             [sql.SQL("PRIMARY KEY ({}, source_lsn, source_seq)").format(_ids(spec.key))]))]
+            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
+        for name, columns in (
+            ("stage", [*zip(_STAGED_META, _STAGED_META_TYPES, strict=True), *spec.columns]),
+            ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")]))]
 
 
 def lock_keys_sql(spec: SourceTable) -> sql.Composed:
@@ -283,8 +282,7 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
         "added AS (INSERT INTO {history} ({key}, source_lsn, source_seq, source_op, "
         "    source_commit_ts) SELECT {key}, source_lsn, source_seq, 't', ts FROM wanted "
         "  ON CONFLICT DO NOTHING RETURNING {key}, source_lsn, source_seq){drop_facts}"
-        "INSERT INTO touched SELECT * FROM removed UNION SELECT * FROM added "
-        "ON CONFLICT DO NOTHING").format(
+        "INSERT INTO touched SELECT * FROM removed UNION ALL SELECT * FROM added").format(
             keys=keys, key=_ids(spec.key), hkeys=_ids(spec.key, "h"), kkeys=_ids(spec.key, "k"),
             history=history, table=sql.Literal(spec.name), hk=_eq("h", "k", spec.key),
             hw=_eq("h", "w", spec.key), drop_facts=drop_facts,
@@ -324,7 +322,7 @@ def resolve_sql(spec: SourceTable) -> sql.Composed:
         "  WHERE h.ctid = r._row AND r.unchanged IS DISTINCT FROM '{{}}' "
         "  AND ({hothers}) IS DISTINCT FROM ({rothers}) "
         "  RETURNING {hkeys}, h.source_lsn, h.source_seq) "
-        "INSERT INTO touched SELECT * FROM updated ON CONFLICT DO NOTHING").format(
+        "INSERT INTO touched SELECT * FROM updated").format(
             history=history, keys=_ids(spec.key), hkeys=_ids(spec.key, "h"),
             values=sql.SQL("").join(values), groups=sql.SQL("").join(groups),
             sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
