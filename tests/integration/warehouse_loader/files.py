@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from totes_cdc.contract import Column, arrow_type, parquet_schema
+from totes_cdc.contract import Column, arrow_type, parquet_schema, snapshot_seq
 
 COMMIT_TS = dt.datetime(2024, 11, 15, 12, 0, tzinfo=dt.UTC)
 
@@ -59,7 +59,8 @@ def object_key(table: str, first: int, last: int, shard: str = "shardId-00000000
 
 
 def snapshot_files(conn: Any, tables: Sequence[str], lsn: int = 1000) -> dict[str, bytes]:
-    """A snapshot of ``tables`` in ``conn`` as processed files: op r, seq = ordinal by key."""
+    """A snapshot of ``tables`` in ``conn`` as processed files: op r, seq = snapshot_seq(ordinal by
+    key), as capture numbers snapshot reads."""
     files = {}
     for table in tables:
         columns = source_columns(conn, table)
@@ -68,7 +69,7 @@ def snapshot_files(conn: Any, tables: Sequence[str], lsn: int = 1000) -> dict[st
         with conn.cursor() as cur:
             cur.execute("SELECT {} FROM public.{} ORDER BY {}".format(
                 ", ".join(f'"{n}"::text' for n in names), table, ", ".join(keys)))
-            rows = [event("r", lsn, i, dict(zip(names, values, strict=True)))
+            rows = [event("r", lsn, snapshot_seq(i), dict(zip(names, values, strict=True)))
                     for i, values in enumerate(cur.fetchall(), start=1)]
         files[object_key(table, 1, len(rows))] = parquet_bytes(columns, rows)
     return files
