@@ -155,11 +155,14 @@ class Runner:
 
     def run(self, stop: threading.Event) -> None:
         """Poll and deliver until ``stop`` is set, a thread per shard; AWS errors are logged and
-        the shards concerned re-read from their checkpoints."""
+        the shards concerned re-read from their checkpoints. Any other error in a shard's thread
+        stops every shard and is raised here."""
         log.info("processing stream %s (batch size %d, window %.1fs)", self.config.stream,
                  self.config.batch_size, self.config.batching_window_seconds)
+        halt = threading.Event()  # stop, or a shard's thread failed
+        failures: list[BaseException] = []
         threads: dict[str, threading.Thread] = {}
-        while not stop.is_set():
+        while not stop.is_set() and not failures:
             try:
                 if time.monotonic() >= self._next_refresh:
                     self.refresh_shards()
@@ -171,18 +174,23 @@ class Runner:
                 shard_ids = list(self.readers)
             for shard_id in shard_ids:
                 if shard_id not in threads or not threads[shard_id].is_alive():
-                    threads[shard_id] = threading.Thread(target=self.serve, args=(shard_id, stop),
-                                                         name=f"shard {shard_id}", daemon=True)
+                    threads[shard_id] = threading.Thread(
+                        target=self.serve, args=(shard_id, halt, failures), name=f"shard {shard_id}",
+                        daemon=True)
                     threads[shard_id].start()
             self.write_status()
             stop.wait(IDLE_SLEEP_SECONDS)
+        halt.set()
         for thread in threads.values():
             thread.join()
         self.write_status(force=True)
+        if failures:
+            raise failures[0]
 
-    def serve(self, shard_id: str, stop: threading.Event) -> None:
+    def serve(self, shard_id: str, stop: threading.Event, failures: list[BaseException]) -> None:
         """Poll one shard until it is read to its end or ``stop`` is set. On an AWS error the
-        reader is dropped: ``run`` starts it again from its checkpoint."""
+        reader is dropped: ``run`` starts it again from its checkpoint. Any other error is added
+        to ``failures`` (for ``run`` to raise) and ends the thread."""
         while not stop.is_set():
             with self._lock:
                 reader = self.readers.get(shard_id)
@@ -195,6 +203,9 @@ class Runner:
                 with self._lock:
                     self.readers.pop(shard_id, None)
                 stop.wait(1.0)
+                return
+            except Exception as exc:  # handed to run(), which raises it
+                failures.append(exc)
                 return
             if not busy:
                 stop.wait(IDLE_SLEEP_SECONDS)

@@ -352,3 +352,29 @@ def test_every_idle_shard_is_polled_at_least_once_a_second(config, tmp_path):
     thread.join(timeout=10)
     reads = [shard_id for shard_id, _ in kinesis.reads]
     assert reads.count("shardId-0") >= 2 and reads.count("shardId-1") >= 2, reads
+
+
+def test_an_unexpected_error_in_a_shard_thread_ends_run_with_it(config, tmp_path):
+    """As when one thread served every shard: an error that is not AWS's (here the checkpoint
+    disk) ends ``run`` with that error, for the supervisor to see, instead of a thread retrying
+    behind its back."""
+    kinesis = FakeKinesis([shard("shardId-0"), shard("shardId-1")])
+    kinesis.put("shardId-0", 2)
+    runner = make_runner(config, tmp_path, kinesis, Handler())
+
+    def disk_full(shard_id, checkpoint):
+        raise OSError(28, "No space left on device")
+
+    runner.checkpoints.save = disk_full
+    raised = []
+
+    def run():
+        try:
+            runner.run(threading.Event())
+        except OSError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and [e.errno for e in raised] == [28]
