@@ -289,6 +289,15 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
             live=_LIVE)
 
 
+def dependent_sql(spec: SourceTable) -> sql.Composed:
+    """``FROM ... WHERE``: the versions (``h``) that do not carry all their values, at or after a
+    touched version (``t``) of their row: those whose values a touched version may change."""
+    return sql.SQL(
+        "FROM {history} h JOIN touched t USING ({keys}) WHERE h.unchanged IS DISTINCT FROM '{{}}' "
+        "AND (h.source_lsn, h.source_seq) >= (t.source_lsn, t.source_seq)").format(
+            history=sql.Identifier(HISTORY_SCHEMA, spec.name), keys=_ids(spec.key))
+
+
 def resolve_sql(spec: SourceTable) -> sql.Composed:
     """Resolve the values of every version of a row that depends on a touched one, as of its
     position: a column a version does not carry (``unchanged``; all of them for a delete or a
@@ -310,21 +319,18 @@ def resolve_sql(spec: SourceTable) -> sql.Composed:
             "(PARTITION BY {keys}, {group} ORDER BY source_lsn, source_seq) END AS {col}").format(
                 group=group, col=sql.Identifier(column), keys=_ids(spec.key)))
     return sql.SQL(
-        "WITH dependent AS (SELECT DISTINCT {hkeys} FROM {history} h JOIN touched t USING ({keys}) "
-        "  WHERE h.unchanged IS DISTINCT FROM '{{}}' "
-        "  AND (h.source_lsn, h.source_seq) >= (t.source_lsn, t.source_seq)), "
+        "WITH dependent AS (SELECT DISTINCT {hkeys} {dependent}), "
         "resolved AS (SELECT _row, unchanged{values} FROM ("
         "  SELECT h.*, h.ctid AS _row{groups} FROM {history} h JOIN dependent USING ({keys}) "
         "  WINDOW w AS (PARTITION BY {keys} ORDER BY source_lsn, source_seq)) v), "
-        # Joined back by ctid: the planner knows nothing of the history's rows per key when its
-        # statistics are old, and might otherwise hash the whole table.
+        # Joined back by ctid: the very version read, with no second lookup by key and position.
         "updated AS (UPDATE {history} h SET {sets} FROM resolved r "
         "  WHERE h.ctid = r._row AND r.unchanged IS DISTINCT FROM '{{}}' "
         "  AND ({hothers}) IS DISTINCT FROM ({rothers}) "
         "  RETURNING {hkeys}, h.source_lsn, h.source_seq) "
         "INSERT INTO touched SELECT * FROM updated").format(
             history=history, keys=_ids(spec.key), hkeys=_ids(spec.key, "h"),
-            values=sql.SQL("").join(values), groups=sql.SQL("").join(groups),
+            dependent=dependent_sql(spec), values=sql.SQL("").join(values), groups=sql.SQL("").join(groups),
             sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
                                     for c in spec.others),
             hothers=_ids(spec.others, "h"),
@@ -497,7 +503,11 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
     # Statistics let the planner choose index lookups into the history, mirror and facts for a
     # small batch (a temporary table has none, and is assumed large).
     cur.execute("ANALYZE touched")
-    cur.execute(resolve_sql(spec))
+    # Most files carry all their values and no version after them lacks any: the check is far
+    # cheaper to plan than the resolution.
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 {})").format(dependent_sql(spec)))
+    if cur.fetchone()[0]:
+        cur.execute(resolve_sql(spec))
     totals = _Totals()
     if fact := FACTS_BY_SOURCE.get(spec.name):
         cur.execute(fact_sync_sql(fact))
