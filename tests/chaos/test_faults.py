@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_grou
 
 KILLS_PER_COMPONENT = 3
 WAREHOUSE_OUTAGE_SECONDS = 30.0
-STALL_SECONDS = 20.0  # five times the source's wal_sender_timeout (tests/chaos/conftest.py)
+STALL_SECONDS = 20  # five times the source's wal_sender_timeout (tests/chaos/conftest.py)
+LONG_TRANSACTION_EVERY = 8  # the stall's long transaction updates every 8th payment
 POISON_PARTITION_KEY = "chaos-poison"
 
 
@@ -44,9 +45,17 @@ def test_kill_9_of_each_component_repeatedly(chaos: ChaosStack, scenario: Scenar
 
 def test_kinesis_stall_through_keepalives_then_kill_9_of_capture(chaos: ChaosStack,
                                                                  scenario: Scenario) -> None:
-    """Kinesis stalled for 20 s while the source sends keepalives, then kill -9 of capture"""
+    """a long transaction open, Kinesis stalled for 20 s through keepalives, then kill -9 of capture"""
     before = chaos.proxy.counts()
+    batch = psycopg2.connect(chaos.stack.source_dsn)
     with chaos.traffic() as traffic:
+        # A batch job's transaction: its changes are written now, before commits that capture
+        # acknowledges, and it commits during the stall.
+        with batch.cursor() as cur:
+            cur.execute("UPDATE payment SET last_updated = last_updated + interval '1 ms' "
+                        "WHERE payment_id %% %s = 0", (LONG_TRANSACTION_EVERY,))
+            updated = cur.rowcount
+        scenario.fault(f"long transaction opened: {updated:,} payments updated, not committed")
         time.sleep(3)
         chaos.proxy.stall()
         began = time.monotonic()
@@ -57,6 +66,10 @@ def test_kinesis_stall_through_keepalives_then_kill_9_of_capture(chaos: ChaosSta
         while time.monotonic() - began < STALL_SECONDS:
             time.sleep(1)
             samples.append(_replication(chaos))
+            if len(samples) == STALL_SECONDS // 2:
+                batch.commit()
+                scenario.fault("long transaction committed, the stall still on")
+        batch.close()
         pid = chaos.kill("capture")
         scenario.fault(f"kill -9 capture (pid {pid}), the stall still on (slot confirmed "
                        f"{samples[-1][0]})")
@@ -67,7 +80,8 @@ def test_kinesis_stall_through_keepalives_then_kill_9_of_capture(chaos: ChaosSta
     stalled = chaos.proxy.counts()["put_records_stalled"] - before["put_records_stalled"]
     scenario.record["injected"] = {"put_records_stalled": stalled}
     replies = {reply for _, reply in samples if reply is not None}
-    scenario.note(f"during the {STALL_SECONDS:.0f} s stall the source's walsender recorded "
+    scenario.source_change("payments updated by the long transaction", updated)
+    scenario.note(f"during the {STALL_SECONDS} s stall the source's walsender recorded "
                   f"{len(replies)} distinct reply times from capture (sampled once a second)")
     scenario.check(traffic)
     assert stalled > 0
