@@ -268,25 +268,25 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
         "WITH k AS ({keys}), "
         "events AS ("
         "  SELECT {hkeys}, h.source_lsn, h.source_seq, h.source_op, NULL::timestamptz AS ts, "
-        "    false AS is_truncate FROM {history} h JOIN k USING ({key}) WHERE h.source_op <> 't' "
-        "  UNION ALL SELECT {kkeys}, t.source_lsn, t.source_seq, 't', t.source_commit_ts, true "
+        "    false AS is_truncate FROM {history} h JOIN k USING ({key}) WHERE h.source_op <> {t} "
+        "  UNION ALL SELECT {kkeys}, t.source_lsn, t.source_seq, {t}, t.source_commit_ts, true "
         "  FROM k CROSS JOIN mirror._truncations t WHERE t.source_table = {table}), "
         "wanted AS (SELECT * FROM ("
         "    SELECT *, lag(source_op) OVER (PARTITION BY {key} "
         "      ORDER BY source_lsn, source_seq, is_truncate) AS before FROM events) e "
         "  WHERE is_truncate AND before IN ({live})), "
-        "removed AS (DELETE FROM {history} h USING k WHERE {hk} AND h.source_op = 't' "
+        "removed AS (DELETE FROM {history} h USING k WHERE {hk} AND h.source_op = {t} "
         "  AND NOT EXISTS (SELECT 1 FROM wanted w WHERE {hw} AND w.source_lsn = h.source_lsn "
         "    AND w.source_seq = h.source_seq) "
         "  RETURNING {hkeys}, h.source_lsn, h.source_seq), "
         "added AS (INSERT INTO {history} ({key}, source_lsn, source_seq, source_op, "
-        "    source_commit_ts) SELECT {key}, source_lsn, source_seq, 't', ts FROM wanted "
+        "    source_commit_ts) SELECT {key}, source_lsn, source_seq, {t}, ts FROM wanted "
         "  ON CONFLICT DO NOTHING RETURNING {key}, source_lsn, source_seq){drop_facts}"
         "INSERT INTO touched SELECT * FROM removed UNION ALL SELECT * FROM added").format(
             keys=keys, key=_ids(spec.key), hkeys=_ids(spec.key, "h"), kkeys=_ids(spec.key, "k"),
             history=history, table=sql.Literal(spec.name), hk=_eq("h", "k", spec.key),
-            hw=_eq("h", "w", spec.key), drop_facts=drop_facts,
-            live=_LIVE)
+            hw=_eq("h", "w", spec.key), drop_facts=drop_facts, live=_LIVE,
+            t=sql.Literal(OP_TRUNCATE))
 
 
 def dependent_sql(spec: SourceTable) -> sql.Composed:
@@ -330,7 +330,8 @@ def resolve_sql(spec: SourceTable) -> sql.Composed:
         "  RETURNING {hkeys}, h.source_lsn, h.source_seq) "
         "INSERT INTO touched SELECT * FROM updated").format(
             history=history, keys=_ids(spec.key), hkeys=_ids(spec.key, "h"),
-            dependent=dependent_sql(spec), values=sql.SQL("").join(values), groups=sql.SQL("").join(groups),
+            dependent=dependent_sql(spec), values=sql.SQL("").join(values),
+            groups=sql.SQL("").join(groups),
             sets=sql.SQL(", ").join(sql.SQL("{c} = r.{c}").format(c=sql.Identifier(c))
                                     for c in spec.others),
             hothers=_ids(spec.others, "h"),
@@ -376,6 +377,9 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
     a real new version. Whether a read is such a repeat depends on the version before it, which
     may arrive later: hence the removal.
 
+    The versions migration 004 carried over from the mirror (no commit time) are no events of
+    their own: whatever facts they had were written before, and are left as they are.
+
     Returns one row: (fact rows appended, max latency ms over them).
     """
     key = sql.Identifier(fact.key)  # the source table's key: the three facts name it alike
@@ -394,7 +398,8 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
         "  WINDOW w AS (PARTITION BY {key} ORDER BY source_lsn, _seq)), "
         "versions AS MATERIALIZED (SELECT {cols}, _op = {r} AND _prev_op = {r} "
         "  AND ({names}) IS NOT DISTINCT FROM _prev AS _repeat FROM ordered o "
-        "  WHERE EXISTS (SELECT 1 FROM touched t WHERE t.{key} = o.{key} "
+        "  WHERE o.source_commit_ts IS NOT NULL AND EXISTS (SELECT 1 FROM touched t "
+        "    WHERE t.{key} = o.{key} "
         "    AND (t.source_lsn, t.source_seq) <= (o.source_lsn, o._seq) AND (o._prev_lsn IS NULL "
         "    OR (t.source_lsn, t.source_seq) >= (o._prev_lsn, o._prev_seq)))), "
         "appended AS (INSERT INTO {fact} ({cols}) SELECT {cols} FROM versions WHERE NOT _repeat "

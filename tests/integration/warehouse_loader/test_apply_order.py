@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import psycopg2
 import pytest
 
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
 from tests.integration.warehouse_loader.test_apply import design, payment, query, sales_order
 from totes_cdc.contract import snapshot_seq
 from warehouse_loader.apply import apply_file
+from warehouse_loader.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +176,38 @@ def test_a_delete_of_an_old_key_at_the_position_of_its_key_change_is_a_fact_too(
                             "ORDER BY source_lsn, payment_id") == [
         (1, "r", "56925.44"), (1, "d", "56925.44"), (2, "u", "56925.44")]
     assert query(warehouse, "SELECT payment_id FROM fact_payment_current") == [(2,)]
+
+
+def test_rows_loaded_before_the_history_existed_are_its_first_versions(
+        warehouse_dsn, totesys_columns, monkeypatch):
+    """A warehouse upgraded through migration 004: what the mirror held is each row's first known
+    version; later files resolve from it, and an older version arriving late adds its own fact
+    only."""
+    import warehouse_loader.migrate as migrations
+
+    every = migrations.available()
+    monkeypatch.setattr(migrations, "available", lambda: [m for m in every if m.version < 4])
+    conn = psycopg2.connect(warehouse_dsn)
+    migrate(conn)
+    # As the loader before 004 left them: payment 2 truncated at (300, 1), payment 1 inserted later.
+    columns = ", ".join(payment(1))
+    values = ", ".join(["%s"] * len(payment(1)))
+    with conn, conn.cursor() as cur:
+        for row, position, deleted in ((payment(1), (350, 1), False),
+                                       (payment(2, paid="true"), (300, 1), True)):
+            cur.execute(f"INSERT INTO mirror.payment ({columns}, source_lsn, source_seq, is_deleted) "
+                        f"VALUES ({values}, %s, %s, %s)", (*row.values(), *position, deleted))
+        cur.execute("INSERT INTO mirror._truncations VALUES ('payment', 300, 1, now())")
+    monkeypatch.setattr(migrations, "available", lambda: every)
+    migrate(conn)
+    assert query(conn, "SELECT payment_id, source_op, unchanged, paid FROM mirror_history.payment "
+                       "ORDER BY 1") == [(1, "c", [], False), (2, "d", [], True)]
+
+    apply_all(conn, totesys_columns, [("payment", [event("d", 400, 1, {"payment_id": "1"})]),
+                                      ("payment", [event("c", 50, 1, payment(2))])], (0, 1))
+
+    assert query(conn, "SELECT payment_id, source_op, source_lsn, paid FROM fact_payment "
+                       "ORDER BY 1, 3") == [(1, "d", 400, False), (2, "c", 50, False)]
+    assert query(conn, "SELECT payment_id, is_deleted, source_lsn, paid FROM mirror.payment "
+                       "ORDER BY 1") == [(1, True, 400, False), (2, True, 300, True)]
+    conn.close()
