@@ -31,7 +31,7 @@ from totes_cdc.stack.emulator import Emulator, apply_client_env, create_resource
 # What the profile showed and what was changed; the table above it is from the latest run.
 PROFILE = """\
 **Profile and optimisation (2026-11-29).** The machine was shared throughout (1-minute load
-average 6 to 14 on 2 cores while these runs were made, the emulator on the same cores), so
+average 4 to 14 on 2 cores while these runs were made, the emulator on the same cores), so
 events/s are a fraction of what a quiet machine gives (the same day at load 0.5 the bare decode
 did 19,000 to 26,000 events/s); the ratios to the reference in the same run are what compare.
 cProfile of the handler before the change, 20,000 events in batches of 1,000: fastavro decoding
@@ -48,21 +48,21 @@ received (no re-encoding; the bytes fastavro's writer gives) and deflated at zli
 larger than level 6 on these events); `kpl.payloads` de-aggregates without building the keys; a
 step with one object puts it without a thread pool. Irregular batches (poison, another encoding)
 take the per-event path, which writes the same bytes (unit tests compare them, corrupted records
-included). Handler / reference, runs interleaved (4 of the code before, 7 after; each the median
-of its repeats): 100 events per batch 0.11-0.18 before (median 0.15), 0.11-0.26 after (median
-0.21); 1,000: 0.26-0.54 (median 0.38) before, 0.96-1.51 (median 1.27) after; 10,000: 0.23-0.28
-(median 0.25) before, 1.46-1.90 (median 1.67) after. Without S3, per event vs whole batch in the
-same after runs, medians: 0.33 vs 0.72 (100), 0.38 vs 2.25 (1,000), 0.32 vs 2.32 (10,000). Where
+included). Handler / reference, runs interleaved (5 of the code before, 9 after; each the median
+of its repeats): 100 events per batch 0.07-0.18 before (median 0.13), 0.11-0.28 after (median
+0.21); 1,000: 0.25-0.54 (median 0.37) before, 0.94-1.51 (median 1.27) after; 10,000: 0.23-0.37
+(median 0.25) before, 1.46-1.93 (median 1.68) after. Without S3, per event vs whole batch in the
+same after runs, medians: 0.33 vs 0.73 (100), 0.36 vs 2.25 (1,000), 0.32 vs 2.32 (10,000). Where
 the time goes now, without S3 (each stage timed alone, best of 7, batches of 1,000): the
-whole-batch decode 76 % (its largest parts: checking every image key against its column name,
+whole-batch decode 59 % (its largest parts: checking every image key against its column name,
 the varint reads, gathering and checking the values, slicing out table names and column lists
-per event), KPL de-aggregation with its MD5 check 10 %, Parquet 8 %, the raw file 6 %. In batches
-of 100 each batch pays a fixed cost (about 80 vectorised varint reads and the maps' per-position
-steps, each a few numpy calls, and one Parquet file: 29 % there) and the two sequential S3 round
-trips, which bound the handler there. Against the goal (handler at least capture's rows/s,
+per event), KPL de-aggregation with its MD5 check 18 %, the raw file 11 %, Parquet 11 %. In
+batches of 100 each batch pays a fixed cost (about 80 vectorised varint reads and the maps'
+per-position steps, each a few numpy calls, and one Parquet file: 28 % there) and the two
+sequential S3 round trips, which bound the handler there. Against the goal (handler at least capture's rows/s,
 41,000 to 48,000 rows/s in the capture section): not met in these runs, made on a machine shared
-with other work; the handler now outruns the bare per-event decode 1.3 to 1.7 times for batches
-of 1,000 to 10,000, and a quiet-machine run of this benchmark is still to be made.
+with other work; the handler now outruns the bare per-event decode 1.3 to 1.7 times (medians)
+for batches of 1,000 to 10,000, and a quiet-machine run of this benchmark is still to be made.
 """
 
 SIZES = (100, 1_000, 10_000)
