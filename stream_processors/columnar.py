@@ -7,8 +7,9 @@ lockstep with numpy (a vector of read positions, one per event), values never be
 objects (their bytes are gathered into Arrow string arrays, then cast to the column's Arrow type),
 and only what repeats (table names, column lists, column names) is decoded in Python, once.
 
-It covers the encoding capture writes (maps and arrays in one block, every image key a column
-of the event, in column order) and values in PostgreSQL's canonical text form. Anything else in
+It covers the encoding capture writes (maps and arrays in one block, longs in their shortest
+form, every image key a column of the event, in column order) and values in PostgreSQL's
+canonical text form. Anything else in
 a batch (a poison record, a value needing a per-value parser that fails, a column whose type
 changes inside the batch, ...) raises :class:`Irregular`, and the batch goes through the
 per-event path, whose result this path reproduces exactly (a test compares the files).
