@@ -4,6 +4,11 @@ Relation messages describe a table's current columns; the builder keeps one shap
 and replaces it whenever a new Relation message arrives (a column added or dropped at the source
 gives the next events their new shape, with no restart). Column types are named by the source
 (``format_type``), the key is the table's primary key (or, without one, its replica identity).
+
+An update that changes the key becomes two events at consecutive positions of its transaction: the
+delete of the old key (partitioned on it, so it follows the old key's history on its shard), then
+the insert of the new key (partitioned on the new key, whose first version it is). See
+:meth:`EventBuilder.change` and docs/capture.md, "Positions".
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def shape_of(relation: Relation, type_names: Sequence[str], primary_key: Sequenc
     if primary_key is None:
         log.warning(
             "table %s.%s has no primary key: its events are keyed on its replica identity (%s); "
-            "per-row order across updates is only kept when that identity does not change",
+            "an update that changes it is sent as the delete of the old and the insert of the new",
             relation.namespace, relation.name, "FULL" if relation.replica_identity == "f"
             else "none" if not identity else ", ".join(names[i] for i in identity))
     columns = tuple(Column(n, t, i in keys) for i, (n, t) in enumerate(zip(names, type_names, strict=True)))
@@ -96,23 +101,35 @@ class EventBuilder:
         return ChangeEvent(op, shape.schema, shape.table, self._lsn, self._seq, self._commit_ts,
                            shape.columns, before, after, self._xid, False, unchanged)
 
-    def change(self, message: Insert | Update | Delete) -> tuple[ChangeEvent, str]:
-        """The event for an insert, update or delete, and its Kinesis partition key."""
+    def change(self, message: Insert | Update | Delete) -> list[tuple[ChangeEvent, str]]:
+        """The events for an insert, update or delete, each with its Kinesis partition key.
+
+        One event, or two for an update whose old image shows another key: the delete of the old
+        key (``before`` = the old image as sent), then the insert (``c``) of the new key. An insert,
+        because the new key has no live earlier version for it to update (the key is unique), so
+        every consumer, applying a key's versions in order, starts the new key's history there. A
+        TOAST-unchanged column of the new row takes its value from the old image when that holds it
+        (REPLICA IDENTITY FULL, whose old row PostgreSQL sends with its TOASTed values inlined);
+        with the old key alone it stays listed in ``unchanged``: its value is the old key's as of
+        the delete, the event at ``seq - 1``.
+        """
         shape = self._shape(message.relation_id)
         if isinstance(message, Insert):
             after, unchanged = _image(shape, message.new)
-            event = self._event(OP_INSERT, shape, None, after, unchanged)
-            key = [after.get(shape.names[i]) for i in shape.key_positions]
-        elif isinstance(message, Update):
-            after, unchanged = _image(shape, message.new)
-            before = None if message.old is None else _old_image(shape, message.old, message.old_kind)
-            event = self._event(OP_UPDATE, shape, before, after, unchanged)
-            key = [after.get(shape.names[i]) for i in shape.key_positions]
-        else:
+            return [(self._event(OP_INSERT, shape, None, after, unchanged), _partition(shape, after))]
+        if isinstance(message, Delete):
             before = _old_image(shape, message.old, message.old_kind)
-            event = self._event(OP_DELETE, shape, before, None, ())
-            key = [before.get(shape.names[i]) for i in shape.key_positions]
-        return event, partition_key(shape.schema, shape.table, key)
+            return [(self._event(OP_DELETE, shape, before, None, ()), _partition(shape, before))]
+        after, unchanged = _image(shape, message.new)
+        old = None if message.old is None else _old_image(shape, message.old, message.old_kind)
+        if old is None or not _moved(shape, old, after):
+            return [(self._event(OP_UPDATE, shape, old, after, unchanged), _partition(shape, after))]
+        gone = self._event(OP_DELETE, shape, old, None, ())
+        if unchanged:
+            after = {n: after[n] if n in after else old[n] for n in shape.names if n in after or n in old}
+            unchanged = tuple(n for n in unchanged if n not in old)
+        moved = self._event(OP_INSERT, shape, None, after, unchanged)
+        return [(gone, _partition(shape, old)), (moved, _partition(shape, after))]
 
     def truncate(self, message: Truncate) -> list[tuple[ChangeEvent, str]]:
         """One truncate event per table (keyed on the table alone)."""
@@ -122,6 +139,18 @@ class EventBuilder:
             events.append((self._event(OP_TRUNCATE, shape, None, None, ()),
                            partition_key(shape.schema, shape.table, ())))
         return events
+
+
+def _partition(shape: TableShape, image: dict[str, str | None]) -> str:
+    return partition_key(shape.schema, shape.table, [image.get(shape.names[i]) for i in shape.key_positions])
+
+
+def _moved(shape: TableShape, before: dict[str, str | None], after: dict[str, str | None]) -> bool:
+    """Whether the images hold different keys. An old image without the key (REPLICA IDENTITY USING
+    INDEX on other columns than the primary key) cannot show a change: the update stays one event."""
+    names = [shape.names[i] for i in shape.key_positions]
+    return (all(n in before and n in after for n in names)
+            and any(before[n] != after[n] for n in names))
 
 
 def _text(value: Value, shape: TableShape) -> str | None:

@@ -267,7 +267,8 @@ class _Stream:
     def handle(self, message: PgOutputMessage) -> None:
         kind = type(message)
         if kind is Insert or kind is Update or kind is Delete:
-            self._add(*self.builder.change(message))  # type: ignore[arg-type]
+            for event, key in self.builder.change(message):  # type: ignore[arg-type]
+                self._add(event, key)
         elif isinstance(message, Begin):
             self.builder.begin(message)
         elif isinstance(message, Commit):

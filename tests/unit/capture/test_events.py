@@ -37,21 +37,90 @@ def builder(primary_key=("id",)):
 
 def test_insert_update_delete_truncate_events():
     b = builder()
-    insert, key = b.change(Insert(1, ("1", "a", None)))
+    [(insert, key)] = b.change(Insert(1, ("1", "a", None)))
     assert (insert.op, insert.lsn, insert.seq, insert.xid, key) == ("c", 500, 1, 9, "public.item/1")
     assert insert.after == {"id": "1", "name": "a", "big": None} and insert.columns[0].key
-    update, _ = b.change(Update(1, ("1", "b", UNCHANGED)))
+    [(update, _)] = b.change(Update(1, ("1", "b", UNCHANGED)))
     assert update.after == {"id": "1", "name": "b"} and update.unchanged == ("big",) and update.seq == 2
-    moved, key = b.change(Update(1, ("2", "b", None), ("1", None, None), "K"))
-    assert moved.before == {"id": "1"} and key == "public.item/2"
-    delete, key = b.change(Delete(1, ("2", None, None), "K"))
-    assert delete.before == {"id": "2"} and delete.after is None and key == "public.item/2"
+    [(delete, key)] = b.change(Delete(1, ("1", None, None), "K"))
+    assert delete.before == {"id": "1"} and delete.after is None and key == "public.item/1"
     [(truncate, key)] = b.truncate(Truncate(0, (1,)))
-    assert truncate.op == "t" and key == "public.item" and truncate.seq == 5
+    assert truncate.op == "t" and key == "public.item" and truncate.seq == 4
+
+
+def test_key_change_is_the_delete_of_the_old_key_then_the_insert_of_the_new_key():
+    b = builder()
+    b.change(Insert(1, ("7", "x", None)))
+    (gone, old_key), (moved, new_key) = b.change(Update(1, ("2", "b", None), ("1", None, None), "K"))
+    assert (gone.op, gone.seq, gone.before, gone.after) == ("d", 2, {"id": "1"}, None)
+    assert old_key == "public.item/1"
+    assert (moved.op, moved.seq, moved.before, new_key) == ("c", 3, None, "public.item/2")
+    assert moved.after == {"id": "2", "name": "b", "big": None} and moved.unchanged == ()
+    assert old_key == gone.partition_key and new_key == moved.partition_key
+    [(after, _)] = b.change(Delete(1, ("2", None, None), "K"))
+    assert after.seq == 4  # positions stay unique and consecutive in the transaction
+
+
+def test_key_change_positions_are_the_same_when_the_transaction_is_read_again():
+    messages = [Insert(1, ("7", "x", None)), Update(1, ("2", "b", None), ("1", None, None), "K"),
+                Update(1, ("2", "c", None))]
+    identities = [[e.identity for m in messages for e, _ in builder().change(m)] for _ in range(2)]
+    assert identities[0] == identities[1]
+    assert [seq for *_, seq in identities[0]] == [1, 1, 2, 1]  # each builder() begins anew
+    b = builder()
+    seqs = [e.seq for m in messages for e, _ in b.change(m)]
+    assert seqs == [1, 2, 3, 4]
+
+
+def test_key_change_under_replica_identity_full_fills_toast_unchanged_columns_from_the_old_row():
+    (gone, _), (moved, _) = builder().change(
+        Update(1, ("2", "b", UNCHANGED), ("1", "a", "large value"), "O"))
+    assert gone.before == {"id": "1", "name": "a", "big": "large value"}
+    assert moved.after == {"id": "2", "name": "b", "big": "large value"} and moved.unchanged == ()
+
+
+def test_key_change_under_default_identity_leaves_toast_unchanged_columns_listed():
+    """The old key alone does not hold the value: the new key's event lists the column; its value is
+    the old key's last one, as of the delete right before it (docs/capture.md)."""
+    (gone, _), (moved, _) = builder().change(Update(1, ("2", "b", UNCHANGED), ("1", None, None), "K"))
+    assert (gone.op, gone.before) == ("d", {"id": "1"})
+    assert moved.op == "c" and moved.after == {"id": "2", "name": "b"} and moved.unchanged == ("big",)
+    assert moved.seq == gone.seq + 1
+
+
+def test_old_image_with_the_same_key_is_one_update():
+    """PostgreSQL also sends the old key when it is stored out of line, or the old row under
+    REPLICA IDENTITY FULL for every update: the key did not change, so it stays one event."""
+    b = builder()
+    [(update, key)] = b.change(Update(1, ("1", "b", None), ("1", None, None), "K"))
+    assert (update.op, update.before, key) == ("u", {"id": "1"}, "public.item/1")
+    [(full, _)] = b.change(Update(1, ("1", "c", UNCHANGED), ("1", "b", "v"), "O"))
+    assert (full.op, full.after, full.unchanged) == ("u", {"id": "1", "name": "c"}, ("big",))
+
+
+def test_old_image_without_the_primary_key_cannot_show_a_key_change():
+    """REPLICA IDENTITY USING INDEX on other columns: the old image holds those, not the primary key."""
+    b = EventBuilder(Catalog(("id",)))
+    b.relation(Relation(1, "public", "item", "i", (RelationColumn(0, "id", 23, -1),
+                                                   RelationColumn(1, "name", 25, -1),
+                                                   RelationColumn(0, "big", 25, -1))))
+    b.begin(Begin(500, TS, 9))
+    [(update, key)] = b.change(Update(1, ("2", "b", None), (None, "a", None), "K"))
+    assert (update.op, update.before, key) == ("u", {"name": "a"}, "public.item/2")
+
+
+def test_table_without_primary_key_sends_a_changed_identity_as_delete_and_insert():
+    b = EventBuilder(Catalog(None))
+    b.relation(Relation(2, "public", "nokey", "f", (RelationColumn(1, "a", 23, -1),
+                                                    RelationColumn(1, "b", 25, -1))))
+    b.begin(Begin(1, TS, 1))
+    (gone, old_key), (new, new_key) = b.change(Update(2, ("1", "y"), ("1", "x"), "O"))
+    assert (gone.op, gone.before, old_key) == ("d", {"a": "1", "b": "x"}, "public.nokey/1/x")
+    assert (new.op, new.after, new_key, new.seq) == ("c", {"a": "1", "b": "y"}, "public.nokey/1/y", 2)
 
 
 def test_composite_key_is_in_column_order_as_the_contract_defines_it():
-    event, key = builder(primary_key=("name", "id")).change(Insert(1, ("1", "a", None)))
+    [(event, key)] = builder(primary_key=("name", "id")).change(Insert(1, ("1", "a", None)))
     assert key == event.partition_key == "public.item/1/a"
 
 
@@ -61,7 +130,7 @@ def test_table_without_primary_key_is_keyed_on_its_replica_identity(caplog):
                                                     RelationColumn(1, "b", 25, -1))))
     assert "has no primary key" in caplog.text and "FULL" in caplog.text
     b.begin(Begin(1, TS, 1))
-    event, key = b.change(Delete(2, ("1", "x"), "O"))
+    [(event, key)] = b.change(Delete(2, ("1", "x"), "O"))
     assert event.before == {"a": "1", "b": "x"} and key == "public.nokey/1/x"
 
 
@@ -75,13 +144,18 @@ def test_bad_input_is_named():
         b.change(Insert(1, (b"\x01", None, None)))
 
 
-def _event(op, lsn, before=None, after=None):
+def _events(op, lsn, before=None, after=None):
     b = builder()
     b.begin(Begin(lsn, TS, 1))
     message = {"c": Insert(1, (after, "n", None)),
                "u": Update(1, (after, "n", None), None if before is None else (before, None, None), "K"),
                "d": Delete(1, (before, None, None), "K")}[op]
-    return b.change(message)[0]
+    return [event for event, _ in b.change(message)]
+
+
+def _event(op, lsn, before=None, after=None):
+    [event] = _events(op, lsn, before, after)
+    return event
 
 
 def test_resume_filter_drops_only_what_the_resumed_snapshot_holds():
@@ -96,19 +170,24 @@ def test_resume_filter_drops_only_what_the_resumed_snapshot_holds():
     assert f.apply(late) is late                                  # after the second snapshot
     gone = _event("d", 150, before="50")
     assert f.apply(gone) is gone                                  # a delete is never dropped
-    moved = f.apply(_event("u", 150, before="5", after="50"))    # leaves the read range: delete old key
-    assert moved.op == "d" and moved.before == {"id": "5"} and moved.after is None
-    into = _event("u", 150, before="50", after="5")
-    assert f.apply(into) is into
     b = builder()
     b.begin(Begin(150, TS, 1))
     [(truncate, _)] = b.truncate(Truncate(0, (1,)))
     assert f.apply(truncate) is truncate
 
 
-def test_resume_filter_for_a_table_without_key():
-    state = SnapshotState("s", 100, {"public.item": TableProgress(segments=[(None, 200)])})
-    assert ResumeFilter(state).apply(_event("c", 150, after="1")) is None
+def test_resume_filter_and_key_changes_agree():
+    """A key change is the delete of the old key (never dropped) and the insert of the new key,
+    dropped exactly when the read at C2 holds the new key: no delete is doubled, none missing."""
+    f = ResumeFilter(SnapshotState("s", 100, {"public.item": TableProgress(
+        rows=10, last_key=["10"], key_columns=["id"], key_types=["integer"],
+        segments=[(None, 100), (["10"], 200)])}))
+    gone, moved = _events("u", 150, before="5", after="50")       # into the range read at C2
+    assert f.apply(gone) is gone and f.apply(moved) is None
+    gone, moved = _events("u", 150, before="50", after="5")       # out of it, into the C1 read
+    assert f.apply(gone) is gone and f.apply(moved) is moved
+    gone, moved = _events("u", 250, before="5", after="50")       # after C2
+    assert f.apply(gone) is gone and f.apply(moved) is moved
 
 
 def test_local_state_store_round_trip(tmp_path):

@@ -27,8 +27,8 @@ def changes_committed_at_c():
     builder = EventBuilder(Catalog())
     builder.relation(RELATION)
     builder.begin(Begin(C, TS, 9))
-    insert, _ = builder.change(Insert(1, ("2", "new")))
-    update, _ = builder.change(Update(1, ("1", "changed")))
+    [(insert, _)] = builder.change(Insert(1, ("2", "new")))
+    [(update, _)] = builder.change(Update(1, ("1", "changed")))
     return insert, update
 
 

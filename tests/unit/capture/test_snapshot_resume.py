@@ -28,11 +28,16 @@ class Catalog:
         return ["integer", "text"], self.primary_key
 
 
-def change(message, lsn=150, relation=ITEM, primary_key=("id",)):
+def changes(message, lsn=150, relation=ITEM, primary_key=("id",)):
     builder = EventBuilder(Catalog(primary_key))
     builder.relation(relation)
     builder.begin(Begin(lsn, TS, 1))
-    return builder.change(message)[0]
+    return [event for event, _ in builder.change(message)]
+
+
+def change(message, **kwargs):
+    [event] = changes(message, **kwargs)
+    return event
 
 
 def resumed(*segments, key=True):
@@ -57,9 +62,10 @@ def test_delete_before_a_full_re_snapshot_after_lost_state_is_kept():
 
 
 def test_key_moving_within_the_re_read_range_deletes_its_old_key():
-    moved = resumed(*INTERRUPTED).apply(change(Update(1, ("50", "n"), ("15", None), "K")))
-    assert moved is not None and moved.op == "d" and moved.before == {"id": "15"} and moved.after is None
-    assert moved.lsn == 150 and moved.seq == 1
+    f = resumed(*INTERRUPTED)
+    gone, moved = changes(Update(1, ("50", "n"), ("15", None), "K"))  # capture: delete old, insert new
+    assert f.apply(gone) is gone and gone.before == {"id": "15"} and (gone.lsn, gone.seq) == (150, 1)
+    assert f.apply(moved) is None  # the C2 read holds key 50
 
 
 def test_changes_the_re_read_holds_are_still_dropped():
@@ -75,8 +81,8 @@ def test_table_without_key_keeps_deletes_and_deletes_the_old_image_of_an_update(
     assert f.apply(change(Insert(1, ("1", "n")), relation=FULL, primary_key=None)) is None
     delete = change(Delete(1, ("1", "o"), "O"), relation=FULL, primary_key=None)
     assert f.apply(delete) is delete
-    moved = f.apply(change(Update(1, ("1", "n"), ("1", "o"), "O"), relation=FULL, primary_key=None))
-    assert moved is not None and moved.op == "d" and moved.before == {"id": "1", "name": "o"}
+    gone, moved = changes(Update(1, ("1", "n"), ("1", "o"), "O"), relation=FULL, primary_key=None)
+    assert f.apply(gone) is gone and gone.before == {"id": "1", "name": "o"} and f.apply(moved) is None
 
 
 def test_table_read_again_whole_after_a_crash_in_its_first_chunk_drops_what_the_read_holds():
