@@ -65,24 +65,30 @@ def test_kinesis_stall_through_keepalives_then_kill_9_of_capture(chaos: ChaosSta
         samples = []
         while time.monotonic() - began < STALL_SECONDS:
             time.sleep(1)
-            samples.append(_replication(chaos))
+            samples.append((time.monotonic() - began, *_replication(chaos)))
             if len(samples) == STALL_SECONDS // 2:
                 batch.commit()
                 scenario.fault("long transaction committed, the stall still on")
         batch.close()
         pid = chaos.kill("capture")
         scenario.fault(f"kill -9 capture (pid {pid}), the stall still on (slot confirmed "
-                       f"{samples[-1][0]})")
+                       f"{samples[-1][1]})")
         time.sleep(2)
         chaos.proxy.release()
         scenario.fault("stall over: the held PutRecords calls forwarded")
         time.sleep(3)
     stalled = chaos.proxy.counts()["put_records_stalled"] - before["put_records_stalled"]
     scenario.record["injected"] = {"put_records_stalled": stalled}
-    replies = {reply for _, reply in samples if reply is not None}
+    replies = {reply for _, _, reply in samples if reply is not None}
+    moves, seen = [], confirmed
+    for at, position, _ in samples:
+        if position != seen:
+            moves.append(f"{position} at +{at:.0f} s")
+            seen = position
     scenario.source_change("payments updated by the long transaction", updated)
     scenario.note(f"during the {STALL_SECONDS} s stall the source's walsender recorded "
-                  f"{len(replies)} distinct reply times from capture (sampled once a second)")
+                  f"{len(replies)} distinct reply times from capture (sampled once a second); the "
+                  f"slot's confirmed position moved to: {', '.join(moves) or 'nowhere'}")
     scenario.check(traffic)
     assert stalled > 0
 
