@@ -15,7 +15,7 @@ the mirror, the dimensions, dim_date, the current facts and the fact history mus
 - primary-key changes too (any order, concurrent): expected to fail, the documented limit that the
   processed file holds no old key; marked xfail (strict) with the example Hypothesis shrank to.
 
-The suite runs ``TOTES_CDC_MODEL_EXAMPLES`` examples per test (default 15, about half a second
+The suite runs ``TOTES_CDC_MODEL_EXAMPLES`` examples per test (default 25, a few tenths of a second
 each); a long run sets more::
 
     TOTES_CDC_MODEL_EXAMPLES=1000 .venv/bin/pytest -p no:cacheprovider -n 0 \\
@@ -47,7 +47,7 @@ from warehouse_loader.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("TOTES_CDC_MODEL_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("TOTES_CDC_MODEL_EXAMPLES", "25"))
 MAX_ATTEMPTS = 20  # deliveries of one file that fail with a retryable error before the test gives up
 MODEL_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
