@@ -161,10 +161,10 @@ def test_a_snapshot_read_after_a_delete_is_a_new_version_even_if_identical(
         (1, 200)]
 
 
-def test_a_delete_of_an_old_key_at_the_position_of_its_key_change_is_a_fact_too(
-        warehouse, totesys_columns):
-    """Regression: capture sends an update that moves a row's key out of a re-read snapshot range
-    as a delete of the old key at the update's position; the facts held one of the two."""
+def test_versions_of_two_rows_at_one_position_are_both_facts(warehouse, totesys_columns):
+    """Regression: facts were unique on the position alone, so of two rows' versions sharing one
+    (a delete of an old key at the position of the update that set the new key, as capture once
+    planned to send a key change), the second applied was dropped, whichever it was."""
     files: list[File] = [
         ("payment", [event("r", 100, snapshot_seq(1), payment(1))]),
         ("payment", [event("u", 200, 1, payment(2))]),
