@@ -113,7 +113,7 @@ Row = dict[str, str | None]
 @dataclass(frozen=True)
 class Version:
     """A version of one source row the warehouse must hold: a change event, or the tombstone a
-    truncate or a primary-key change gives the rows it removes (``event`` False)."""
+    truncate gives the rows it removes (``event`` False)."""
 
     table: str
     key: int
@@ -176,7 +176,7 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
 
 
 def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, xid: int) -> int:
-    """Apply ``op`` to the source; the number of events it made (0 or 1)."""
+    """Apply ``op`` to the source; the number of events it made (0, 1, or 2 for a key change)."""
     table, rows, columns = op.table, source.rows[op.table], source.columns[op.table]
     key_name = source.key_column(table).name
 
@@ -199,16 +199,18 @@ def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, 
         emit(contract.OP_DELETE, {key_name: str(op.key)}, None)
         version(op.key, contract.OP_DELETE, rows.pop(op.key))
         return 1
-    if op.kind == "rekey":
+    if op.kind == "rekey":  # capture sends the old key's delete, then the new key's insert
         if op.key not in rows or op.new_key in rows:
             return 0
         row = rows.pop(op.key)
-        moved = {**row, key_name: str(op.new_key)}
-        rows[op.new_key] = moved
-        emit(contract.OP_UPDATE, {key_name: str(op.key)}, dict(moved))
-        version(op.key, contract.OP_DELETE, row, event=False)
-        version(op.new_key, contract.OP_UPDATE, moved)
-        return 1
+        moved = rows[op.new_key] = {**row, key_name: str(op.new_key)}
+        emit(contract.OP_DELETE, {key_name: str(op.key)}, None)
+        version(op.key, contract.OP_DELETE, row)
+        seq += 1
+        unchanged = _toasted(source, op, row)
+        emit(contract.OP_INSERT, None, {k: v for k, v in moved.items() if k not in unchanged}, unchanged)
+        version(op.new_key, contract.OP_INSERT, moved)
+        return 2
     if op.key not in rows:  # an insert, or an update of a row not there: an insert
         row = source.new_row(table, op.key, op.seeds)
         rows[op.key] = row
@@ -217,19 +219,23 @@ def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, 
         return 1
     old = rows[op.key]
     new = dict(old)
-    unchanged = []
     for i, column in enumerate(source.others(table)):
         seed = op.seeds[i] if i < len(op.seeds) else None
         if seed is not None:
             new[column.name] = value_text(column, seed)
-        elif (op.kind == "update" and i < len(op.toast) and op.toast[i]
-              and old[column.name] is not None and column.type.startswith(TOASTABLE)):
-            unchanged.append(column.name)
+    unchanged = _toasted(source, op, new) if op.kind == "update" else ()
     rows[op.key] = new
-    emit(contract.OP_UPDATE, None, {k: v for k, v in new.items() if k not in unchanged},
-         tuple(unchanged))
+    emit(contract.OP_UPDATE, None, {k: v for k, v in new.items() if k not in unchanged}, unchanged)
     version(op.key, contract.OP_UPDATE, new)
     return 1
+
+
+def _toasted(source: Replay, op: Op, row: Row) -> tuple[str, ...]:
+    """The columns an update of ``row`` sends as TOAST-unchanged: text values ``op`` keeps and marks."""
+    return tuple(
+        column.name for i, column in enumerate(source.others(op.table))
+        if (i >= len(op.seeds) or op.seeds[i] is None) and i < len(op.toast) and op.toast[i]
+        and row[column.name] is not None and column.type.startswith(TOASTABLE))
 
 
 def change_events(history: History, columns: Mapping[str, tuple[Column, ...]]) -> list[ChangeEvent]:
@@ -248,8 +254,7 @@ class Warehouse:
     ``mirror``: table -> key -> (typed values by column, source position, is_deleted);
     ``dimensions``: dimension -> key -> columns; ``current``: fact -> key -> (columns, op, lsn, seq);
     ``history``: fact -> key -> versions in source order, each (columns, op, lsn, seq, commit ts,
-    is_deleted), seq None for a tombstone no single event is (a truncate's, whose stored seq also
-    encodes the row, or the old key's of a primary-key change);
+    is_deleted), seq None for a truncate's tombstone (its stored seq also encodes the row);
     ``dates``: the dates the facts reference (dim_date must hold them).
     """
 
@@ -465,11 +470,11 @@ class Arrival:
 # --- Hypothesis strategies -----------------------------------------------------------------------
 
 MAX_OTHER_COLUMNS = 11  # payment's non-key columns, the most of any modelled table
-KINDS = ("insert", "update", "delete", "truncate")
+KINDS = ("insert", "update", "delete", "truncate", "rekey")
 
 
 @st.composite
-def ops(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> Op:
+def ops(draw: st.DrawFn, kinds: Sequence[str] = KINDS, toasted_key_changes: bool = False) -> Op:
     kind = draw(st.sampled_from(kinds))
     table = draw(st.sampled_from(TABLES))
     key = draw(st.integers(1, KEY_SPACE))
@@ -477,21 +482,29 @@ def ops(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> Op:
         return Op(kind, table)
     if kind == "delete":
         return Op(kind, table, key)
-    if kind == "rekey":
-        return Op(kind, table, key, new_key=draw(st.integers(1, KEY_SPACE)))
+    if kind == "rekey":  # the row keeps its values; TOASTed ones may be sent unchanged
+        toast = draw(st.lists(st.booleans(), min_size=MAX_OTHER_COLUMNS, max_size=MAX_OTHER_COLUMNS)
+                     if toasted_key_changes else st.just([]))
+        return Op(kind, table, key, toast=tuple(toast), new_key=draw(st.integers(1, KEY_SPACE)))
     seeds = draw(st.lists(st.none() | st.integers(0, 30), min_size=MAX_OTHER_COLUMNS,
                           max_size=MAX_OTHER_COLUMNS))
     toast = draw(st.lists(st.booleans(), min_size=MAX_OTHER_COLUMNS, max_size=MAX_OTHER_COLUMNS))
     return Op(kind, table, key, tuple(seeds), tuple(toast))
 
 
-def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4) -> st.SearchStrategy[History]:
+def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4,
+              toasted_key_changes: bool = False) -> st.SearchStrategy[History]:
     """Histories whose transactions use ``kinds`` of op (before the snapshot: inserts only).
+
+    A key change's new row is complete (as capture sends it under REPLICA IDENTITY FULL, or for a
+    row without TOASTed values) unless ``toasted_key_changes``: then it may list TOAST-unchanged
+    columns, whose values only the old key's versions hold (the default replica identity).
 
     Small on purpose: a few rows per table and a few transactions already reach every ordering
     problem, and each example costs a warehouse load (tens of milliseconds per file).
     """
-    transactions = st.builds(Transaction, st.lists(ops(kinds), min_size=1, max_size=3).map(tuple),
+    transactions = st.builds(Transaction, st.lists(ops(kinds, toasted_key_changes), min_size=1,
+                                                   max_size=3).map(tuple),
                              st.integers(0, 8))
     return st.builds(History, st.lists(ops(("insert",)), max_size=6).map(tuple),
                      st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans())
