@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from capture.decoder import UNCHANGED, Begin, Delete, Insert, Relation, RelationColumn, Truncate, Update
+from capture.decoder import (
+    UNCHANGED,
+    Begin,
+    Delete,
+    Insert,
+    Relation,
+    RelationColumn,
+    Truncate,
+    Update,
+    decode,
+)
 from capture.errors import CaptureError
 from capture.events import EventBuilder
 from capture.snapshot import ResumeFilter
@@ -117,6 +128,37 @@ def test_table_without_primary_key_sends_a_changed_identity_as_delete_and_insert
     (gone, old_key), (new, new_key) = b.change(Update(2, ("1", "y"), ("1", "x"), "O"))
     assert (gone.op, gone.before, old_key) == ("d", {"a": "1", "b": "x"}, "public.nokey/1/x")
     assert (new.op, new.after, new_key, new.seq) == ("c", {"a": "1", "b": "y"}, "public.nokey/1/y", 2)
+
+
+def test_recorded_pgoutput_of_a_key_change_gives_the_old_keys_delete_and_the_new_keys_insert():
+    """The bytes a real server sent (data/pgoutput.json, recorded by record_pgoutput.py): the
+    UPDATE of item's key 2 to 3 (the old key sent, 'K'), and nokey's UPDATE under REPLICA
+    IDENTITY FULL (the old row sent, 'O': its identity is every column)."""
+    class RecordedCatalog:
+        def describe(self, relation):
+            if relation.name == "nokey":
+                return ["integer", "text"], None
+            return ["integer", "text", "text", "numeric(10,2)", '"Mood"', "boolean",
+                    "timestamp with time zone", "integer"][:len(relation.columns)], ["id"]
+
+    b = EventBuilder(RecordedCatalog())
+    events = []
+    for data in json.loads((Path(__file__).parent / "data" / "pgoutput.json").read_text())["v1"]:
+        message = decode(bytes.fromhex(data))
+        if isinstance(message, Relation):
+            b.relation(message)
+        elif isinstance(message, Begin):
+            b.begin(message)
+        elif isinstance(message, (Insert, Update, Delete)):
+            events += [(e.table, e.op, e.seq, key, e.before, e.unchanged) for e, key in b.change(message)]
+    assert events[2:9] == [
+        ("item", "u", 1, "public.item/1", None, ("big",)),
+        ("item", "d", 1, "public.item/2", {"id": "2"}, ()),
+        ("item", "c", 2, "public.item/3", None, ()),
+        ("item", "d", 1, "public.item/3", {"id": "3"}, ()),
+        ("nokey", "c", 1, "public.nokey/1/a", None, ()),
+        ("nokey", "d", 1, "public.nokey/1/a", {"a": "1", "b": "a"}, ()),
+        ("nokey", "c", 2, "public.nokey/1/b", None, ())]
 
 
 def test_composite_key_is_in_column_order_as_the_contract_defines_it():
