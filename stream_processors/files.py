@@ -1,7 +1,11 @@
 """The files a batch produces, as bytes, and their deterministic object keys. No I/O.
 
 A batch is named by its shard and its first and last Kinesis sequence numbers, so delivering the
-same batch again yields the same keys and the same bytes: a retry or replay duplicates nothing.
+same batch again yields the same keys and the same bytes (but for the processed file's stage times,
+below): a retry or replay duplicates nothing.
+
+A processed file of a batch that knows its stage times carries them in its Parquet key-value
+metadata (totes_cdc.stages); its columns stay the contract's.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
@@ -19,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from totes_cdc import contract
+from totes_cdc import contract, stages
 from totes_cdc.contract import Column
 
 from .columnar import DecodedBatch, Ints
@@ -33,6 +39,10 @@ class BatchId:
     shard_id: str
     first: str
     last: str
+    # Epoch seconds: Kinesis accepted the batch's last record; the processor read the batch. Not
+    # part of the batch's identity (a retry reads it later).
+    accepted: float | None = field(default=None, compare=False)
+    read: float | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -201,7 +211,12 @@ def batch_parquet_table(batch: DecodedBatch, members: Ints) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def _parquet_bytes(table: pa.Table, batch: BatchId | None = None) -> bytes:
+    if batch is not None and batch.read is not None:
+        times = {"kinesis_accepted": batch.accepted, "processor_read": batch.read,
+                 "file_written": time.time()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               stages.METADATA_KEY: json.dumps(times)})
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -218,9 +233,10 @@ class PartitionFiles:
 
 
 def batch_files(events: DecodedBatch | Sequence[TypedEvent],
-                raw_key: Callable[[Partition], str]) -> list[PartitionFiles]:
+                raw_key: Callable[[Partition], str], batch: BatchId | None = None) -> list[PartitionFiles]:
     """The files of a batch's events, decoded whole or event by event; ``raw_key`` names the raw
-    file of a partition (its sync marker derives from the key)."""
+    file of a partition (its sync marker derives from the key); the processed files carry
+    ``batch``'s stage times."""
     if isinstance(events, DecodedBatch):
         data = memoryview(events.buf)
         out = []
@@ -230,8 +246,8 @@ def batch_files(events: DecodedBatch | Sequence[TypedEvent],
                 [data[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)])
             out.append(PartitionFiles(partition, len(members),
                                       avro_container(bodies, end - start, raw_key(partition)),
-                                      _parquet_bytes(batch_parquet_table(events, members))))
+                                      _parquet_bytes(batch_parquet_table(events, members), batch)))
         return out
     return [PartitionFiles(partition, len(group), avro_file([e.record for e in group], raw_key(partition)),
-                           parquet_file(group))
+                           _parquet_bytes(parquet_table(group), batch))
             for partition, group in partitions(events).items()]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from functools import cache
 from typing import Any
 
@@ -57,22 +58,26 @@ def _s3(endpoint: str | None) -> Any:
     return boto3.client("s3")
 
 
-def batch_id(records: list[dict[str, Any]]) -> BatchId:
+def batch_id(records: list[dict[str, Any]], read: float) -> BatchId:
+    """The batch, with when Kinesis accepted its last record and when it was ``read``."""
     shard_id = records[0]["eventID"].split(":", 1)[0]
+    arrivals = [r["kinesis"]["approximateArrivalTimestamp"] for r in records
+                if "approximateArrivalTimestamp" in r["kinesis"]]
     return BatchId(shard_id, records[0]["kinesis"]["sequenceNumber"],
-                   records[-1]["kinesis"]["sequenceNumber"])
+                   records[-1]["kinesis"]["sequenceNumber"], max(arrivals, default=None), read)
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    read = time.time()
     records = event.get("Records") or []
     if not records:
         metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=0)
         return {"batchItemFailures": []}
     config = ProcessorConfig.from_env()
-    batch = batch_id(records)
+    batch = batch_id(records, read)
     logger.set_correlation_id(batch.name)
     parsed = parse_batch([(base64.b64decode(r["kinesis"]["data"]), r["kinesis"]["partitionKey"],
                            r["kinesis"]["sequenceNumber"]) for r in records])

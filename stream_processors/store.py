@@ -106,7 +106,7 @@ def write_batch(store: ObjectStore, config: ProcessorConfig, batch: BatchId,
     def raw_key(partition: Partition) -> str:
         return partition.key(config.raw_prefix, batch, ".avro")
 
-    files = batch_files(parsed.events, raw_key)
+    files = batch_files(parsed.events, raw_key, batch)
     raw = [(config.raw_bucket, raw_key(f.partition), f.avro, "application/avro") for f in files]
     store.put_all(raw)
     processed = [(config.processed_bucket,

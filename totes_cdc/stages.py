@@ -1,0 +1,40 @@
+"""The latency waterfall's stages: what a processed file carries and what the warehouse keeps.
+
+The stream processor writes, into each processed Parquet file's key-value metadata under
+:data:`METADATA_KEY`, a JSON object of epoch seconds: ``kinesis_accepted`` (Kinesis accepted the
+batch's last record), ``processor_read`` (the handler started on the batch) and ``file_written``
+(the file complete, just before its put). The loader adds its own time, just before the file's
+commit, and keeps one row per file in ``pipeline_latency`` (warehouse_loader/latency.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METADATA_KEY = b"totes_cdc.stages"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One hop: its label, its ``pipeline_latency`` columns for p50 and p99 (the same column for a
+    stage measured once per file) and the loader's CloudWatch metric of it (None: none)."""
+
+    name: str
+    label: str
+    p50_column: str
+    p99_column: str
+    metric: str | None
+
+
+STAGES = (
+    Stage("commit_to_kinesis", "source commit -> Kinesis", "commit_to_kinesis_p50_ms",
+          "commit_to_kinesis_p99_ms", "CommitToKinesisMs"),
+    Stage("kinesis_to_processor", "Kinesis -> processor read", "kinesis_to_processor_ms",
+          "kinesis_to_processor_ms", "KinesisToProcessorMs"),
+    Stage("processor_to_file", "processor read -> file", "processor_to_file_ms",
+          "processor_to_file_ms", "ProcessorToFileMs"),
+    Stage("file_to_warehouse", "file -> warehouse commit", "file_to_warehouse_ms",
+          "file_to_warehouse_ms", "FileToWarehouseMs"),
+    # The loader already emits EndToEndLatencyMs (the largest over a file's fact rows).
+    Stage("end_to_end", "source commit -> warehouse", "end_to_end_p50_ms", "end_to_end_p99_ms", None),
+)
