@@ -252,6 +252,36 @@ function show(id, value, unit) {
     value === null || value === undefined ? "unknown" : `${fmt.format(value)}${unit}`;
 }
 
+// The hops of the latency waterfall (totes_cdc/stages.py), in the order a change passes them.
+const STAGES = [
+  ["commit_to_kinesis", "Source commit to Kinesis"],
+  ["kinesis_to_processor", "Kinesis to stream processor"],
+  ["processor_to_file", "Stream processor to file written"],
+  ["file_to_warehouse", "File to warehouse commit"],
+  ["end_to_end", "Source commit to warehouse"],
+];
+
+function renderStages(stages) {
+  const body = document.querySelector("#stages tbody");
+  if (!stages) {
+    const row = body.insertRow();
+    row.insertCell().textContent = "unknown";
+    row.cells[0].colSpan = 3;
+    body.replaceChildren(row);
+    return;
+  }
+  body.replaceChildren(...STAGES.map(([name, label]) => {
+    const row = document.createElement("tr");
+    const ms = (v) => (v === null ? "unknown" : `${fmt.format(v)} ms`);  // stages take milliseconds
+    [label, ms(stages[name].p50), ms(stages[name].p99)].forEach((text, i) => {
+      const cell = row.insertCell();
+      cell.textContent = text;
+      if (i) cell.className = "num";
+    });
+    return row;
+  }));
+}
+
 function renderHealth(h) {
   show("health-capture", h.capture && h.capture.behind_ms, " ms");
   show("health-slot", h.slot_lag_bytes, " bytes");
@@ -261,6 +291,7 @@ function renderHealth(h) {
   show("health-p95", h.latency_ms && h.latency_ms.p95, " ms");
   show("health-p99", h.latency_ms && h.latency_ms.p99, " ms");
   show("health-age", h.last_event_age_s, " s");
+  renderStages(h.stages_ms);
   const list = document.getElementById("alerts");
   list.replaceChildren(...(h.alerts.length ? h.alerts : ["none"]).map((text) => {
     const item = document.createElement("li");

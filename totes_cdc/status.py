@@ -10,7 +10,11 @@
   objects and the loader's dead-letter queue depth;
 - warehouse: the last fact ``loaded_at``, the age of the newest source change loaded, and the
   end-to-end latency percentiles (``loaded_at - source_commit_ts``) of streamed fact rows loaded in
-  the last five minutes (snapshot rows excluded).
+  the last five minutes (snapshot rows excluded);
+- latency per stage (``pipeline_latency``, one row per file loaded in the last five minutes): p50
+  and p99 of each hop of the waterfall (totes_cdc.stages). A stage measured once per file takes
+  its percentiles over the files; one measured per row (from the source commit) takes its p50 over
+  the files' p50s and its p99 over the files' p99s.
 
 A piece that cannot be read (stage not running, table not there yet, no credentials) is reported
 as unknown with the reason; it never fails the whole report. Alerts are the thresholds of
@@ -38,6 +42,7 @@ from psycopg2 import sql
 from totes_cdc.db import connect
 from totes_cdc.errors import TotesError
 from totes_cdc.settings import settings
+from totes_cdc.stages import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,7 @@ class Status:
     last_loaded_at: str | None = None
     last_event_age_s: float | None = None
     latency_ms: dict[str, float] | None = None
+    stages_ms: dict[str, dict[str, float | None]] | None = None  # stage -> {"p50", "p99"}
     heartbeat_missing: bool = False
     alerts: list[str] = field(default_factory=list)
     unknown: dict[str, str] = field(default_factory=dict)
@@ -199,6 +205,30 @@ def warehouse_reading(warehouse_dsn: str) -> tuple[str | None, float | None, dic
             None if last_age is None else float(last_age), latency)
 
 
+def stage_latency(warehouse_dsn: str) -> dict[str, dict[str, float | None]]:
+    """Per stage, p50 and p99 in ms (None: not measured, e.g. snapshot files only) over the files
+    loaded in the last LATENCY_WINDOW."""
+    percentiles = sql.SQL(", ").join(
+        sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {}), "
+                "percentile_cont(0.99) WITHIN GROUP (ORDER BY {})").format(
+            sql.Identifier(stage.p50_column), sql.Identifier(stage.p99_column))
+        for stage in STAGES)
+    conn = connect(warehouse_dsn, "warehouse", connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*), {} FROM public.pipeline_latency "
+                                "WHERE loaded_at > now() - %(window)s").format(percentiles),
+                        {"window": LATENCY_WINDOW})
+            count, *values = cur.fetchone()
+    finally:
+        conn.close()
+    if not count:
+        raise LookupError("no file with stage times loaded in the last "
+                          f"{LATENCY_WINDOW.total_seconds() / 60:.0f} minutes")
+    return {stage.name: {"p50": p50, "p99": p99}
+            for stage, p50, p99 in zip(STAGES, values[::2], values[1::2], strict=True)}
+
+
 def _read(status: Status, what: str, read: Callable[[], T]) -> T | None:
     try:
         return read()
@@ -250,6 +280,7 @@ def collect(source_dsn: str | None, warehouse_dsn: str | None, state_dir: Path) 
         reading = _read(status, "warehouse", lambda: warehouse_reading(warehouse_dsn))
         if reading:
             status.last_loaded_at, status.last_event_age_s, status.latency_ms = reading
+        status.stages_ms = _read(status, "stages", lambda: stage_latency(warehouse_dsn))
     else:
         status.unknown["warehouse"] = "no warehouse DSN"
     status.alerts = alerts(status)
@@ -275,6 +306,12 @@ def _snapshot(capture: dict[str, Any] | None) -> str:
             f"{capture['tables_done']} of {capture['tables']} tables done")
 
 
+def _stage(stages_ms: dict[str, dict[str, float | None]] | None, name: str) -> str:
+    if stages_ms is None:
+        return "unknown"
+    return f"p50 {_show(stages_ms[name]['p50'], ' ms')}, p99 {_show(stages_ms[name]['p99'], ' ms')}"
+
+
 def render(status: Status) -> str:
     """The report as aligned text lines, one per measure, then alerts and unknown reasons."""
     latency = status.latency_ms or {}
@@ -290,6 +327,7 @@ def render(status: Status) -> str:
         ("warehouse", "last event age", _show(status.last_event_age_s, " s")),
         *(("warehouse", f"end-to-end latency {p}", _show(latency.get(p), " ms"))
           for p in ("p50", "p95", "p99")),
+        *(("latency", stage.label, _stage(status.stages_ms, stage.name)) for stage in STAGES),
     ]
     lines = [f"{stage:<10} {what:<26} {value}" for stage, what, value in rows]
     lines.append("alerts: " + ("; ".join(status.alerts) if status.alerts else "none"))

@@ -49,6 +49,7 @@ from totes_cdc.contract import (
     arrow_type,
 )
 from totes_cdc.settings import settings
+from warehouse_loader import latency
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
     DEPENDENCIES,
@@ -101,6 +102,7 @@ class FileResult:
     rows: int
     fact_rows_appended: int
     latency_ms: float | None  # max(loaded_at - source commit ts) over appended fact rows
+    stages: tuple[tuple[str, float], ...] = ()  # latency.record's stage metrics
 
 
 def table_of(key: str) -> str:
@@ -554,11 +556,12 @@ def apply_file(conn: Any, key: str, data: bytes) -> FileResult:
             if "currency_code" in table.column_names:
                 warn_unknown_currencies(key, table)
             totals = _apply(cur, spec, table)
+            stages = latency.record(cur, key, name, table)
     except psycopg2.DataError as exc:
         raise BadFileError(key, f"the warehouse rejected its values: {_first_line(exc)}") from None
     except psycopg2.Error as exc:
         raise RetryableLoadError(f"applying {key} failed: {_first_line(exc)}") from exc
-    return FileResult(key, name, table.num_rows, totals.appended, totals.latency_ms)
+    return FileResult(key, name, table.num_rows, totals.appended, totals.latency_ms, stages)
 
 
 def _first_line(exc: Exception) -> str:

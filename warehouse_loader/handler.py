@@ -117,6 +117,8 @@ class Loader:
         self._publish("FactRowsAppended", "Count", result.fact_rows_appended)
         if result.latency_ms is not None:
             self._publish("EndToEndLatencyMs", "Milliseconds", result.latency_ms)
+        for metric, ms in result.stages:
+            self._publish(metric, "Milliseconds", ms)
         logger.info("file loaded", extra={"key": key, "table": result.table, "rows": result.rows,
                                           "fact_rows_appended": result.fact_rows_appended,
                                           "latency_ms": result.latency_ms})

@@ -32,7 +32,7 @@ from tests.events import Context, aggregated, lambda_event, sales_order_values, 
 from tests.infra import terraform
 from tests.integration.capture.conftest import seed_designs
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
-from totes_cdc import metric_names, source_check
+from totes_cdc import metric_names, source_check, stages
 from totes_cdc.settings import SETTINGS_PATH, settings
 from warehouse_loader import handler as loader_handler
 from warehouse_loader.migrate import migrate
@@ -123,8 +123,10 @@ class Pipeline:
         key = object_key("sales_order", self.lsn, self.lsn)
         if commit_ts is not None:
             row = event("c", self.lsn, 1, sales_order_values(self.lsn), commit_ts=commit_ts)
-            self.s3.put_object(Bucket=bucket, Key=key,
-                               Body=parquet_bytes(EVENT_COLUMNS["sales_order"], [row]))
+            at = commit_ts.timestamp()  # every stage at the commit: the stage metrics are emitted
+            times = {"kinesis_accepted": at, "processor_read": at, "file_written": at}
+            self.s3.put_object(Bucket=bucket, Key=key, Body=parquet_bytes(
+                EVENT_COLUMNS["sales_order"], [row], {stages.METADATA_KEY: json.dumps(times).encode()}))
         body = json.dumps({"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})
         sqs_event = {"Records": [{"messageId": f"m{self.lsn}", "receiptHandle": "r", "body": body,
                                   "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs"}]}

@@ -62,6 +62,12 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     (tmp_path / "status").mkdir()
     (tmp_path / "status" / "capture.json").write_text(json.dumps({"phase": "streaming", "snapshot": {
         "public.sales_order": {"done": True, "rows": 5, "total": 5}}}))
+    # One loaded file's row of the latency waterfall (as warehouse_loader/latency.py writes it).
+    conn = psycopg2.connect(warehouse_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO pipeline_latency VALUES ('f', 'sales_order', 1, 1, now(), now(), now(),"
+                    " now(), 1, 2, 3, 4, 5, 6, 7)")
+    conn.close()
 
     report = status.collect(source_dsn, warehouse_dsn, tmp_path)
 
@@ -75,6 +81,10 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     assert 250 <= report.latency_ms["p50"] <= 350                  # snapshot rows are excluded
     assert report.latency_ms["p99"] > 5000
     assert report.unknown == {}
+    assert report.stages_ms == {
+        "commit_to_kinesis": {"p50": 1, "p99": 2}, "kinesis_to_processor": {"p50": 3, "p99": 3},
+        "processor_to_file": {"p50": 4, "p99": 4}, "file_to_warehouse": {"p50": 5, "p99": 5},
+        "end_to_end": {"p50": 6, "p99": 7}}
     assert report.capture == {"phase": "streaming", "behind_ms": None, "snapshot_rows": 5,
                               "snapshot_total": 5, "tables_done": 1, "tables": 1}
     fired = " | ".join(report.alerts)

@@ -38,8 +38,10 @@ def event(op: str, lsn: int, seq: int, values: Mapping[str, str | None] | None =
             "_snapshot": op == "r", "_unchanged": list(unchanged), **(values or {})}
 
 
-def parquet_bytes(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """A processed Parquet file of ``rows`` (see :func:`event`) for a table with ``columns``."""
+def parquet_bytes(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]],
+                  metadata: Mapping[bytes, bytes] | None = None) -> bytes:
+    """A processed Parquet file of ``rows`` (see :func:`event`) for a table with ``columns``, with
+    key-value ``metadata``."""
     schema = parquet_schema(columns)
     arrays = {}
     for f in schema:
@@ -50,7 +52,7 @@ def parquet_bytes(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) 
             arrays[f.name] = pa.array(
                 [None if row.get(f.name) is None else parse(row[f.name]) for row in rows], f.type)
     buf = io.BytesIO()
-    pq.write_table(pa.table(arrays, schema=schema), buf)
+    pq.write_table(pa.table(arrays, schema=schema.with_metadata(metadata)), buf)
     return buf.getvalue()
 
 
