@@ -6,11 +6,12 @@ import argparse
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from totes_cdc.cli import add_dsn_argument, add_state_dir_argument
-from totes_cdc.errors import ConfigError
+from totes_cdc.errors import ConfigError, TerminalError
 from totes_cdc.settings import settings
 
 
@@ -85,5 +86,11 @@ def run(args: argparse.Namespace) -> int:
         store, MetricsPublisher(state_dir / "status" / "capture.json"))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop.set())
-    service.run()
+    try:
+        service.run()
+    except TerminalError as exc:
+        if isinstance(exc, ConfigError):
+            raise  # a setting to fix: one line and exit 2, by the CLI
+        print(f"totes-cdc: capture stopped: {exc}", file=sys.stderr)
+        return 1
     return 0

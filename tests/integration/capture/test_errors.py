@@ -1,0 +1,139 @@
+"""Which errors capture retries: a lost connection, always; a terminal error, never, even after it
+has streamed (the source changed under it in a way only an operator can fix)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from capture.service import CaptureService
+from tests.conftest import query
+from tests.integration.capture.conftest import (
+    assert_versions_exact,
+    dedupe,
+    execute,
+    read_stream,
+    seed_designs,
+    slot_caught_up,
+    wait_for,
+)
+from totes_cdc.errors import ConfigError
+
+pytestmark = pytest.mark.integration
+
+
+class Running:
+    """``service.run`` in a thread, keeping what it raised."""
+
+    def __init__(self, service: CaptureService) -> None:
+        self.service = service
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+
+    def ended(self) -> bool:
+        return not self.thread.is_alive()
+
+
+def drop_connections(dsn: str) -> None:
+    """End every other session on the test database, capture's walsender included."""
+    execute(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def test_a_lost_connection_is_retried_and_nothing_is_lost(totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 5)
+    service = capture_factory(totesys_dsn)
+    running = Running(service)
+    try:
+        wait_for(lambda: service._phase == "streaming", what="streaming")
+        execute(totesys_dsn, "UPDATE design SET design_name = '1'")
+        drop_connections(totesys_dsn)
+        execute(totesys_dsn, "UPDATE design SET design_name = '2'")
+        wait_for(slot_caught_up(totesys_dsn, service.config.slot), what="capture to catch up")
+        assert not running.ended()
+    finally:
+        service.stop.set()
+        running.thread.join(timeout=30)
+    assert running.error is None
+    events = dedupe(read_stream())
+    assert_versions_exact(events, totesys_dsn)
+    assert sum(e.op == "u" for e in events) == 10
+
+
+def test_a_slot_of_another_plugin_ends_capture_after_it_has_streamed(totesys_dsn, capture_factory):
+    service = capture_factory(totesys_dsn)
+    slot = service.config.slot
+    running = Running(service)
+    try:
+        wait_for(lambda: service._phase == "streaming", what="streaming")
+        # Swapped in one statement, so a reconnecting capture never finds the slot missing.
+        conn_pid = query(totesys_dsn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                         (slot,))[0][0]
+        execute(totesys_dsn, f"SELECT pg_terminate_backend({conn_pid})")
+        wait_for(lambda: not query(totesys_dsn, "SELECT active FROM pg_replication_slots "
+                                   "WHERE slot_name = %s", (slot,))[0][0], what="the slot to be released")
+        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}'), "
+                             f"pg_create_logical_replication_slot('{slot}', 'test_decoding')")
+        wait_for(running.ended, what="capture to stop")
+    finally:
+        service.stop.set()
+        running.thread.join(timeout=30)
+    assert isinstance(running.error, ConfigError)
+    assert f"replication slot {slot} uses plugin test_decoding, not pgoutput" in str(running.error)
+
+
+def test_a_dropped_source_table_stops_the_capture_process_with_exit_2(totesys_dsn, aws_env, tmp_path):
+    slot = f"drop_{uuid.uuid4().hex[:8]}"
+    env: dict[str, Any] = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
+    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "capture", "--tables", "design",
+                                "--slot", slot, "--state-dir", str(tmp_path)],
+                               env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: bool(query(totesys_dsn, "SELECT 1 FROM pg_replication_slots "
+                                    "WHERE slot_name = %s AND active", (slot,))), what="streaming")
+        execute(totesys_dsn, "DROP TABLE design CASCADE")
+        drop_connections(totesys_dsn)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+    assert process.returncode == 2, stderr
+    assert "source connection lost" in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "totes-cdc: error: tables not found in the source database: public.design")
+
+
+def test_a_publication_dropped_under_the_stream_stops_the_capture_process_with_exit_1(
+        totesys_dsn, aws_env, tmp_path):
+    slot = f"pub_{uuid.uuid4().hex[:8]}"
+    env: dict[str, Any] = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
+    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "capture", "--tables", "design",
+                                "--slot", slot, "--state-dir", str(tmp_path)],
+                               env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: bool(query(totesys_dsn, "SELECT 1 FROM pg_replication_slots "
+                                    "WHERE slot_name = %s AND active", (slot,))), what="streaming")
+        execute(totesys_dsn, "DROP PUBLICATION totes_cdc")
+        seed_designs(totesys_dsn, 1)  # the server cannot decode it for a publication that is gone
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+    assert process.returncode == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("totes-cdc: capture stopped: ") and 'publication "totes_cdc" does not exist' in last
+    assert "(SQLSTATE 42704)" in last
