@@ -137,6 +137,8 @@ class Fact:
 
     @property
     def current_view(self) -> str:
+        """The current state: a table kept from the fact history by triggers (migration 007),
+        named as the view it replaced."""
         return f"{self.table}_current"
 
     @property

@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.warehouse_loader.files import event
 from tests.integration.warehouse_loader.test_apply import load, payment, query
+from tests.integration.warehouse_loader.test_current_state import assert_current_is_derived
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,7 @@ def _second_while_first_waits_at_commit(warehouse: Any, dsn: str, columns: dict[
     for thread in threads:
         thread.join(timeout=30)
     assert not errors
+    assert_current_is_derived(warehouse)
 
 
 @pytest.mark.parametrize("first", ["late row", "truncate"])
