@@ -357,7 +357,7 @@ class Delivery:
     under a different range (a retried, bisected batch: same events, new file keys)."""
 
     batch_sizes: tuple[int, ...] = (1,)
-    redelivered: tuple[tuple[int, int, int], ...] = ()  # (shard, first event, events), modulo sizes
+    redelivered: tuple[tuple[int, int, int], ...] = ()  # (shard, first event, events), wrapped round
 
 
 class _Shards:
@@ -391,6 +391,8 @@ def shard_streams(events: Sequence[ChangeEvent]) -> list[list[ChangeEvent]]:
 
 @dataclass(frozen=True)
 class ProcessedFile:
+    """A processed object as the loader receives it, and the shard whose batch wrote it."""
+
     shard: int
     key: str
     data: bytes
