@@ -137,7 +137,7 @@ class Fact:
 
     @property
     def current_view(self) -> str:
-        """The current state: a table kept from the fact history by triggers (migration 007),
+        """The current state: a table kept from the fact history by triggers (migrations 007, 008),
         named as the view it replaced."""
         return f"{self.table}_current"
 

@@ -88,6 +88,35 @@ def test_counting_the_current_orders_reads_the_current_rows_only(orders):
     assert_current_is_derived(orders)
 
 
+def test_a_small_file_recomputes_its_current_rows_through_the_fact_index_without_statistics(
+        warehouse, totesys_columns):
+    """Regression: before the fact table had statistics (after a bulk load, until autovacuum
+    analyses it), the current rows of a file of ten orders were recomputed from a hash join over
+    every version in the history."""
+    with warehouse, warehouse.cursor() as cur:
+        cur.execute("ALTER TABLE fact_sales_order SET (autovacuum_enabled = false)")
+    load(warehouse, totesys_columns, "sales_order",
+         [event("r", 100, -i, sales_order(i)) for i in range(1, ORDERS + 1)])
+    load(warehouse, totesys_columns, "sales_order",
+         [event("u", 200, i, sales_order(i, units_sold="5")) for i in range(1, ORDERS + 1)])
+    assert query(warehouse, "SELECT count(*) FROM pg_stats WHERE tablename = 'fact_sales_order'") == [
+        (0,)]
+    warehouse.notices = []
+    with warehouse, warehouse.cursor() as cur:
+        cur.execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                    "SET auto_explain.log_nested_statements = on; "
+                    "SET auto_explain.log_level = notice")
+    load(warehouse, totesys_columns, "sales_order",
+         [event("u", 300, i, sales_order(i, units_sold="6")) for i in range(1, 11)])
+    plans = [n for n in warehouse.notices if "Query Text: INSERT INTO fact_sales_order_current" in n]
+    # One recompute per kind of write of the file's fact statement (insert, update, delete).
+    assert len(plans) == 3, warehouse.notices
+    assert [p for p in plans if "Seq Scan on fact_sales_order " in p] == []
+    assert query(warehouse, "SELECT count(*), sum(units_sold) FROM fact_sales_order_current") == [
+        (ORDERS, 10 * 6 + (ORDERS - 10) * 5)]
+    assert_current_is_derived(warehouse)
+
+
 def test_writes_to_the_history_by_hand_keep_the_current_state_derived(warehouse, totesys_columns):
     """A repair (update, delete, truncate and reload of a fact table) leaves the current tables what
     the history derives, in the repairing transaction."""
