@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     reconcile = subparsers.add_parser(
         "reconcile", help="check the warehouse against the source (exit 0 only when they match)",
         description="Compare every dimension with its derivation from the source's current rows, "
-                    "every fact table's current-state view with the source table, and every fact "
+                    "every fact table's current-state table with the source table, and every fact "
                     "table's history with the change events in the raw zone (docs/reconcile.md). "
                     "Exit 0 when everything matches, 1 when there are differences.")
     add_dsn_argument(reconcile, "source")

@@ -5,7 +5,7 @@ Three comparisons, each a table of the report:
 - **current state**: each dimension equals its derivation (:mod:`warehouse_loader.derivation`)
   applied to the source's current rows (a dimension row whose source row was deleted may stay, the
   mirror says so; dim_date must hold every date the source's order/payment rows reference), and each
-  fact table's current-state view equals the source table's current rows, converted;
+  fact table's current-state table equals the source table's current rows, converted;
 - **history** (``<fact> history``): every change event of a fact source table in the raw zone has
   exactly one fact version at its position, with its op and commit time and the row's values
   (a delete's tombstone: the row's last values; a truncate: one tombstone per row current before
