@@ -35,6 +35,19 @@ def fact_counts(dsn: str) -> dict[str, int]:
         conn.close()
 
 
+def waterfall(dsn: str) -> dict[str, tuple[object, ...]]:
+    """The latency waterfall's rows by file: streamed events, then every stage in ms."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT file_key, streamed_events, commit_to_kinesis_p50_ms,"
+                        " commit_to_kinesis_p99_ms, kinesis_to_processor_ms, processor_to_file_ms,"
+                        " file_to_warehouse_ms, end_to_end_p50_ms, end_to_end_p99_ms FROM pipeline_latency")
+            return {row[0]: row[1:] for row in cur.fetchall()}
+    finally:
+        conn.close()
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for a reaper that is not ours does not count)."""
     try:
@@ -112,12 +125,20 @@ def test_snapshot_changes_and_replay_reconcile(real_stack):
     # 3 new orders; 3 new payments + 25 flipped; 1 deleted order (a tombstone).
     assert after_changes["fact_sales_order"] == 11187 + 3 + 1
     assert after_changes["fact_payment"] == 15836 + 3 + 25
+    # The business changes' files measure every hop (one machine, one clock: none negative).
+    stages = waterfall(stack.warehouse_dsn)
+    streamed = [row[1:] for row in stages.values() if row[0]]
+    assert streamed and all(ms is not None and ms >= 0 for row in streamed for ms in row)
 
     replayed = replay_processed_files(stack)
     assert replayed > 0
     report = stack.wait_reconciled()
     assert report["exit_code"] == 0, json.dumps(report, indent=1)[:4000]
     assert fact_counts(stack.warehouse_dsn) == after_changes
+    # Every processed file has its row; a file applied again keeps its first one.
+    replayed_stages = waterfall(stack.warehouse_dsn)
+    assert sorted(replayed_stages) == sorted(processed_keys(stack))
+    assert {key: replayed_stages[key] for key in stages} == stages
 
     pids = [*stack.refresh()["components"].values(), *stack.info["processes"].values()]
     output = stop_stack(stack)
