@@ -143,8 +143,10 @@ def test_keepalives_never_confirm_events_the_stream_has_not_accepted(keepalive_d
 
     def sample() -> None:
         while not sampling.is_set():
-            accepted = len(sink.accepted)
-            samples.append((confirmed_flush(dsn, slot) or 0, accepted))
+            # The slot first, then the sink: everything confirmed by then was accepted before it
+            # was confirmed (the other order counts events accepted and confirmed in between).
+            confirmed = confirmed_flush(dsn, slot) or 0
+            samples.append((confirmed, len(sink.accepted)))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)
