@@ -1,7 +1,8 @@
-"""The capture package's errors: terminal ones stop the service with a clear message, transient
-ones (a source or stream outage) make it reconnect with backoff."""
+"""The capture package's errors: terminal ones stop the service with a clear message. A source
+outage is :class:`totes_cdc.errors.DatabaseUnavailable` (transient): capture reconnects with
+backoff."""
 
-from totes_cdc.errors import TerminalError, TransientError
+from totes_cdc.errors import TerminalError
 
 
 class CaptureError(TerminalError):
@@ -10,10 +11,6 @@ class CaptureError(TerminalError):
 
 class DecodeError(CaptureError):
     """Bytes that are not a valid pgoutput message."""
-
-
-class SourceUnavailable(TransientError):
-    """The source database or its replication connection went away."""
 
 
 class Stopped(Exception):
