@@ -99,17 +99,6 @@ _AVRO_HEADER = _avro_header()
 _SYNC_INTERVAL = 16_000  # fastavro's: a block ends after the record that takes it to this size
 
 
-def _avro_size(value: int) -> bytes:
-    """A non-negative Avro long: zig-zag (doubling), then base-128 varint."""
-    value <<= 1
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def avro_container(data: bytes, sizes: Ints, key: str) -> bytes:
     """The Avro container file of the record bodies laid end to end in ``data`` (``sizes`` each),
     without decoding them: the bytes :func:`avro_file` writes for the same records."""
@@ -122,7 +111,7 @@ def avro_container(data: bytes, sizes: Ints, key: str) -> bytes:
         base = ends[first - 1] if first else 0
         last = min(int(np.searchsorted(cumulative, base + _SYNC_INTERVAL)), len(ends) - 1)
         block = zlib.compress(data[base:ends[last]], DEFLATE_LEVEL)[2:-1]  # raw deflate, as fastavro
-        parts += [_avro_size(last + 1 - first), _avro_size(len(block)), block, sync]
+        parts += [contract.avro_long(last + 1 - first), contract.avro_long(len(block)), block, sync]
         first = last + 1
     return b"".join(parts)
 

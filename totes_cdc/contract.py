@@ -192,10 +192,10 @@ def encode(event: ChangeEvent) -> bytes:
     """
     try:
         return b"".join((
-            _HEADER, _long(event.version), _OP_INDEX[event.op],
-            _string(event.schema), _string(event.table), _long(event.lsn), _long(event.seq),
-            _NULL if event.xid is None else _BRANCH_1 + _long(event.xid),
-            _long(_micros(event.commit_ts)), b"\x01" if event.snapshot else b"\x00",
+            _HEADER, avro_long(event.version), _OP_INDEX[event.op],
+            _string(event.schema), _string(event.table), avro_long(event.lsn), avro_long(event.seq),
+            _NULL if event.xid is None else _BRANCH_1 + avro_long(event.xid),
+            avro_long(_micros(event.commit_ts)), b"\x01" if event.snapshot else b"\x00",
             _column_array(event.columns), _image(event.before), _image(event.after),
             _string_array(event.unchanged)))
     except (KeyError, AttributeError, TypeError, OverflowError) as exc:
@@ -226,7 +226,7 @@ def _varint(zigzag: int) -> bytes:
     return out + _TAIL[zigzag]
 
 
-def _long(value: int) -> bytes:
+def avro_long(value: int) -> bytes:
     """An Avro int/long: zig-zag, then varint."""
     if 0 <= value < 1 << 13:
         return _TAIL[value << 1]
@@ -238,7 +238,7 @@ def _long(value: int) -> bytes:
 def _string(text: str) -> bytes:
     data = text.encode()
     size = len(data)
-    return (_TAIL[size << 1] if size < 1 << 13 else _long(size)) + data
+    return (_TAIL[size << 1] if size < 1 << 13 else avro_long(size)) + data
 
 
 def _micros(ts: dt.datetime) -> int:
@@ -253,7 +253,7 @@ def _image(image: Mapping[str, str | None] | None) -> bytes:
     """A ["null", map<["null", string]>] union: one block holding every entry, then the end."""
     if image is None:
         return _NULL
-    parts = [_BRANCH_1, _long(len(image))] if image else [_BRANCH_1]
+    parts = [_BRANCH_1, avro_long(len(image))] if image else [_BRANCH_1]
     append = parts.append
     for name, value in image.items():
         key = _NAMES.get(name)
@@ -267,7 +267,7 @@ def _image(image: Mapping[str, str | None] | None) -> bytes:
         else:
             data = value.encode()
             size = len(data)
-            append(_BRANCH_1 + (_TAIL[size << 1] if size < 1 << 13 else _long(size)) + data)
+            append(_BRANCH_1 + (_TAIL[size << 1] if size < 1 << 13 else avro_long(size)) + data)
     append(_NULL)
     return b"".join(parts)
 
@@ -278,7 +278,7 @@ _NAMES: dict[str, bytes] = {}  # encoded column names: the same few in every ima
 def _string_array(items: Sequence[str]) -> bytes:
     if not items:
         return _NULL
-    return b"".join((_long(len(items)), *map(_string, items), _NULL))
+    return b"".join((avro_long(len(items)), *map(_string, items), _NULL))
 
 
 # Encoded column arrays, by the identity of the columns tuple: every event of a table version
@@ -292,7 +292,7 @@ def _column_array(columns: tuple[Column, ...]) -> bytes:
     entry = _COLUMN_ARRAYS.get(id(columns))
     if entry is not None and entry[0] is columns:
         return entry[1]
-    data = b"".join((_long(len(columns)), *(
+    data = b"".join((avro_long(len(columns)), *(
         _string(c.name) + _string(c.type) + (b"\x01" if c.key else b"\x00") for c in columns),
         _NULL)) if columns else _NULL
     if len(_COLUMN_ARRAYS) >= 4096:
