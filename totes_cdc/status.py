@@ -39,6 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
+from totes_cdc import metric_names
 from totes_cdc.db import connect
 from totes_cdc.errors import TotesError
 from totes_cdc.settings import settings
@@ -90,12 +91,15 @@ def _client(service: str, endpoint: str | None, key_id: str | None) -> Any:
     return boto3.client(service, region_name=settings()["region"], config=AWS_CONFIG)
 
 
-def _latest_metric(name: str, since: timedelta, statistic: str) -> tuple[datetime, float] | None:
-    """(timestamp, value) of the newest datapoint of ``name`` within ``since``, if any."""
+def _latest_metric(name: str, since: timedelta, statistic: str,
+                   dimensions: dict[str, str] | None = None) -> tuple[datetime, float] | None:
+    """(timestamp, value) of the newest datapoint of ``name`` (with exactly ``dimensions``: a
+    series in CloudWatch is its name and dimensions) within ``since``, if any."""
     now = datetime.now(UTC)
     points = _aws("cloudwatch").get_metric_statistics(
         Namespace=settings()["metrics_namespace"], MetricName=name, StartTime=now - since,
-        EndTime=now + timedelta(minutes=1), Period=60, Statistics=[statistic])["Datapoints"]
+        EndTime=now + timedelta(minutes=1), Period=60, Statistics=[statistic],
+        Dimensions=[{"Name": k, "Value": v} for k, v in (dimensions or {}).items()])["Datapoints"]
     if not points:
         return None
     newest = max(points, key=lambda p: p["Timestamp"])
@@ -118,7 +122,7 @@ def slot_lag_bytes(source_dsn: str) -> int | None:
 
 def heartbeat_age_s() -> float | None:
     """Seconds since the capture's last heartbeat; None when there was none in the last hour."""
-    point = _latest_metric("CaptureHeartbeat", HEARTBEAT_LOOKBACK, "Sum")
+    point = _latest_metric("CaptureHeartbeat", HEARTBEAT_LOOKBACK, "Sum", metric_names.dimensions("capture"))
     return None if point is None else (datetime.now(UTC) - point[0]).total_seconds()
 
 

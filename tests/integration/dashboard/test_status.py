@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from tests.integration.dashboard import warehouse_rows
-from totes_cdc import status
+from totes_cdc import metric_names, status
 from totes_cdc.cli import main
 from totes_cdc.settings import settings
 
@@ -35,10 +35,11 @@ def slot(source_dsn, monkeypatch):
         conn.close()
 
 
-def _put_metric(aws, name, value):
+def _put_metric(aws, name, value, dimensions=None):
     aws.client("cloudwatch").put_metric_data(
         Namespace=settings()["metrics_namespace"],
-        MetricData=[{"MetricName": name, "Value": value, "Unit": "Count"}])
+        MetricData=[{"MetricName": name, "Value": value, "Unit": "Count",
+                     "Dimensions": [{"Name": k, "Value": v} for k, v in (dimensions or {}).items()]}])
 
 
 def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehouse_dsn, tmp_path,
@@ -57,7 +58,7 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     aws.client("s3").put_object(Bucket=s["buckets"]["dead_letter"],
                                 Key=s["prefixes"]["dead_letter_files"] + "bad.parquet", Body=b"x")
     _put_metric(aws, "IteratorAgeMilliseconds", 75000)
-    _put_metric(aws, "CaptureHeartbeat", 1)
+    _put_metric(aws, "CaptureHeartbeat", 1, metric_names.dimensions("capture"))  # as capture emits it
     monkeypatch.setitem(s["alarms"], "slot_lag_bytes", 1000)
     (tmp_path / "status").mkdir()
     (tmp_path / "status" / "capture.json").write_text(json.dumps({"phase": "streaming", "snapshot": {
