@@ -41,7 +41,7 @@ from capture.snapshot import ResumeFilter, SnapshotReader
 from capture.state import SnapshotState, StateStore
 from totes_cdc import db
 from totes_cdc.contract import ChangeEvent, encode
-from totes_cdc.errors import TransientError
+from totes_cdc.errors import TransientError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class CaptureService:
                 if not self._connected:
                     raise  # never reached the source: nothing to resume, say so and stop
                 log.warning("source connection lost (%s); reconnecting in %.1fs from the slot's "
-                            "confirmed position", db.first_line(exc), delay)
+                            "confirmed position", first_line(exc), delay)
                 self._phase = "reconnecting"
                 self._publisher.mark(self._phase)
                 if self.stop.wait(delay):
@@ -289,11 +289,13 @@ class _Stream:
     def run(self) -> None:
         """Read, hand over, acknowledge: the I/O half of the loop, the decisions are the policy's."""
         service, stream, producer, policy = self.service, self.stream, self.producer, self.policy
-        handle, on_message = self.handle, policy.on_message
+        # Bound once: this runs per message.
+        handle, on_message, read, stopped = self.handle, policy.on_message, stream.read, service.stop.is_set
+        monotonic = time.monotonic
         try:
-            while not service.stop.is_set():
-                message = stream.read()
-                now = time.monotonic()
+            while not stopped():
+                message = read()
+                now = monotonic()
                 if message.__class__ is bytes:
                     handle(decode(message))
                     if not on_message(now, producer.buffered_bytes):

@@ -33,7 +33,7 @@ from dashboard import queries
 from dashboard.errors import BadRequest
 from totes_cdc import status
 from totes_cdc.db import connect, describe
-from totes_cdc.errors import ConfigError, TotesError
+from totes_cdc.errors import ConfigError, TotesError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def watch_warehouse(hub: Hub) -> None:
             if current != hub.version or hub.error:
                 hub.publish(version=current, error=None)
         except (psycopg2.Error, TotesError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             if reason != hub.error:
                 log.warning("dashboard: warehouse not readable: %s", reason)
                 hub.publish(error=f"warehouse not readable: {reason}")

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from totes_cdc.errors import ConfigError, DatabaseError, DatabaseUnavailable
+from totes_cdc.errors import ConfigError, DatabaseError, DatabaseUnavailable, first_line
 
 # Every SQLSTATE class of PostgreSQL (Appendix A) → whether retrying later may succeed.
 SQLSTATE_CLASSES: dict[str, bool] = {
@@ -87,11 +87,6 @@ def error(sqlstate: str | None, message: str) -> DatabaseError | DatabaseUnavail
     """The project's error for a database error with this SQLSTATE."""
     text = f"{message} (SQLSTATE {sqlstate})" if sqlstate else message
     return DatabaseUnavailable(text) if transient(sqlstate) else DatabaseError(text)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -8,6 +8,12 @@ errors by SQLSTATE, in :mod:`totes_cdc.db`.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), for one-line logs and reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TotesError(Exception):
     """Root of the project's errors."""
 

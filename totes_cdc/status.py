@@ -41,7 +41,7 @@ from psycopg2 import sql
 
 from totes_cdc import metric_names
 from totes_cdc.db import connect
-from totes_cdc.errors import TotesError
+from totes_cdc.errors import TotesError, first_line
 from totes_cdc.settings import settings
 from totes_cdc.stages import STAGES
 
@@ -237,7 +237,7 @@ def _read(status: Status, what: str, read: Callable[[], T]) -> T | None:
     try:
         return read()
     except EXPECTED_ERRORS as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         status.unknown[what] = reason
         log.debug("status: %s unknown: %s", what, reason)
         return None

@@ -48,6 +48,7 @@ from totes_cdc.contract import (
     TOMBSTONE_SEQ_FACTOR,
     arrow_type,
 )
+from totes_cdc.errors import first_line
 from totes_cdc.settings import settings
 from warehouse_loader import latency
 from warehouse_loader.derivation import (
@@ -558,12 +559,7 @@ def apply_file(conn: Any, key: str, data: bytes) -> FileResult:
             totals = _apply(cur, spec, table)
             stages = latency.record(cur, key, name, table)
     except psycopg2.DataError as exc:
-        raise BadFileError(key, f"the warehouse rejected its values: {_first_line(exc)}") from None
+        raise BadFileError(key, f"the warehouse rejected its values: {first_line(exc)}") from None
     except psycopg2.Error as exc:
-        raise RetryableLoadError(f"applying {key} failed: {_first_line(exc)}") from exc
+        raise RetryableLoadError(f"applying {key} failed: {first_line(exc)}") from exc
     return FileResult(key, name, table.num_rows, totals.appended, totals.latency_ms, stages)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -10,7 +10,7 @@ from types import TracebackType
 import psycopg2
 
 from totes_cdc import simulate
-from totes_cdc.errors import TotesError
+from totes_cdc.errors import TotesError, first_line
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
@@ -62,7 +62,7 @@ class Traffic:
                     self.totals.add(self._live)
                 self.totals.interruptions += 1
                 log.info("traffic interrupted (%s); resuming in %.0f s",
-                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                         first_line(exc),
                          RETRY_SECONDS)
                 self._stop.wait(RETRY_SECONDS)
             segment += 1
