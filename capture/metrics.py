@@ -6,7 +6,6 @@ Publishing is best effort: a failure is logged and capture goes on.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ import boto3
 import botocore.exceptions
 
 from totes_cdc import metric_names
+from totes_cdc.jsonfile import write_atomically
 from totes_cdc.settings import settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,7 @@ class MetricsPublisher:
 
     def _write_status(self, status: dict[str, Any]) -> None:
         try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.status_path.with_suffix(".tmp")
             # pid: the health check tells this process's file from one a previous process left.
-            tmp.write_text(json.dumps({**status, "pid": os.getpid()}, indent=1, default=str),
-                           encoding="utf-8")
-            os.replace(tmp, self.status_path)
+            write_atomically(self.status_path, {**status, "pid": os.getpid()})
         except OSError as exc:
             log.warning("could not write %s: %s", self.status_path, exc)

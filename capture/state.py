@@ -10,7 +10,6 @@ object in AWS, behind the two-method :class:`StateStore`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ import boto3
 import botocore.exceptions
 
 from capture.errors import CaptureError
+from totes_cdc.jsonfile import write_atomically
 
 Key = list[str | None]
 
@@ -79,13 +79,7 @@ class LocalStateStore:
                                "take a fresh initial snapshot") from None
 
     def save(self, state: SnapshotState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(state.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
+        write_atomically(self.path, state.to_json())
 
 
 class S3StateStore:

@@ -1,4 +1,4 @@
-"""Durable per-shard checkpoints of the local event source mapping, and the atomic write they use.
+"""Durable per-shard checkpoints of the local event source mapping.
 
 A checkpoint is the sequence number of the last record whose batch is done (written by the handler
 or handed to the on-failure destination). It is saved only after that, so a restart (even after
@@ -8,31 +8,10 @@ kill -9) resumes right after it: a record may be delivered twice, never skipped.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-
-def write_atomically(path: Path, data: Any) -> None:
-    """Write JSON so that a reader (or a restart after a crash) sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+from totes_cdc.jsonfile import write_atomically
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from totes_cdc.jsonfile import write_atomically
+
 from . import emf
-from .checkpoint import Checkpoint, CheckpointStore, write_atomically
+from .checkpoint import Checkpoint, CheckpointStore
 from .config import MappingConfig
 from .events import ACCOUNT, kinesis_event, on_failure_record
 
