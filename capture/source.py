@@ -107,8 +107,7 @@ class Source:
         return parse_lsn(row[0])
 
     def slot_lag_bytes(self, slot: str) -> int | None:
-        lag: int | None = self._one("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
-                         "FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        lag: int | None = self._one(db.SLOT_LAG_BYTES_SQL, (slot,))
         return lag
 
     def heartbeat(self) -> None:

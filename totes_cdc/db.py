@@ -75,6 +75,11 @@ SQLSTATE_CODES: dict[str, bool] = {
     "57P04": False,  # the database was dropped
 }
 
+# How far a replication slot trails the source's WAL, in bytes (NULL before its first confirmation);
+# one parameter, the slot's name. Capture publishes it, ``status`` reads it.
+SLOT_LAG_BYTES_SQL = ("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
+                      "FROM pg_replication_slots WHERE slot_name = %s")
+
 
 def transient(sqlstate: str | None) -> bool:
     """Whether an error with this SQLSTATE may go away by retrying later."""

@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
 from totes_cdc import metric_names
-from totes_cdc.db import connect
+from totes_cdc.db import SLOT_LAG_BYTES_SQL, connect
 from totes_cdc.errors import TotesError, first_line
 from totes_cdc.settings import settings
 from totes_cdc.stages import STAGES
@@ -110,8 +110,7 @@ def slot_lag_bytes(source_dsn: str) -> int | None:
     conn = connect(source_dsn, "source", connect_timeout=3)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots "
-                        "WHERE slot_name = %s", (settings()["capture"]["slot"],))
+            cur.execute(SLOT_LAG_BYTES_SQL, (settings()["capture"]["slot"],))
             row = cur.fetchone()
     finally:
         conn.close()
