@@ -62,10 +62,11 @@ class StreamPolicy:
 
     def on_message(self, now: float, buffered_bytes: int) -> bool:
         """A message was handled. True when a batch is due (call :meth:`decide`), else read on."""
-        if self._flush_due is None:
+        due = self._flush_due
+        if due is None:
             self._flush_due = now + self.timing.batch_delay
             return buffered_bytes >= self.timing.flush_bytes
-        return now >= self._flush_due or buffered_bytes >= self.timing.flush_bytes
+        return now >= due or buffered_bytes >= self.timing.flush_bytes
 
     def on_keepalive(self, reply_requested: bool) -> None:
         self._reply = self._reply or reply_requested

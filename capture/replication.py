@@ -61,6 +61,7 @@ class ReplicationStream:
             message = self._conn.get_error_message()
             self._conn.finish()
             raise DatabaseUnavailable(f"cannot open {self._what}: {_first_line(message)}")
+        self._get_copy_data = self._conn.get_copy_data  # bound once: read() runs per message
 
     def wal_sender_timeout(self) -> float:
         """The server's ``wal_sender_timeout`` for this connection, in seconds (0: none)."""
@@ -93,16 +94,16 @@ class ReplicationStream:
     def read(self) -> bytes | Keepalive | None:
         """The next pgoutput message, or a keepalive; None when no whole message has arrived."""
         try:
-            size, data = self._conn.get_copy_data(1)
+            size, data = self._get_copy_data(1)
             if size == 0:
                 self._conn.consume_input()
-                size, data = self._conn.get_copy_data(1)
+                size, data = self._get_copy_data(1)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"{self._what} broke: {_first_line(str(exc))}") from None
         if size > 0:
             kind = data[0]
             if kind == _XLOG_DATA:
-                return bytes(data[_XLOG_HEADER:])
+                return data[_XLOG_HEADER:].tobytes()  # one copy, not bytes() of a view's slice
             if kind == _KEEPALIVE:
                 wal_end, _, reply = _KEEPALIVE_BODY.unpack_from(data, 1)
                 return Keepalive(wal_end, bool(reply))
