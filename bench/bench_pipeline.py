@@ -43,6 +43,7 @@ from totes_cdc import simulate
 from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_cdc.stack import seed
 from totes_cdc.stack.up import PIPELINE, Stack, StackOptions, new_stack, start
+from warehouse_loader.derivation import FACTS
 
 WINDOW_SECONDS = float(os.environ.get("BENCH_PIPELINE_WINDOW", "20"))
 REPEATS = 3
@@ -52,7 +53,7 @@ FACT_ROWS = int(os.environ.get("BENCH_PIPELINE_FACT_ROWS", "5000000"))
 CHANGES_PER_PROCESS = 500  # what one simulator connection makes comfortably on this machine
 DRAIN_LIMIT_SECONDS = 10.0
 LOAD_TIMEOUT_SECONDS = 300.0
-FACT_TABLES = ("fact_sales_order", "fact_purchase_order", "fact_payment")
+FACT_TABLES = tuple(fact.table for fact in FACTS)
 # The settings the pipeline ran with before tuning (the reference of the before/after table).
 BEFORE = {"capture": {"max_batch_delay_ms": 200}}
 

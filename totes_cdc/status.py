@@ -44,11 +44,11 @@ from totes_cdc.db import SLOT_LAG_BYTES_SQL, connect
 from totes_cdc.errors import TotesError, first_line
 from totes_cdc.settings import settings
 from totes_cdc.stages import STAGES
+from warehouse_loader.derivation import FACTS
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-FACT_TABLES = ("fact_sales_order", "fact_purchase_order", "fact_payment")
 LATENCY_WINDOW = timedelta(minutes=5)
 HEARTBEAT_LOOKBACK = timedelta(hours=1)
 # Status must answer quickly even when a service is down.
@@ -180,8 +180,8 @@ def _facts_union(columns: str, where: str = "true") -> sql.Composed:
     """``SELECT columns FROM each fact table WHERE where`` joined by UNION ALL (constant SQL)."""
     return sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(columns), sql.Identifier("public", table), sql.SQL(where))
-        for table in FACT_TABLES)
+            sql.SQL(columns), sql.Identifier("public", fact.table), sql.SQL(where))
+        for fact in FACTS)
 
 
 def warehouse_reading(warehouse_dsn: str) -> tuple[str | None, float | None, dict[str, float] | None]:
