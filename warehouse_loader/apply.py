@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 SOURCE_SCHEMA = "public"
 MIRROR_SCHEMA = "mirror"
 HISTORY_SCHEMA = "mirror_history"
+# Every truncate applied, per source table (migration 003).
+TRUNCATIONS = sql.Identifier(MIRROR_SCHEMA, "_truncations")
 POSITION_COLUMNS = ("source_lsn", "source_seq", "is_deleted")
 # pg_advisory_xact_lock key serialising dimension recomputes (an arbitrary project constant).
 DIMENSION_LOCK_KEY = 0x746F7465735F6469
@@ -273,7 +275,7 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
         "  SELECT {hkeys}, h.source_lsn, h.source_seq, h.source_op, NULL::timestamptz AS ts, "
         "    false AS is_truncate FROM {history} h JOIN k USING ({key}) WHERE h.source_op <> {t} "
         "  UNION ALL SELECT {kkeys}, t.source_lsn, t.source_seq, {t}, t.source_commit_ts, true "
-        "  FROM k CROSS JOIN mirror._truncations t WHERE t.source_table = {table}), "
+        "  FROM k CROSS JOIN {truncations} t WHERE t.source_table = {table}), "
         "wanted AS (SELECT * FROM ("
         "    SELECT *, lag(source_op) OVER (PARTITION BY {key} "
         "      ORDER BY source_lsn, source_seq, is_truncate) AS before FROM events) e "
@@ -289,7 +291,7 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
             keys=keys, key=_ids(spec.key), hkeys=_ids(spec.key, "h"), kkeys=_ids(spec.key, "k"),
             history=history, table=sql.Literal(spec.name), hk=_eq("h", "k", spec.key),
             hw=_eq("h", "w", spec.key), drop_facts=drop_facts, live=_LIVE,
-            t=sql.Literal(OP_TRUNCATE))
+            t=sql.Literal(OP_TRUNCATE), truncations=TRUNCATIONS)
 
 
 def dependent_sql(spec: SourceTable) -> sql.Composed:
@@ -496,11 +498,11 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
             cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(HISTORY_SCHEMA, spec.name)))
     for lsn, seq, commit_ts in zip(*(truncates[c].to_pylist() for c in ("_lsn", "_seq", "_commit_ts")),
                                    strict=True):
-        cur.execute("INSERT INTO mirror._truncations VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (spec.name, lsn, seq, commit_ts))
+        cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING").format(
+            TRUNCATIONS), (spec.name, lsn, seq, commit_ts))
         log.warning("truncate of %s.%s at lsn %s applied: its rows are marked deleted",
                     SOURCE_SCHEMA, spec.name, lsn)
-    cur.execute("SELECT EXISTS (SELECT 1 FROM mirror._truncations WHERE source_table = %s)",
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %s)").format(TRUNCATIONS),
                 (spec.name,))
     if cur.fetchone()[0]:
         # A truncate concerns every row of the table; a file of rows, its own rows.
