@@ -100,7 +100,13 @@ class Worker:
         done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                 for i, m in enumerate(messages) if m["MessageId"] not in failed]
         if done:
-            self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=done)
+            # A delete SQS refuses leaves its message in flight: it comes back after the visibility
+            # timeout and is applied again, which changes nothing; say so rather than stay silent.
+            refused = self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=done).get("Failed", [])
+            if refused:
+                log.warning("%s: SQS refused to delete %d message(s) (%s); they come back after the "
+                            "queue's visibility timeout and are applied again, changing nothing",
+                            self.name, len(refused), ", ".join(sorted({f.get("Code", "?") for f in refused})))
         if failed:
             log.warning("%s: %d of %d messages failed; they will be redelivered",
                         self.name, len(failed), len(messages))

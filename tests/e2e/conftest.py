@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from totes_cdc.settings import settings
+from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_cdc.stack.emulator import client_env, emulator_client
 
 
@@ -77,9 +77,17 @@ class RunningStack:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+# A processed-file message left in flight (its loader gone, or its delete lost) comes back after
+# the queue's visibility timeout: 720 s in settings.json, shortened here so that a redelivery lands
+# within the tests' waits.
+SETTINGS_OVERRIDES = {"loader_mapping": {"visibility_timeout_seconds": 30}}
+
+
 def start_stack(state_dir: Path, *extra: str, timeout: float = 180) -> RunningStack:
+    env = {**os.environ, OVERRIDES_ENV: json.dumps(SETTINGS_OVERRIDES)}
     process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "up", "--state-dir", str(state_dir),
-                                *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env)
     deadline = time.monotonic() + timeout
     lines = []
     assert process.stdout is not None
