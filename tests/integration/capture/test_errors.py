@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -94,23 +95,33 @@ def test_a_slot_of_another_plugin_ends_capture_after_it_has_streamed(totesys_dsn
     assert f"replication slot {slot} uses plugin test_decoding, not pgoutput" in str(running.error)
 
 
-def test_a_dropped_source_table_stops_the_capture_process_with_exit_2(totesys_dsn, aws_env, tmp_path):
-    slot = f"drop_{uuid.uuid4().hex[:8]}"
-    env: dict[str, Any] = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
+def _capture_process_until_it_stops(dsn: str, aws_env: dict[str, Any], tmp_path: Any, slot: str,
+                                    break_source: Callable[[], None]) -> tuple[int, str]:
+    """Run ``totes-cdc capture`` until it streams, ``break_source()``, then (exit code, stderr)."""
+    env: dict[str, Any] = {**aws_env, "TOTES_CDC_SOURCE_DSN": dsn}
     process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "capture", "--tables", "design",
                                 "--slot", slot, "--state-dir", str(tmp_path)],
                                env=env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: bool(query(totesys_dsn, "SELECT 1 FROM pg_replication_slots "
+        wait_for(lambda: bool(query(dsn, "SELECT 1 FROM pg_replication_slots "
                                     "WHERE slot_name = %s AND active", (slot,))), what="streaming")
-        execute(totesys_dsn, "DROP TABLE design CASCADE")
-        drop_connections(totesys_dsn)
+        break_source()
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
-    assert process.returncode == 2, stderr
+        execute(dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+    return process.returncode, stderr
+
+
+def test_a_dropped_source_table_stops_the_capture_process_with_exit_2(totesys_dsn, aws_env, tmp_path):
+    def drop_table() -> None:
+        execute(totesys_dsn, "DROP TABLE design CASCADE")
+        drop_connections(totesys_dsn)
+
+    returncode, stderr = _capture_process_until_it_stops(
+        totesys_dsn, aws_env, tmp_path, f"drop_{uuid.uuid4().hex[:8]}", drop_table)
+    assert returncode == 2, stderr
     assert "source connection lost" in stderr
     assert stderr.strip().splitlines()[-1] == (
         "totes-cdc: error: tables not found in the source database: public.design")
@@ -118,22 +129,13 @@ def test_a_dropped_source_table_stops_the_capture_process_with_exit_2(totesys_ds
 
 def test_a_publication_dropped_under_the_stream_stops_the_capture_process_with_exit_1(
         totesys_dsn, aws_env, tmp_path):
-    slot = f"pub_{uuid.uuid4().hex[:8]}"
-    env: dict[str, Any] = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
-    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "capture", "--tables", "design",
-                                "--slot", slot, "--state-dir", str(tmp_path)],
-                               env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: bool(query(totesys_dsn, "SELECT 1 FROM pg_replication_slots "
-                                    "WHERE slot_name = %s AND active", (slot,))), what="streaming")
+    def drop_publication() -> None:
         execute(totesys_dsn, "DROP PUBLICATION totes_cdc")
         seed_designs(totesys_dsn, 1)  # the server cannot decode it for a publication that is gone
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
-    assert process.returncode == 1, stderr
+
+    returncode, stderr = _capture_process_until_it_stops(
+        totesys_dsn, aws_env, tmp_path, f"pub_{uuid.uuid4().hex[:8]}", drop_publication)
+    assert returncode == 1, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("totes-cdc: capture stopped: ")
     assert 'publication "totes_cdc" does not exist' in last
