@@ -26,12 +26,11 @@ import fastavro
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from totes_cdc import contract, kpl
-from totes_cdc.contract import Column
+from totes_cdc import contract, kpl, textcolumns
+from totes_cdc.contract import Column, ContractError
 
-from .records import ParsedRecord, Poison, TypedEvent, parse_record, value_parser
+from .records import ParsedRecord, Poison, TypedEvent, parse_record
 
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -53,17 +52,6 @@ _NAMES_SCHEMA = fastavro.parse_schema({"type": "record", "name": "Names", "field
 # The contract version this decoder reads field by field (the parsing canonical form's fingerprint:
 # docs aside, any change to the schema changes it); another version is decoded event by event.
 _LAYOUT = "ffea620a62086661"
-
-# PostgreSQL's text output of a type, for which Arrow's cast gives exactly what the per-event
-# parser gives; a column with any other text is parsed value by value (records.value_parser).
-# Years 1 to 9999 only: Arrow also reads year 0, which Python's datetime (the per-event path) refuses.
-_DATE = r"(\d{3}[1-9]|\d\d[1-9]\d|\d[1-9]\d\d|[1-9]\d{3})-\d\d-\d\d"
-_TIME = r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
-_CANONICAL = {
-    "smallint": r"^-?\d{1,5}$", "integer": r"^-?\d{1,10}$", "bigint": r"^-?\d{1,19}$",
-    "date": f"^{_DATE}$",
-    "timestamp": f"^{_DATE} {_TIME}$",
-}
 
 
 class Irregular(Exception):
@@ -298,35 +286,12 @@ def _strings(reader: _Reader, start: Ints, size: Ints, valid: Bools) -> pa.Array
     return array
 
 
-def _canonical(pg_type: str, arrow: pa.DataType) -> str | None:
-    if pa.types.is_decimal(arrow):
-        return rf"^-?\d{{1,{arrow.precision - arrow.scale}}}(\.\d{{1,{arrow.scale}}})?$" if (
-            arrow.scale) else rf"^-?\d{{1,{arrow.precision}}}$"
-    if pa.types.is_timestamp(arrow) and arrow.tz is None:
-        return _CANONICAL["timestamp"]
-    return _CANONICAL.get(pg_type)
-
-
 def typed(text: pa.Array, pg_type: str) -> pa.Array:
-    """Text values of a column as its Arrow type: cast by Arrow when every value is in the type's
-    canonical form (where the cast equals the per-value parser), else parsed value by value."""
-    arrow = contract.arrow_type(pg_type)[0]
-    if pa.types.is_string(arrow):
-        return text
-    if pa.types.is_boolean(arrow):
-        if pc.all(pc.is_in(text, pa.array(["t", "f", None]))).as_py() is not False:
-            return pc.equal(text, "t")
-    elif (pattern := _canonical(pg_type, arrow)) is not None and pc.all(
-            pc.match_substring_regex(text, pattern)).as_py() is not False:
-        try:
-            return pc.cast(text, arrow)
-        except pa.ArrowInvalid:
-            pass  # out of range for the type: the per-value parser says which value
-    parse = value_parser(pg_type)
+    """:func:`totes_cdc.textcolumns.typed`; a value the type cannot hold sends the batch event by event."""
     try:
-        return pa.array([None if v is None else parse(v) for v in text.to_pylist()], arrow)
-    except (ValueError, ArithmeticError) as exc:
-        raise Irregular(f"column of type {pg_type}: {exc}") from exc
+        return textcolumns.typed(text, pg_type)
+    except ContractError as exc:
+        raise Irregular(str(exc)) from exc
 
 
 def decode(payloads: Sequence[bytes]) -> DecodedBatch:

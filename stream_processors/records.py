@@ -6,16 +6,13 @@ why) for the dead-letter location, and the rest of the record and batch carries 
 
 from __future__ import annotations
 
-import decimal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache, partial
 from typing import Any
-
-import pyarrow as pa
 
 from totes_cdc import contract, kpl
 from totes_cdc.contract import ChangeEvent, ContractError
+from totes_cdc.textcolumns import value_parser
 
 
 @dataclass(frozen=True)
@@ -45,39 +42,6 @@ class ParsedRecord:
     sequence_number: str
     events: tuple[TypedEvent, ...]
     poison: tuple[Poison, ...]
-
-
-def _parse_integer(low: int, high: int, text: str) -> int:
-    value = int(text)
-    if not low <= value <= high:
-        raise ContractError(f"{value} is out of range")
-    return value
-
-
-def _parse_decimal(precision: int, scale: int, text: str) -> decimal.Decimal:
-    value = decimal.Decimal(text)
-    exponent = value.as_tuple().exponent
-    if not isinstance(exponent, int):  # NaN or infinity
-        raise ContractError(f"{text!r} has no decimal representation")
-    if -exponent > scale or value.adjusted() >= precision - scale:
-        raise ContractError(f"{text!r} does not fit numeric({precision},{scale})")
-    return value
-
-
-@cache
-def value_parser(pg_type: str) -> Callable[[str], Any]:
-    """The parser from PostgreSQL text to the Python value of the column's Arrow type.
-
-    Stricter than the contract's bare parser where Arrow would otherwise fail on the whole file
-    (an out-of-range integer, a decimal wider than its precision): such a value poisons one event.
-    """
-    arrow, parse = contract.arrow_type(pg_type)
-    if pa.types.is_integer(arrow):
-        bits = arrow.bit_width - 1
-        return partial(_parse_integer, -(1 << bits), (1 << bits) - 1)
-    if pa.types.is_decimal(arrow):
-        return partial(_parse_decimal, arrow.precision, arrow.scale)
-    return parse
 
 
 def row_image(event: ChangeEvent) -> Mapping[str, str | None]:

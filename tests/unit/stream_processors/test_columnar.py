@@ -25,7 +25,7 @@ from tests.events import (
     sales_order_values,
     sales_orders,
 )
-from totes_cdc import contract, kpl
+from totes_cdc import contract, kpl, textcolumns
 from totes_cdc.contract import Column
 
 BATCH = BatchId("shardId-000000000000", "1", "9")
@@ -188,7 +188,7 @@ def test_canonical_columns_are_cast_by_arrow_nulls_included(monkeypatch):
     def refuse(pg_type):
         raise AssertionError(f"{pg_type} parsed value by value")
 
-    monkeypatch.setattr(columnar, "value_parser", refuse)
+    monkeypatch.setattr(textcolumns, "value_parser", refuse)
     text = pa.array(["t", None, "f"])
     assert columnar.typed(text, "boolean").to_pylist() == [True, None, False]
     assert columnar.typed(pa.array(["-12.5", None]), "numeric(10,2)").to_pylist() == [
