@@ -8,13 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.exceptions
 
+from capture.progress import ProgressTracker, TableProgress
 from totes_cdc import metric_names
 from totes_cdc.jsonfile import write_atomically
 from totes_cdc.settings import settings
@@ -25,18 +28,86 @@ Metric = tuple[str, float, str]  # name, value, CloudWatch unit
 
 
 class MetricsPublisher:
-    def __init__(self, status_path: Path, client: Any = None) -> None:
+    """Writes capture's status file and puts its metrics; :attr:`progress` is where the readers of
+    a snapshot or resync count their rows, shown in both and in log lines (:meth:`reporting`)."""
+
+    def __init__(self, status_path: Path, client: Any = None,
+                 progress: ProgressTracker | None = None) -> None:
         self.status_path = status_path
+        self.progress = progress or ProgressTracker()
         self._client = client
         self._status: dict[str, Any] = {}
         self._namespace = settings()["metrics_namespace"]
         # The series the alarms watch (settings metrics, totes_cdc.metric_names).
         self._dimensions = [{"Name": name, "Value": value}
                             for name, value in metric_names.dimensions("capture").items()]
+        # The status file and the copied-rows count are shared with the reporting thread.
+        self._lock = threading.Lock()
+        self._copied = 0
+        self._logged_done: set[tuple[str, int]] = set()
 
     def publish(self, metrics: Sequence[Metric], status: dict[str, Any]) -> None:
-        self._status = status
-        self._write_status(status)
+        with self._lock:
+            copies = self.progress.snapshot()
+            self._status = status
+            self._write_status(copies)
+            progress = self._progress_metrics(copies)
+        self._put([*metrics, *progress])
+
+    def mark(self, phase: str) -> None:
+        """Rewrite the status file with ``phase`` and the time now, in phases that publish nothing
+        (starting, reconnecting): the status file is the liveness the container health check reads."""
+        with self._lock:
+            self._status = {**self._status, "phase": phase}
+            self._write_status(self.progress.snapshot())
+
+    @contextmanager
+    def reporting(self, seconds: float) -> Iterator[None]:
+        """While the block copies tables, every ``seconds``: a log line per table being copied
+        (rows/total, rate, ETA), the status file rewritten and the progress metrics put.
+
+        From a thread of its own, so that a copy that stalls shows its rate falling instead of
+        going quiet; once more when the block ends.
+        """
+        stop = threading.Event()
+        thread = threading.Thread(target=self._report_until, args=(stop, seconds),
+                                  name="copy-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.report()
+
+    def report(self) -> None:
+        """Log, write and put the copies' progress now."""
+        with self._lock:
+            copies = self.progress.snapshot()
+            self._write_status(copies)
+            progress = self._progress_metrics(copies)
+            for copy in copies:
+                # A finished table is logged once (per copy, told apart by its row count).
+                if copy.finished and (copy.table, copy.rows_done) in self._logged_done:
+                    continue
+                if copy.finished:
+                    self._logged_done.add((copy.table, copy.rows_done))
+                log.info("copy of %s", copy.describe())
+        self._put(progress)
+
+    def _report_until(self, stop: threading.Event, seconds: float) -> None:
+        while not stop.wait(seconds):
+            self.report()
+
+    def _progress_metrics(self, copies: list[TableProgress]) -> list[Metric]:
+        """Rows still to copy (by the estimate) and rows copied since the last put."""
+        remaining = sum(max((c.estimated_total or 0) - c.rows_done, 0)
+                        for c in copies if not c.finished)
+        copied, self._copied = self.progress.copied - self._copied, self.progress.copied
+        return [("SnapshotRowsRemaining", float(remaining), "Count"),
+                ("SnapshotRowsCopied", float(copied), "Count")]
+
+    def _put(self, metrics: Sequence[Metric]) -> None:
         try:
             if self._client is None:
                 self._client = boto3.client("cloudwatch")
@@ -46,16 +117,12 @@ class MetricsPublisher:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             log.warning("could not publish capture metrics to CloudWatch: %s", exc)
 
-    def mark(self, phase: str) -> None:
-        """Rewrite the status file with ``phase`` and the time now, in phases that publish nothing
-        (starting, reconnecting): the status file is the liveness the container health check reads."""
-        self._status = {**self._status, "phase": phase,
-                        "updated_at": dt.datetime.now(dt.UTC).isoformat()}
-        self._write_status(self._status)
-
-    def _write_status(self, status: dict[str, Any]) -> None:
+    def _write_status(self, copies: list[TableProgress]) -> None:
+        # updated_at: the health check's liveness; pid: it tells this process's file from one a
+        # previous process left; copies: what `totes-cdc status` and the dashboard show.
+        status = {**self._status, "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+                  "pid": os.getpid(), "copies": [c.as_dict() for c in copies]}
         try:
-            # pid: the health check tells this process's file from one a previous process left.
-            write_atomically(self.status_path, {**status, "pid": os.getpid()})
+            write_atomically(self.status_path, status)
         except OSError as exc:
             log.warning("could not write %s: %s", self.status_path, exc)

@@ -95,6 +95,13 @@ class ProgressTracker:
         self._clock = clock
         self._lock = threading.Lock()
         self._tables: dict[str, _Table] = {}
+        self._copied = 0
+
+    @property
+    def copied(self) -> int:
+        """Rows copied since this tracker was made, every table and every copy counted."""
+        with self._lock:
+            return self._copied
 
     def start(self, table: str, estimated_total: int | None) -> None:
         """A copy of ``table`` begins (again: a table copied before starts from zero).
@@ -110,6 +117,7 @@ class ProgressTracker:
         with self._lock:
             entry = self._tables[table]
             entry.rows += rows
+            self._copied += rows
             entry.record(self._clock())
 
     def finish(self, table: str) -> None:

@@ -163,6 +163,8 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
         { title = "Capture: behind source (ms)", metrics = [local.series.capture.MillisBehindSource], stat = "Maximum" },
         { title = "Capture: events published, heartbeats", metrics = [local.series.capture.EventsPublished, local.series.capture.CaptureHeartbeat], stat = "Sum" },
         { title = "Capture: PutRecords batch size and retries", metrics = [local.series.capture.PutRecordsBatchSize, local.series.capture.PutRecordsRetries], stat = "Sum" },
+        # Per table in capture's log lines, status file and `totes-cdc status`; here all tables together.
+        { title = "Capture: snapshot/resync rows remaining (estimate) and copied", metrics = [local.series.capture.SnapshotRowsRemaining, concat(local.series.capture.SnapshotRowsCopied, [{ stat = "Sum" }])], stat = "Maximum" },
         {
           title = "Source (RDS): transaction logs and free storage (bytes)", stat = "Maximum"
           metrics = [

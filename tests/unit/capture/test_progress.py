@@ -135,3 +135,14 @@ def test_advances_from_many_threads_are_all_counted() -> None:
     for thread in threads:
         thread.join()
     assert tracker.snapshot()[0].rows_done == 80_000
+
+
+def test_copied_counts_every_row_of_every_copy() -> None:
+    tracker = ProgressTracker()
+    tracker.start("t", 10)
+    tracker.advance("t", 10)
+    tracker.start("t", 10)  # copied again: the progress restarts, the count goes on
+    tracker.advance("t", 4)
+    tracker.start("u", 10)
+    tracker.advance("u", 1)
+    assert tracker.copied == 15
