@@ -11,22 +11,18 @@ metadata (totes_cdc.stages); its columns stay the contract's.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import io
 import json
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastavro
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from totes_cdc import contract, stages
 from totes_cdc.contract import Column
+from totes_cdc.lakefiles import Partition, avro_container, avro_file, parquet_bytes
 
 from .columnar import DecodedBatch, Ints
 from .records import TypedEvent, row_image
@@ -49,18 +45,6 @@ class BatchId:
         return f"{self.shard_id}-{self.first}-{self.last}"
 
 
-@dataclass(frozen=True)
-class Partition:
-    """Events of one table committed on one (UTC) date: one raw file and one processed file."""
-
-    schema: str
-    table: str
-    date: dt.date
-
-    def key(self, prefix: str, batch: BatchId, suffix: str) -> str:
-        return f"{prefix}{self.schema}.{self.table}/date={self.date.isoformat()}/{batch.name}{suffix}"
-
-
 def partitions(events: Iterable[TypedEvent]) -> dict[Partition, list[TypedEvent]]:
     """Events grouped by table and commit date, each group in arrival order."""
     groups: dict[Partition, list[TypedEvent]] = {}
@@ -69,51 +53,6 @@ def partitions(events: Iterable[TypedEvent]) -> dict[Partition, list[TypedEvent]
         commit_date = event.commit_ts.astimezone(dt.UTC).date()
         groups.setdefault(Partition(event.schema, event.table, commit_date), []).append(item)
     return groups
-
-
-# zlib's fastest level: on change events a few per cent larger than the default level 6, in a
-# fraction of the time (the default was a quarter of the handler's CPU on large batches).
-DEFLATE_LEVEL = 1
-
-
-def _sync_marker(key: str) -> bytes:
-    return hashlib.md5(key.encode(), usedforsecurity=False).digest()
-
-
-def avro_file(records: Sequence[dict[str, Any]], key: str) -> bytes:
-    """An Avro object container file of the records, byte-identical for the same key and records."""
-    buf = io.BytesIO()
-    fastavro.writer(buf, contract.PARSED_SCHEMA, records, codec="deflate", sync_marker=_sync_marker(key),
-                    codec_compression_level=DEFLATE_LEVEL)
-    return buf.getvalue()
-
-
-def _avro_header() -> bytes:
-    """The container header fastavro writes for the contract schema and deflate, less its sync marker."""
-    buf = io.BytesIO()
-    fastavro.writer(buf, contract.PARSED_SCHEMA, [], codec="deflate", sync_marker=bytes(16))
-    return buf.getvalue()[:-16]
-
-
-_AVRO_HEADER = _avro_header()
-_SYNC_INTERVAL = 16_000  # fastavro's: a block ends after the record that takes it to this size
-
-
-def avro_container(data: bytes, sizes: Ints, key: str) -> bytes:
-    """The Avro container file of the record bodies laid end to end in ``data`` (``sizes`` each),
-    without decoding them: the bytes :func:`avro_file` writes for the same records."""
-    sync = _sync_marker(key)
-    parts = [_AVRO_HEADER, sync]
-    cumulative = np.cumsum(sizes)
-    ends = cumulative.tolist()
-    first = 0
-    while first < len(ends):
-        base = ends[first - 1] if first else 0
-        last = min(int(np.searchsorted(cumulative, base + _SYNC_INTERVAL)), len(ends) - 1)
-        block = zlib.compress(data[base:ends[last]], DEFLATE_LEVEL)[2:-1]  # raw deflate, as fastavro
-        parts += [contract.avro_long(last + 1 - first), contract.avro_long(len(block)), block, sync]
-        first = last + 1
-    return b"".join(parts)
 
 
 def union_columns(events: Iterable[TypedEvent]) -> tuple[list[Column], set[str]]:
@@ -206,9 +145,7 @@ def _parquet_bytes(table: pa.Table, batch: BatchId | None = None) -> bytes:
                  "file_written": time.time()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                stages.METADATA_KEY: json.dumps(times)})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
+    return parquet_bytes(table)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,10 @@
 """Writing a batch to S3: dead-letter documents, raw Avro files, processed Parquet files.
 
-Every object is written at most once (a conditional put, ``If-None-Match: *``): objects are
-immutable, and a retried or replayed batch, whose keys are the same, finds them present and
-writes nothing (so the loader is not notified twice). botocore errors become StoreError here.
-
-The objects of one step are put concurrently: a batch's time is then about one round trip per step
-rather than one per object, which is most of the stream's latency when batches are small.
+Every object is written at most once (totes_cdc.lakefiles.ObjectStore, a conditional put): a
+retried or replayed batch, whose keys are the same, finds them present and writes nothing (so the
+loader is not notified twice). The objects of one step are put concurrently: a batch's time is
+then about one round trip per step rather than one per object, which is most of the stream's
+latency when batches are small.
 """
 
 from __future__ import annotations
@@ -13,55 +12,16 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from totes_cdc.lakefiles import AVRO_CONTENT_TYPE, PARQUET_CONTENT_TYPE, ObjectStore, Partition
 
 from .columnar import ParsedBatch
 from .config import ProcessorConfig
-from .errors import StoreError
-from .files import BatchId, Partition, batch_files
+from .files import BatchId, batch_files
 from .records import ParsedRecord, Poison
 
-MAX_CONCURRENT_PUTS = 8  # below botocore's default connection pool size (10)
-
-# (bucket, key, body, content type)
-Put = tuple[str, str, bytes, str]
-
-
-class ObjectStore:
-    """S3, through a boto3 client."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
-        """Store the object unless the key exists; True when this call wrote it."""
-        try:
-            self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                    IfNoneMatch="*")
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "PreconditionFailed":
-                return False
-            raise StoreError(f"cannot write s3://{bucket}/{key}: {code} {exc}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"cannot write s3://{bucket}/{key}: {exc}") from exc
-        return True
-
-    def put_all(self, puts: Sequence[Put]) -> None:
-        """:meth:`put_new` every object, concurrently; the first StoreError is raised once all
-        puts have ended (a retry of the batch writes only what is missing)."""
-        if not puts:
-            return
-        if len(puts) == 1:  # most steps of a small batch: no thread to start
-            self.put_new(*puts[0])
-            return
-        with ThreadPoolExecutor(min(len(puts), MAX_CONCURRENT_PUTS)) as pool:
-            for _ in pool.map(lambda put: self.put_new(*put), puts):
-                pass
+__all__ = ["BatchResult", "ObjectStore", "dead_letter_document", "dead_letter_key", "write_batch"]
 
 
 @dataclass(frozen=True)
@@ -107,11 +67,11 @@ def write_batch(store: ObjectStore, config: ProcessorConfig, batch: BatchId,
         return partition.key(config.raw_prefix, batch, ".avro")
 
     files = batch_files(parsed.events, raw_key, batch)
-    raw = [(config.raw_bucket, raw_key(f.partition), f.avro, "application/avro") for f in files]
+    raw = [(config.raw_bucket, raw_key(f.partition), f.avro, AVRO_CONTENT_TYPE) for f in files]
     store.put_all(raw)
     processed = [(config.processed_bucket,
                   f.partition.key(config.processed_prefix, batch, config.processed_suffix),
-                  f.parquet, "application/vnd.apache.parquet") for f in files]
+                  f.parquet, PARQUET_CONTENT_TYPE) for f in files]
     store.put_all(processed)
     return BatchResult(sum(f.events for f in files), tuple(put[1] for put in raw),
                        tuple(put[1] for put in processed), tuple(put[1] for put in dead_letters))
