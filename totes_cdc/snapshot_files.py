@@ -1,0 +1,107 @@
+"""A snapshot read's lake files, built column by column from the text columns of ``COPY ... TO``.
+
+A read of ``n`` rows becomes ``n`` contract records, op ``r`` (the raw zone's Avro container
+holds their bodies) and ``n`` processed rows (the contract's meta columns, then the table's typed
+columns), the same bytes and rows the stream processor writes for the same events, without a
+Python object per row: the Avro bodies are joined by Arrow from per-column pieces, the varints
+computed by numpy. ``tests/unit/test_snapshot_files.py`` holds the bodies to
+:func:`totes_cdc.contract.encode`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from totes_cdc import contract, textcolumns
+from totes_cdc.contract import Column
+
+Ints = npt.NDArray[np.int64]
+
+_EMPTY = pa.scalar(b"", pa.binary())
+_NULL_VALUE = pa.scalar(b"\x00", pa.binary())  # union branch 0: null
+_VALUE_BRANCH = pa.scalar(b"\x02", pa.binary())  # union branch 1: string
+_EMPTY_STRINGS = pa.array([], pa.string())
+
+
+def _avro_string(text: str) -> bytes:
+    data = text.encode()
+    return contract.avro_long(len(data)) + data
+
+
+def _micros(ts: dt.datetime) -> int:
+    return (ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+def varints(values: Ints) -> pa.Array:
+    """The Avro longs of ``values`` (zig-zag, then base-128 varint), one binary value each."""
+    zigzag = ((values << 1) ^ (values >> 63)).astype(np.uint64)
+    size = np.ones(len(zigzag), np.int64)
+    for shift in range(7, 64, 7):
+        size += zigzag >= np.uint64(1) << np.uint64(shift)
+    width = int(size.max()) if len(size) else 1
+    groups = np.empty((len(zigzag), width), np.uint8)
+    for k in range(width):
+        more = np.where(k < size - 1, 0x80, 0).astype(np.uint8)
+        groups[:, k] = ((zigzag >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | more
+    data = groups[np.arange(width) < size[:, None]]
+    offsets = np.zeros(len(size) + 1, np.int32)
+    np.cumsum(size, out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), len(size), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def record_bodies(schema: str, table: str, columns: Sequence[Column], *, lsn: int, seqs: Ints,
+                  taken_at: dt.datetime, values: Sequence[pa.Array]) -> pa.Array:
+    """The Avro bodies (no single-object header) of the reads: ``seqs`` their positions at ``lsn``,
+    ``values`` the text of each column (null: SQL NULL), in column order."""
+    head = b"".join((contract.avro_long(contract.CONTRACT_VERSION),
+                     contract.avro_long(contract.OPS.index(contract.OP_SNAPSHOT)),
+                     _avro_string(schema), _avro_string(table), contract.avro_long(lsn)))
+    column_array = b"".join((contract.avro_long(len(columns)), *(
+        _avro_string(c.name) + _avro_string(c.type) + (b"\x01" if c.key else b"\x00") for c in columns),
+        b"\x00")) if columns else b"\x00"
+    # xid null, commit time, snapshot true, the columns, before null, after: branch 1 and its count
+    middle = b"".join((b"\x00", contract.avro_long(_micros(taken_at)), b"\x01", column_array, b"\x00",
+                       b"\x02", contract.avro_long(len(columns)) if columns else b""))
+    parts: list[pa.Array | pa.Scalar] = [pa.scalar(head, pa.binary()), varints(seqs),
+                                         pa.scalar(middle, pa.binary())]
+    for column, text in zip(columns, values, strict=True):
+        raw = text.cast(pa.binary())
+        sizes = pc.fill_null(pc.binary_length(raw), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        value = pc.binary_join_element_wise(_VALUE_BRANCH, varints(sizes), raw, _EMPTY)
+        parts += [pa.scalar(_avro_string(column.name), pa.binary()), pc.fill_null(value, _NULL_VALUE)]
+    parts.append(pa.scalar(b"\x00\x00", pa.binary()))  # end of the map; unchanged: empty array
+    joined: pa.Array = pc.binary_join_element_wise(*parts, _EMPTY)
+    return joined
+
+
+def bodies_and_sizes(bodies: pa.Array) -> tuple[memoryview, Ints]:
+    """The bodies laid end to end, and each one's size (what the raw zone's container writer takes)."""
+    offsets = np.frombuffer(bodies.buffers()[1], np.int32, len(bodies) + 1, bodies.offset * 4)
+    data = memoryview(bodies.buffers()[2])[int(offsets[0]):int(offsets[-1])]
+    return data, np.diff(offsets).astype(np.int64)
+
+
+def processed_table(columns: Sequence[Column], *, lsn: int, seqs: Ints, taken_at: dt.datetime,
+                    values: Sequence[pa.Array]) -> pa.Table:
+    """The processed rows of the reads: the meta columns, then each column typed from its text.
+
+    ContractError for a value its column's Arrow type cannot hold.
+    """
+    n = len(seqs)
+    arrays = [
+        pa.array([contract.OP_SNAPSHOT]).take(pa.array(np.zeros(n, np.int64))),
+        pa.array(np.full(n, lsn, np.int64)),
+        pa.array(seqs),
+        pa.nulls(n, pa.int64()),
+        pa.array(np.full(n, _micros(taken_at), np.int64), pa.timestamp("us", tz="UTC")),
+        pa.array(np.ones(n, np.bool_)),
+        pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), _EMPTY_STRINGS),
+        *(textcolumns.typed(text, column.type) for column, text in zip(columns, values, strict=True)),
+    ]
+    return pa.Table.from_arrays(arrays, schema=contract.parquet_schema(list(columns)))
