@@ -13,6 +13,11 @@ output "capture_service" {
   value       = module.pipeline.capture_service
 }
 
+output "resync_run_task" {
+  description = "The `aws ecs run-task` command of a resync (docs/operations.md)."
+  value       = module.pipeline.resync_run_task
+}
+
 output "buckets" {
   description = "Bucket names by role."
   value       = module.pipeline.buckets

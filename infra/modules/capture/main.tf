@@ -150,6 +150,14 @@ data "aws_iam_policy_document" "task" {
     resources = ["${var.raw_bucket_arn}/${local.state_prefix}*"]
   }
 
+  # The snapshot and resync reads go straight to the lake (raw and processed zones), as the stream
+  # processor's files do: written only, with conditional puts, never read back.
+  statement {
+    sid       = "WriteSnapshotFilesToTheLake"
+    actions   = ["s3:PutObject"]
+    resources = ["${var.raw_bucket_arn}/${var.settings.prefixes.raw}*", "${var.processed_bucket_arn}/${var.settings.prefixes.processed}*"]
+  }
+
   statement {
     sid       = "DeadLetterUnsendableEvents"
     actions   = ["s3:PutObject"]

@@ -28,6 +28,11 @@ variable "raw_bucket_arn" {
   type        = string
 }
 
+variable "processed_bucket_arn" {
+  description = "ARN of the processed bucket (snapshot and resync reads are written to the processed zone)."
+  type        = string
+}
+
 variable "dead_letter_bucket_arn" {
   description = "ARN of the dead-letter bucket (events that cannot be sent to the stream)."
   type        = string

@@ -90,6 +90,7 @@ module "capture" {
   command                        = var.capture_command
   stream_arn                     = module.stream.arn
   raw_bucket_arn                 = module.storage.arns.raw
+  processed_bucket_arn           = module.storage.arns.processed
   dead_letter_bucket_arn         = module.storage.arns.dead_letter
   source_secret_arn              = module.secrets.arns.source
   source_db_sslmode              = var.source_db_sslmode

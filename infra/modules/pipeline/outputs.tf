@@ -13,6 +13,11 @@ output "capture_service" {
   value       = module.capture.service_name
 }
 
+output "resync_run_task" {
+  description = "The `aws ecs run-task` command of a resync (docs/operations.md)."
+  value       = module.capture.resync_run_task
+}
+
 output "buckets" {
   description = "Bucket names by role."
   value       = module.storage.names
