@@ -1,9 +1,12 @@
-"""Configuration of the handler and of the local event source mapping: frozen, built at the entry."""
+"""Configuration of the handler and of the local event source mapping: frozen, built at the entry.
+
+Both come from ``infra/settings.json`` (with ``$TOTES_CDC_SETTINGS_OVERRIDES``) and nothing else:
+the loader, the S3 notification and Terraform read the same settings, so the processor writes
+where they look.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from totes_cdc.settings import settings
@@ -11,28 +14,34 @@ from totes_cdc.settings import settings
 
 @dataclass(frozen=True)
 class ProcessorConfig:
-    """Where the handler writes. Each field is read from its environment variable, else settings.json."""
+    """Where the handler writes."""
 
-    raw_bucket: str  # TOTES_CDC_RAW_BUCKET: bucket of the raw zone (Avro, exactly as received)
-    raw_prefix: str  # TOTES_CDC_RAW_PREFIX
-    processed_bucket: str  # TOTES_CDC_PROCESSED_BUCKET: bucket of the processed zone (Parquet)
-    processed_prefix: str  # TOTES_CDC_PROCESSED_PREFIX: the S3->SQS notification filters on it
-    processed_suffix: str  # settings.json suffixes.processed, the notification's other filter
-    dead_letter_bucket: str  # TOTES_CDC_DEAD_LETTER_BUCKET: poison records, with their error
-    dead_letter_prefix: str  # TOTES_CDC_DEAD_LETTER_PREFIX
+    raw_bucket: str
+    """``buckets.raw``: the raw zone (Avro, exactly as received)."""
+    raw_prefix: str
+    """``prefixes.raw``."""
+    processed_bucket: str
+    """``buckets.processed``: the processed zone (Parquet), which the loader reads."""
+    processed_prefix: str
+    """``prefixes.processed``: the S3->SQS notification that feeds the loader filters on it."""
+    processed_suffix: str
+    """``suffixes.processed``: the notification's other filter."""
+    dead_letter_bucket: str
+    """``buckets.dead_letter``: poison records, each with its error."""
+    dead_letter_prefix: str
+    """``prefixes.dead_letter_records``."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> ProcessorConfig:
+    def from_settings(cls) -> ProcessorConfig:
         cfg = settings()
         return cls(
-            raw_bucket=env.get("TOTES_CDC_RAW_BUCKET", cfg["buckets"]["raw"]),
-            raw_prefix=env.get("TOTES_CDC_RAW_PREFIX", cfg["prefixes"]["raw"]),
-            processed_bucket=env.get("TOTES_CDC_PROCESSED_BUCKET", cfg["buckets"]["processed"]),
-            processed_prefix=env.get("TOTES_CDC_PROCESSED_PREFIX", cfg["prefixes"]["processed"]),
+            raw_bucket=cfg["buckets"]["raw"],
+            raw_prefix=cfg["prefixes"]["raw"],
+            processed_bucket=cfg["buckets"]["processed"],
+            processed_prefix=cfg["prefixes"]["processed"],
             processed_suffix=cfg["suffixes"]["processed"],
-            dead_letter_bucket=env.get("TOTES_CDC_DEAD_LETTER_BUCKET", cfg["buckets"]["dead_letter"]),
-            dead_letter_prefix=env.get("TOTES_CDC_DEAD_LETTER_PREFIX",
-                                       cfg["prefixes"]["dead_letter_records"]),
+            dead_letter_bucket=cfg["buckets"]["dead_letter"],
+            dead_letter_prefix=cfg["prefixes"]["dead_letter_records"],
         )
 
 

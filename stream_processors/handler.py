@@ -76,7 +76,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     if not records:
         metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=0)
         return {"batchItemFailures": []}
-    config = ProcessorConfig.from_env()
+    config = ProcessorConfig.from_settings()
     batch = batch_id(records, read)
     logger.set_correlation_id(batch.name)
     parsed = parse_batch([(base64.b64decode(r["kinesis"]["data"]), r["kinesis"]["partitionKey"],

@@ -414,7 +414,7 @@ def processed_files(events: Sequence[ChangeEvent], delivery: Delivery) -> list[P
     Each event is one Kinesis record, KPL-aggregated as capture sends it; each batch goes through
     the processor's own parsing and writing (``columnar.parse_batch``, ``store.write_batch``).
     """
-    config = ProcessorConfig.from_env({})
+    config = ProcessorConfig.from_settings()
     out: list[ProcessedFile] = []
     streams = shard_streams(events)
     for index, stream in enumerate(streams):

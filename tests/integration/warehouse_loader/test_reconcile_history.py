@@ -103,7 +103,7 @@ class Source:
         self.batches += 1
         parsed = [ParsedRecord(str(n), (typed_event(contract.encode(e)),), ())
                   for n, e in enumerate(events)]
-        result = write_batch(ObjectStore(self.s3), ProcessorConfig.from_env({}),
+        result = write_batch(ObjectStore(self.s3), ProcessorConfig.from_settings(),
                              BatchId("shardId-000000000000", str(self.batches), str(self.batches)),
                              parsed, "arn:aws:kinesis:eu-west-2:1:stream/s")
         for key in result.processed_keys:

@@ -105,7 +105,7 @@ def test_replayed_batch_rewrites_nothing(s3):
 
 @pytest.mark.filterwarnings("ignore:No application metrics")  # it raised before counting anything
 def test_s3_failure_raises_a_transient_error_naming_the_object(s3, monkeypatch):
-    monkeypatch.setenv("TOTES_CDC_RAW_BUCKET", "no-such-bucket")
+    monkeypatch.setitem(settings()["buckets"], "raw", "no-such-bucket")
     with pytest.raises(StoreError, match=r"s3://no-such-bucket/raw/public\.sales_order/"):
         handler(lambda_event(aggregated(sales_orders(2))), Context())
 
