@@ -55,13 +55,14 @@ class TableProgress:
 
 
 class _Table:
-    def __init__(self, estimated_total: int | None, now: float) -> None:
+    def __init__(self, estimated_total: int | None, done: int, now: float) -> None:
         self.estimated_total = estimated_total
         self.started = now
-        self.rows = 0
+        self.done_before = done
+        self.rows = done
         self.finished_at: float | None = None
         # (time, rows done then); the first one is the last sample at or before the window start.
-        self.samples: deque[tuple[float, int]] = deque([(now, 0)])
+        self.samples: deque[tuple[float, int]] = deque([(now, done)])
 
     def record(self, now: float) -> None:
         if len(self.samples) >= 2 and now - self.samples[-2][0] < _RESOLUTION_SECONDS:
@@ -77,7 +78,7 @@ class _Table:
     def progress(self, table: str, now: float) -> TableProgress:
         if self.finished_at is not None:
             elapsed = self.finished_at - self.started
-            rate = self.rows / elapsed if elapsed > 0 else 0.0
+            rate = (self.rows - self.done_before) / elapsed if elapsed > 0 else 0.0
             return TableProgress(table, self.rows, self.estimated_total, rate, 0.0, True)
         self._prune(now)
         since, rows_then = self.samples[0]
@@ -103,14 +104,15 @@ class ProgressTracker:
         with self._lock:
             return self._copied
 
-    def start(self, table: str, estimated_total: int | None) -> None:
-        """A copy of ``table`` begins (again: a table copied before starts from zero).
+    def start(self, table: str, estimated_total: int | None, done: int = 0) -> None:
+        """A copy of ``table`` begins (again: a table copied before starts from zero), or resumes
+        with ``done`` rows copied before (counted as done, not in the rate).
 
         ``estimated_total`` is ``pg_class.reltuples``; a negative one (never analysed) is unknown.
         """
         estimate = None if estimated_total is None or estimated_total < 0 else int(estimated_total)
         with self._lock:
-            self._tables[table] = _Table(estimate, self._clock())
+            self._tables[table] = _Table(estimate, done, self._clock())
 
     def advance(self, table: str, rows: int) -> None:
         """``rows`` more rows of ``table`` are copied."""

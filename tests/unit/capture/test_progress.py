@@ -146,3 +146,16 @@ def test_copied_counts_every_row_of_every_copy() -> None:
     tracker.start("u", 10)
     tracker.advance("u", 1)
     assert tracker.copied == 15
+
+
+def test_a_resumed_copy_counts_rows_done_before_as_done_not_in_its_rate() -> None:
+    clock = Clock()
+    tracker = ProgressTracker(clock)
+    tracker.start("t", 1000, done=600)
+    clock.now += 2
+    tracker.advance("t", 100)
+    [p] = tracker.snapshot()
+    assert (p.rows_done, p.rate, p.eta_seconds) == (700, 50.0, 6.0)
+    assert tracker.copied == 100
+    tracker.finish("t")
+    assert tracker.snapshot()[0].rate == 50.0
