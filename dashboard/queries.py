@@ -21,6 +21,7 @@ from typing import Any
 from psycopg2 import sql
 
 from dashboard.errors import BadRequest
+from totes_cdc.contract import OP_INSERT
 
 TOP = 10
 # Date range choices: days back from today (None = all time) and the time bucket of the charts.
@@ -217,7 +218,7 @@ FROM public.fact_sales_order f
 LEFT JOIN public.dim_currency c ON c.currency_id = f.currency_id
 LEFT JOIN public.dim_location l ON l.location_id = f.agreed_delivery_location_id
 LEFT JOIN public.dim_design d ON d.design_id = f.design_id
-WHERE f.loaded_at > %(since)s AND f.source_commit_ts > %(since)s AND f.source_op = 'c'
+WHERE f.loaded_at > %(since)s AND f.source_commit_ts > %(since)s AND f.source_op = %(insert)s
 """
 
 LIVE = """
@@ -251,7 +252,7 @@ def live(conn: Any) -> dict[str, Any]:
         now: datetime = cur.fetchone()[0]
         since = now.replace(second=0, microsecond=0) - timedelta(minutes=LIVE_MINUTES - 1)
         seconds_since = now.replace(microsecond=0) - timedelta(seconds=LIVE_SECONDS - 1)
-        params = {"since": since, "seconds_since": seconds_since, "newest": NEWEST}
+        params = {"since": since, "seconds_since": seconds_since, "newest": NEWEST, "insert": OP_INSERT}
         cur.execute(LIVE.format(orders=LIVE_ORDERS), params)
         per_minute = cur.fetchall()
         cur.execute(LIVE_PER_SECOND.format(orders=LIVE_ORDERS), params)

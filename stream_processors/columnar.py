@@ -37,7 +37,8 @@ Bools = npt.NDArray[np.bool_]
 
 # Single-object encoding's marker and the contract schema's fingerprint, ahead of every body.
 _HEADER = contract.encode(contract.ChangeEvent(
-    op="t", schema="", table="", lsn=0, seq=0, commit_ts=dt.datetime.now(dt.UTC), columns=()))[:10]
+    op=contract.OP_TRUNCATE, schema="", table="", lsn=0, seq=0, commit_ts=dt.datetime.now(dt.UTC),
+    columns=()))[:10]
 _MAX_VARINT = 9  # bytes: 63 bits, every long below 2**62 in magnitude; longer ones go per event
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # commit_ts as fastavro reads it (timestamp-micros) is a datetime: a value outside its range is poison

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,6 @@ from totes_cdc.contract import (
     arrow_type,
 )
 from totes_cdc.errors import first_line
-from totes_cdc.settings import settings
 from warehouse_loader import latency
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
@@ -98,6 +98,9 @@ class SourceTable:
         return tuple(name for name in self.names if name not in self.key)
 
 
+_PROCESSED_KEY = re.compile(r"(?:^|/)(?P<schema>[^/.]+)\.(?P<table>[^/]+)/date=[^/]+/[^/]+$")
+
+
 @dataclass(frozen=True)
 class FileResult:
     key: str
@@ -109,14 +112,15 @@ class FileResult:
 
 
 def table_of(key: str) -> str:
-    """The source table of a processed object key ``<prefix><schema>.<table>/...``."""
-    prefix = settings()["prefixes"]["processed"]
-    first = key.removeprefix(prefix).split("/", 1)[0] if key.startswith(prefix) else ""
-    schema, _, table = first.partition(".")
-    if schema != SOURCE_SCHEMA or not table:
-        raise BadFileError(key, f"not a processed file of a {SOURCE_SCHEMA} table "
-                                f"(expected {prefix}{SOURCE_SCHEMA}.<table>/...)")
-    return table
+    """The source table of a processed object key ``<prefix><schema>.<table>/date=<date>/<file>``.
+
+    Read from the end, so the prefix stays the processor's and the S3 notification's business.
+    """
+    match = _PROCESSED_KEY.search(key)
+    if match is None or match["schema"] != SOURCE_SCHEMA:
+        raise BadFileError(key, f"not a processed file of a {SOURCE_SCHEMA} table (expected "
+                                f"<prefix>{SOURCE_SCHEMA}.<table>/date=<date>/<file>)")
+    return match["table"]
 
 
 def source_table(cur: Any, name: str) -> SourceTable | None:
@@ -448,7 +452,7 @@ def dimension_upserts_sql(source: str, versions: str) -> list[sql.Composed]:
                 derive=dim.derive(MIRROR_SCHEMA), key=sql.Identifier(dim.key),
                 history=sql.Identifier(HISTORY_SCHEMA, dim.source),
                 source_key=sql.Identifier(dim.source_key), live=_LIVE,
-                keys=sql.SQL(dep.keys).format(changed=sql.Identifier(versions)),
+                keys=dep.affected(MIRROR_SCHEMA, sql.Identifier(versions)),
                 sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
                                         for c in dim.columns),
                 current=_ids(dim.columns, "t"), new=_ids(dim.columns, "excluded")))

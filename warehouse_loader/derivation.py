@@ -98,12 +98,16 @@ class Dependency:
     """Rows of ``dimension`` to recompute when ``source`` rows change.
 
     ``keys`` selects the dimension keys affected by the changed source keys, which it reads from
-    ``{changed}`` (a relation with the source table's key column).
+    ``{changed}`` (a relation with the source table's key column) and the tables in ``{schema}``.
     """
 
     source: str
     dimension: str
     keys: str
+
+    def affected(self, schema: str, changed: sql.Composable) -> sql.Composed:
+        """The dimension keys that the source keys in ``changed`` affect, over the tables of ``schema``."""
+        return sql.SQL(self.keys).format(schema=sql.Identifier(schema), changed=changed)
 
 
 DEPENDENCIES: tuple[Dependency, ...] = (
@@ -111,12 +115,12 @@ DEPENDENCIES: tuple[Dependency, ...] = (
     Dependency("currency", "dim_currency", "SELECT currency_id FROM {changed}"),
     Dependency("address", "dim_location", "SELECT address_id FROM {changed}"),
     Dependency("address", "dim_counterparty",
-               "SELECT counterparty_id FROM mirror.counterparty "
+               "SELECT counterparty_id FROM {schema}.counterparty "
                "WHERE legal_address_id IN (SELECT address_id FROM {changed})"),
     Dependency("counterparty", "dim_counterparty", "SELECT counterparty_id FROM {changed}"),
     Dependency("staff", "dim_staff", "SELECT staff_id FROM {changed}"),
     Dependency("department", "dim_staff",
-               "SELECT staff_id FROM mirror.staff "
+               "SELECT staff_id FROM {schema}.staff "
                "WHERE department_id IN (SELECT department_id FROM {changed})"),
     Dependency("payment_type", "dim_payment_type", "SELECT payment_type_id FROM {changed}"),
     Dependency("transaction", "dim_transaction", "SELECT transaction_id FROM {changed}"),
