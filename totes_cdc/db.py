@@ -13,7 +13,7 @@ without SQLSTATE comes from the client side (the connection broke) and is transi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg2
@@ -111,6 +111,29 @@ def describe(dsn: str) -> str:
         return "<unparseable DSN>"
     return (f"{p.get('user', '')}@{p.get('host', 'localhost')}:{p.get('port', '5432')}"
             f"/{p.get('dbname', '')}")
+
+
+def dsn_from_secret(secret: Mapping[str, Any], name: str) -> str:
+    """The libpq DSN of database secret ``name`` (its JSON, RDS layout: ``host``, ``port`` (default
+    5432), ``dbname``, ``username``, ``password``, ``sslmode`` (default ``require``)).
+
+    ConfigError naming the missing field, never a value of the secret.
+    """
+    try:
+        return str(psycopg2.extensions.make_dsn(
+            host=secret["host"], port=str(secret.get("port", 5432)), dbname=secret["dbname"],
+            user=secret["username"], password=secret["password"],
+            sslmode=secret.get("sslmode", "require")))
+    except KeyError as exc:
+        raise ConfigError(f"the database secret {name!r} has no {exc.args[0]!r} field") from None
+
+
+def secret_from_dsn(dsn: str) -> dict[str, str]:
+    """The secret JSON of a DSN, in the layout :func:`dsn_from_secret` reads back."""
+    p = psycopg2.extensions.parse_dsn(dsn)
+    return {"host": p.get("host", "localhost"), "port": p.get("port", "5432"),
+            "dbname": p.get("dbname", ""), "username": p.get("user", ""),
+            "password": p.get("password", ""), "sslmode": p.get("sslmode", "prefer")}
 
 
 def connect(dsn: str, what: str, **kwargs: Any) -> Any:

@@ -18,7 +18,6 @@ from urllib.parse import unquote_plus
 
 import boto3
 import botocore.exceptions
-import psycopg2.extensions
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -26,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from totes_cdc import metric_names
-from totes_cdc.db import connect
+from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
 from totes_cdc.settings import settings
 from warehouse_loader.apply import apply_file
@@ -56,13 +55,7 @@ def warehouse_dsn() -> str:
     if not name:
         raise ConfigError(f"no warehouse configured: set {DSN_ENV} or {SECRET_ENV}")
     secret = parameters.get_secret(name, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
-    try:
-        return str(psycopg2.extensions.make_dsn(
-            host=secret["host"], port=secret.get("port", 5432), dbname=secret["dbname"],
-            user=secret["username"], password=secret["password"],
-            sslmode=secret.get("sslmode", "require")))
-    except KeyError as exc:
-        raise ConfigError(f"the warehouse secret {name} has no {exc.args[0]!r} field") from None
+    return dsn_from_secret(secret, name)
 
 
 class Loader:

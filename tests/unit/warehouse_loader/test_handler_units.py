@@ -81,7 +81,7 @@ def test_dsn_is_built_from_the_secret(monkeypatch, s3):
 
     boto3.client("secretsmanager").create_secret(Name="bad", SecretString=json.dumps({"host": "h"}))
     monkeypatch.setenv(handler.SECRET_ENV, "bad")
-    with pytest.raises(ConfigError, match="the warehouse secret bad has no 'dbname' field"):
+    with pytest.raises(ConfigError, match="the database secret 'bad' has no 'dbname' field"):
         warehouse_dsn()
 
 
