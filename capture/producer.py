@@ -23,6 +23,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class Producer:
         self._starts = [s.start_hash for s in shards]
         self._open: list[list[tuple[str, bytes]]] = [[] for _ in shards]
         self._open_size = [0] * len(shards)
+        self._read_at = [0.0] * len(shards)  # when the open aggregate's last event was added
         self._ready: list[deque[Record]] = [deque() for _ in shards]
         self.buffered_bytes = 0
         self.stats = ProducerStats()
@@ -140,6 +142,7 @@ class Producer:
                                   + len(self._open[index][0][0].encode()) > MAX_RECORD_BYTES):
             self._close(index)
         self._open[index].append((partition_key, data))
+        self._read_at[index] = time.time()
         self._open_size[index] += size
         self.buffered_bytes += size
 
@@ -150,7 +153,7 @@ class Producer:
             self.buffered_bytes -= self._open_size[index]
             self._open_size[index] = 0
             self._queue(index, Record(pending[0][0], str(self._shards[index].start_hash),
-                                      kpl.aggregate(pending), len(pending)))
+                                      kpl.aggregate(pending, self._read_at[index]), len(pending)))
 
     def _queue(self, index: int, record: Record) -> None:
         self._ready[index].append(record)

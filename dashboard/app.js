@@ -254,7 +254,8 @@ function show(id, value, unit) {
 
 // The hops of the latency waterfall (totes_cdc/stages.py), in the order a change passes them.
 const STAGES = [
-  ["commit_to_kinesis", "Source commit to Kinesis"],
+  ["commit_to_capture", "Source commit to capture read"],
+  ["capture_to_kinesis", "Capture read to Kinesis"],
   ["kinesis_to_processor", "Kinesis to stream processor"],
   ["processor_to_file", "Stream processor to file written"],
   ["file_to_warehouse", "File to warehouse commit"],

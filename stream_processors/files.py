@@ -35,10 +35,12 @@ class BatchId:
     shard_id: str
     first: str
     last: str
-    # Epoch seconds: Kinesis accepted the batch's last record; the processor read the batch. Not
-    # part of the batch's identity (a retry reads it later).
+    # Epoch seconds: Kinesis accepted the batch's last record; the processor read the batch;
+    # capture read the batch's last event (None: its records carry no time). Not part of the
+    # batch's identity (a retry reads it later).
     accepted: float | None = field(default=None, compare=False)
     read: float | None = field(default=None, compare=False)
+    captured: float | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -141,8 +143,8 @@ def batch_parquet_table(batch: DecodedBatch, members: Ints) -> pa.Table:
 
 def _parquet_bytes(table: pa.Table, batch: BatchId | None = None) -> bytes:
     if batch is not None and batch.read is not None:
-        times = {"kinesis_accepted": batch.accepted, "processor_read": batch.read,
-                 "file_written": time.time()}
+        times = {"capture_read": batch.captured, "kinesis_accepted": batch.accepted,
+                 "processor_read": batch.read, "file_written": time.time()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                stages.METADATA_KEY: json.dumps(times)})
     return parquet_bytes(table)

@@ -36,7 +36,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from totes_cdc import metric_names
+from totes_cdc import kpl, metric_names
 from totes_cdc.settings import settings
 
 from .columnar import parse_batch
@@ -58,13 +58,16 @@ def _s3(endpoint: str | None) -> Any:
     return boto3.client("s3")
 
 
-def batch_id(records: list[dict[str, Any]], read: float) -> BatchId:
-    """The batch, with when Kinesis accepted its last record and when it was ``read``."""
+def batch_id(records: list[dict[str, Any]], read: float, data: list[bytes]) -> BatchId:
+    """The batch, with when capture read its last event (from the records' ``data``), when Kinesis
+    accepted its last record and when it was ``read``."""
     shard_id = records[0]["eventID"].split(":", 1)[0]
     arrivals = [r["kinesis"]["approximateArrivalTimestamp"] for r in records
                 if "approximateArrivalTimestamp" in r["kinesis"]]
+    captured = [t for d in data if (t := kpl.capture_read(d)) is not None]
     return BatchId(shard_id, records[0]["kinesis"]["sequenceNumber"],
-                   records[-1]["kinesis"]["sequenceNumber"], max(arrivals, default=None), read)
+                   records[-1]["kinesis"]["sequenceNumber"], max(arrivals, default=None), read,
+                   max(captured, default=None))
 
 
 @metrics.log_metrics
@@ -77,10 +80,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=0)
         return {"batchItemFailures": []}
     config = ProcessorConfig.from_settings()
-    batch = batch_id(records, read)
+    data = [base64.b64decode(r["kinesis"]["data"]) for r in records]
+    batch = batch_id(records, read, data)
     logger.set_correlation_id(batch.name)
-    parsed = parse_batch([(base64.b64decode(r["kinesis"]["data"]), r["kinesis"]["partitionKey"],
-                           r["kinesis"]["sequenceNumber"]) for r in records])
+    parsed = parse_batch([(d, r["kinesis"]["partitionKey"], r["kinesis"]["sequenceNumber"])
+                          for d, r in zip(data, records, strict=True)])
     errors: dict[str, list[str]] = {}
     for poison in parsed.poison:
         errors.setdefault(poison.sequence_number, []).append(poison.error)

@@ -12,6 +12,11 @@ a protobuf ``AggregatedRecord``, then the MD5 of that protobuf::
       required uint64 partition_key_index     = 1;
       optional uint64 explicit_hash_key_index = 2;
       required bytes  data                    = 3;
+      repeated Tag    tags                    = 4;
+    }
+    message Tag {
+      required string key                     = 1;
+      optional string value                   = 2;
     }
 
 The protobuf subset is small enough to write here rather than carry a code generator.
@@ -26,9 +31,14 @@ from collections.abc import Iterator, Sequence
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 _DIGEST_SIZE = 16
-# Wire overhead of an aggregated record beyond its payloads and partition keys; used by producers
-# to stay under Kinesis' 1 MiB record limit.
-FIXED_OVERHEAD = len(MAGIC) + _DIGEST_SIZE
+# The tag on an aggregate's first record saying when capture read the aggregate's last event
+# (epoch seconds, as text): the latency waterfall's "capture read" (totes_cdc.stages). Consumers
+# that do not know it ignore it, as the AWS deaggregators ignore every tag.
+CAPTURE_READ_TAG = b"capture_read"
+# Wire overhead of an aggregated record beyond its payloads and partition keys (the capture read
+# tag bounded: its framing, key and a float's repr); used by producers to stay under Kinesis'
+# 1 MiB record limit.
+FIXED_OVERHEAD = len(MAGIC) + _DIGEST_SIZE + 8 + len(CAPTURE_READ_TAG) + 24
 
 
 class AggregationError(ValueError):
@@ -67,8 +77,9 @@ def record_size(partition_key: str, data: bytes) -> int:
     return len(_field(1, key)) + len(_field(3, b"\0" * inner))
 
 
-def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
-    """One aggregated Kinesis record holding ``(partition_key, data)`` user records, in order."""
+def aggregate(records: Sequence[tuple[str, bytes]], read_at: float | None = None) -> bytes:
+    """One aggregated Kinesis record holding ``(partition_key, data)`` user records, in order;
+    ``read_at``: when capture read the last of them, tagged on the first (:data:`CAPTURE_READ_TAG`)."""
     # On capture's hot path: tags and small varints come from tables, and the pieces are joined
     # once, so each record's data is copied once.
     keys: dict[str, int] = {}
@@ -82,6 +93,10 @@ def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
         data_size = _size(len(data))
         extend((_RECORD_TAG, _size(2 + len(index_bytes) + len(data_size) + len(data)),
                 _INDEX_TAG, index_bytes, _DATA_TAG, data_size, data))
+    if read_at is not None and parts:
+        tag = _field(4, _field(1, CAPTURE_READ_TAG) + _field(2, repr(read_at).encode()))
+        parts[1] = _size(2 + len(parts[3]) + len(parts[5]) + len(parts[6]) + len(tag))
+        parts.insert(7, tag)
     table = [_field(1, key.encode()) for key in keys]
     proto = b"".join((*table, *parts))
     return MAGIC + proto + hashlib.md5(proto, usedforsecurity=False).digest()
@@ -149,10 +164,27 @@ def deaggregate(data: bytes, partition_key: str = "") -> list[tuple[str, bytes]]
         raise AggregationError("partition key index out of range") from None
 
 
+def capture_read(data: bytes) -> float | None:
+    """When capture read the last event of this Kinesis record (:func:`aggregate`'s ``read_at``);
+    None for a plain record or an aggregate without the tag."""
+    if not is_aggregated(data):
+        return None
+    for number, value in _fields(data[len(MAGIC):-_DIGEST_SIZE]):
+        if number == 3 and isinstance(value, bytes):  # the first record holds the tag
+            for inner_number, tag in _fields(value):
+                if inner_number == 4 and isinstance(tag, bytes):
+                    fields = dict(_fields(tag))
+                    text = fields.get(2)
+                    if fields.get(1) == CAPTURE_READ_TAG and isinstance(text, bytes):
+                        return float(text)
+            return None
+    return None
+
+
 def payloads(data: bytes) -> list[bytes]:
     """The data of the user records in one Kinesis record, in order: what :func:`deaggregate`
     returns, without the partition keys, for a record laid out as :func:`aggregate` writes it
-    (the key table, then each record as key index and data). Several times faster (the stream
+    (the key table, then each record as key index, data and tags). Several times faster (the stream
     processor's hot path); AggregationError for any other layout, which deaggregate still reads."""
     if not is_aggregated(data):
         return [data]
@@ -175,9 +207,9 @@ def payloads(data: bytes) -> list[bytes]:
         if index >= keys or data[pos] != 0x1A:
             raise AggregationError("not the layout aggregate() writes")
         size, pos = _read_varint(data, pos + 1)
-        if pos + size != record_end:
-            raise AggregationError("not the layout aggregate() writes")
-        out.append(data[pos:record_end])
+        if pos + size > record_end or (pos + size < record_end and data[pos + size] != 0x22):
+            raise AggregationError("not the layout aggregate() writes")  # only tags after the data
+        out.append(data[pos:pos + size])
         pos = record_end
     if pos != end:
         raise AggregationError("truncated field")

@@ -1,10 +1,17 @@
 """The latency waterfall's stages: what a processed file carries and what the warehouse keeps.
 
 The stream processor writes, into each processed Parquet file's key-value metadata under
-:data:`METADATA_KEY`, a JSON object of epoch seconds: ``kinesis_accepted`` (Kinesis accepted the
-batch's last record), ``processor_read`` (the handler started on the batch) and ``file_written``
-(the file complete, just before its put). The loader adds its own time, just before the file's
-commit, and keeps one row per file in ``pipeline_latency`` (warehouse_loader/latency.py).
+:data:`METADATA_KEY`, a JSON object of epoch seconds: ``capture_read`` (capture read the batch's
+last event: the latest of the times capture tags its Kinesis records with, totes_cdc.kpl; null when
+no record carries one), ``kinesis_accepted`` (Kinesis accepted the batch's last record),
+``processor_read`` (the handler started on the batch) and ``file_written`` (the file complete,
+just before its put). The loader adds its own time, just before the file's commit, and keeps one
+row per file in ``pipeline_latency`` (warehouse_loader/latency.py).
+
+A change passes: source commit -> capture read -> Kinesis accepted -> processor read -> file
+written -> warehouse commit. Each hop takes the batch's latest time at its start, so a change read
+early in capture's batch counts its wait for the rest of the batch in "source commit -> capture
+read" (the two stages from the commit are per row; the others once per file).
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ class Stage:
 
 
 STAGES = (
-    Stage("commit_to_kinesis", "source commit -> Kinesis", "commit_to_kinesis_p50_ms",
-          "commit_to_kinesis_p99_ms", "CommitToKinesisMs"),
+    Stage("commit_to_capture", "source commit -> capture read", "commit_to_capture_p50_ms",
+          "commit_to_capture_p99_ms", "CommitToCaptureMs"),
+    Stage("capture_to_kinesis", "capture read -> Kinesis", "capture_to_kinesis_ms",
+          "capture_to_kinesis_ms", "CaptureToKinesisMs"),
     Stage("kinesis_to_processor", "Kinesis -> processor read", "kinesis_to_processor_ms",
           "kinesis_to_processor_ms", "KinesisToProcessorMs"),
     Stage("processor_to_file", "processor read -> file", "processor_to_file_ms",

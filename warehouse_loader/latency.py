@@ -23,12 +23,15 @@ from totes_cdc.stages import METADATA_KEY, STAGES
 # p_q(t - commit) = t - p_(1-q)(commit): the row stages need only two percentiles of the commits.
 _INSERT = """
 INSERT INTO public.pipeline_latency (
-    file_key, source_table, events, streamed_events, kinesis_accepted, processor_read, file_written,
-    loaded_at, commit_to_kinesis_p50_ms, commit_to_kinesis_p99_ms, kinesis_to_processor_ms,
-    processor_to_file_ms, file_to_warehouse_ms, end_to_end_p50_ms, end_to_end_p99_ms)
-SELECT %(key)s, %(table)s, %(events)s, %(streamed)s, to_timestamp(%(accepted)s::float8),
-    to_timestamp(%(read)s::float8), to_timestamp(%(written)s::float8), to_timestamp(t.now),
-    (%(accepted)s::float8 - %(c50)s::float8) * 1000, (%(accepted)s::float8 - %(c01)s::float8) * 1000,
+    file_key, source_table, events, streamed_events, capture_read, kinesis_accepted, processor_read,
+    file_written, loaded_at, commit_to_capture_p50_ms, commit_to_capture_p99_ms,
+    capture_to_kinesis_ms, kinesis_to_processor_ms, processor_to_file_ms, file_to_warehouse_ms,
+    end_to_end_p50_ms, end_to_end_p99_ms)
+SELECT %(key)s, %(table)s, %(events)s, %(streamed)s, to_timestamp(%(captured)s::float8),
+    to_timestamp(%(accepted)s::float8), to_timestamp(%(read)s::float8),
+    to_timestamp(%(written)s::float8), to_timestamp(t.now),
+    (%(captured)s::float8 - %(c50)s::float8) * 1000, (%(captured)s::float8 - %(c01)s::float8) * 1000,
+    (%(accepted)s::float8 - %(captured)s::float8) * 1000,
     (%(read)s::float8 - %(accepted)s::float8) * 1000, (%(written)s::float8 - %(read)s::float8) * 1000,
     (t.now - %(written)s::float8) * 1000, (t.now - %(c50)s::float8) * 1000,
     (t.now - %(c01)s::float8) * 1000
@@ -59,8 +62,9 @@ def record(cur: Any, key: str, name: str, table: pa.Table) -> tuple[tuple[str, f
     c50, c01 = pc.quantile(commits, q=[0.5, 0.01]).to_pylist() if len(commits) else (None, None)
     cur.execute(INSERT_SQL, {
         "key": key, "table": name, "events": table.num_rows, "streamed": len(commits),
-        "accepted": times.get("kinesis_accepted"), "read": times.get("processor_read"),
-        "written": times.get("file_written"), "c50": c50, "c01": c01})
+        "captured": times.get("capture_read"), "accepted": times.get("kinesis_accepted"),
+        "read": times.get("processor_read"), "written": times.get("file_written"), "c50": c50,
+        "c01": c01})
     row = cur.fetchone()
     if row is None:
         return ()

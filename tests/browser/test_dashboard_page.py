@@ -37,7 +37,7 @@ def dashboard_url(warehouse_dsn, tmp_path, aws):
     conn = psycopg2.connect(warehouse_dsn)
     with conn, conn.cursor() as cur:  # one loaded file's row of the latency waterfall
         cur.execute("INSERT INTO pipeline_latency VALUES ('f', 'sales_order', 1, 1, now(), now(), now(),"
-                    " now(), 1, 2, 3, 4, 5, 6, 7)")
+                    " now(), 3, 4, 5, 6, 7, now(), 1, 2, 8)")
     conn.close()
     srv, threads = server.start(warehouse_dsn, port=0, state_dir=tmp_path)
     yield f"http://127.0.0.1:{srv.server_port}/"
@@ -77,9 +77,9 @@ def test_charts_render_filters_apply_and_new_sales_appear_without_reload(
     assert "Norway" in page.locator("#chart-country").get_attribute("aria-label")
     page.wait_for_function("document.querySelector('#health-files').textContent !== 'unknown'")
     assert page.locator("#health-files").inner_text().isdigit()        # read from the queue
-    page.wait_for_function("document.querySelectorAll('#stages tbody tr').length === 5")
+    page.wait_for_function("document.querySelectorAll('#stages tbody tr').length === 6")
     assert page.locator("#stages tbody tr").first.locator("td").all_text_contents() == [
-        "Source commit to Kinesis", "1 ms", "2 ms"]
+        "Source commit to capture read", "1 ms", "2 ms"]
     assert page.locator("#stages tbody tr").last.locator("td").all_text_contents() == [
         "Source commit to warehouse", "6 ms", "7 ms"]
 

@@ -40,8 +40,9 @@ def waterfall(dsn: str) -> dict[str, tuple[object, ...]]:
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT file_key, streamed_events, commit_to_kinesis_p50_ms,"
-                        " commit_to_kinesis_p99_ms, kinesis_to_processor_ms, processor_to_file_ms,"
+            cur.execute("SELECT file_key, streamed_events, commit_to_capture_p50_ms,"
+                        " commit_to_capture_p99_ms, capture_to_kinesis_ms, kinesis_to_processor_ms,"
+                        " processor_to_file_ms,"
                         " file_to_warehouse_ms, end_to_end_p50_ms, end_to_end_p99_ms FROM pipeline_latency")
             return {row[0]: row[1:] for row in cur.fetchall()}
     finally:

@@ -101,10 +101,12 @@ def sales_orders(count: int, lsn: int = 1000, first_id: int = 1) -> list[ChangeE
     return [change("sales_order", sales_order_values(first_id + i), lsn, i + 1) for i in range(count)]
 
 
-def aggregated(events: Iterable[ChangeEvent], per_record: int = 100) -> list[tuple[str, bytes]]:
-    """Kinesis records (partition key, data) as capture puts them: KPL aggregates of encoded events."""
+def aggregated(events: Iterable[ChangeEvent], per_record: int = 100,
+               read_at: float | None = None) -> list[tuple[str, bytes]]:
+    """Kinesis records (partition key, data) as capture puts them: KPL aggregates of encoded events
+    (stamped as capture read at ``read_at``)."""
     pairs = [(e.partition_key, contract.encode(e)) for e in events]
-    return [(pairs[i][0], kpl.aggregate(pairs[i:i + per_record]))
+    return [(pairs[i][0], kpl.aggregate(pairs[i:i + per_record], read_at))
             for i in range(0, len(pairs), per_record)]
 
 

@@ -10,9 +10,10 @@ import psycopg2
 import pytest
 
 from tests.integration.dashboard import warehouse_rows
-from totes_cdc import metric_names, status
-from totes_cdc.cli import main
+from totes_cdc import metric_names
 from totes_cdc.settings import settings
+from totes_cdc import status
+from totes_cdc.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     conn = psycopg2.connect(warehouse_dsn)
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO pipeline_latency VALUES ('f', 'sales_order', 1, 1, now(), now(), now(),"
-                    " now(), 1, 2, 3, 4, 5, 6, 7)")
+                    " now(), 3, 4, 5, 6, 7, now(), 1, 2, 8)")
     conn.close()
 
     report = status.collect(source_dsn, warehouse_dsn, tmp_path)
@@ -83,7 +84,8 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     assert report.latency_ms["p99"] > 5000
     assert report.unknown == {}
     assert report.stages_ms == {
-        "commit_to_kinesis": {"p50": 1, "p99": 2}, "kinesis_to_processor": {"p50": 3, "p99": 3},
+        "commit_to_capture": {"p50": 1, "p99": 2}, "capture_to_kinesis": {"p50": 8, "p99": 8},
+        "kinesis_to_processor": {"p50": 3, "p99": 3},
         "processor_to_file": {"p50": 4, "p99": 4}, "file_to_warehouse": {"p50": 5, "p99": 5},
         "end_to_end": {"p50": 6, "p99": 7}}
     assert report.capture == {"phase": "streaming", "behind_ms": None, "snapshot_rows": 5,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ import pytest
 from stream_processors import handler as stream_handler
 from stream_processors.events import kinesis_event
 from tests.events import ARN, Context, aggregated, change, sales_order_values
-from totes_cdc import status
 from totes_cdc.settings import settings
 from totes_cdc.stages import METADATA_KEY, STAGES
+from totes_cdc import status
 from warehouse_loader.handler import Loader
 from warehouse_loader.migrate import migrate
 
@@ -32,7 +33,7 @@ def stream_through_kinesis(events: list[Any]) -> None:
     the stream processor's handler on each shard's batch (real Kinesis arrival times)."""
     kinesis = boto3.client("kinesis")
     name = settings()["stream"]["name"]
-    for key, data in aggregated(events, per_record=4):
+    for key, data in aggregated(events, per_record=4, read_at=time.time()):
         kinesis.put_record(StreamName=name, PartitionKey=key, Data=data)
     for shard in kinesis.list_shards(StreamName=name)["Shards"]:
         iterator = kinesis.get_shard_iterator(StreamName=name, ShardId=shard["ShardId"],
@@ -70,32 +71,37 @@ def test_each_loaded_file_has_its_waterfall_row_metrics_and_status_shows_each_st
 
     conn = psycopg2.connect(warehouse_dsn)
     with conn.cursor() as cur:
-        cur.execute("SELECT file_key, events, streamed_events, kinesis_accepted, processor_read,"
-                    " file_written, loaded_at, commit_to_kinesis_p50_ms, commit_to_kinesis_p99_ms,"
-                    " kinesis_to_processor_ms, processor_to_file_ms, file_to_warehouse_ms,"
+        cur.execute("SELECT file_key, events, streamed_events, capture_read, kinesis_accepted,"
+                    " processor_read, file_written, loaded_at, commit_to_capture_p50_ms,"
+                    " commit_to_capture_p99_ms, capture_to_kinesis_ms, kinesis_to_processor_ms,"
+                    " processor_to_file_ms, file_to_warehouse_ms,"
                     " end_to_end_p50_ms, end_to_end_p99_ms FROM pipeline_latency")
         rows = {row[0]: row[1:] for row in cur.fetchall()}
     conn.close()
     assert sorted(rows) == sorted(keys)
     assert sum(row[0] for row in rows.values()) == 21
     assert sum(row[1] for row in rows.values()) == 20  # the snapshot row has no stage from a commit
-    for key, (_, _, accepted, read, written, loaded, c50, c99, k2p, p2f, f2w, e50, e99) in rows.items():
+    for key, (_, _, captured, accepted, read, written, loaded, c50, c99, c2k, k2p, p2f, f2w, e50,
+              e99) in rows.items():
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         table = pq.read_table(io.BytesIO(data))
         times = json.loads(table.schema.metadata[METADATA_KEY])
-        assert [accepted.timestamp(), read.timestamp(), written.timestamp()] == pytest.approx(
-            [times["kinesis_accepted"], times["processor_read"], times["file_written"]], abs=1e-6)
-        # Each hop starts where the previous one ended: Kinesis, processor, file, warehouse.
-        assert now < accepted <= read <= written <= loaded
-        assert [k2p, p2f, f2w] == pytest.approx(
-            [(read - accepted).total_seconds() * 1000, (written - read).total_seconds() * 1000,
-             (loaded - written).total_seconds() * 1000], abs=0.01)
+        assert [captured.timestamp(), accepted.timestamp(), read.timestamp(),
+                written.timestamp()] == pytest.approx(
+            [times["capture_read"], times["kinesis_accepted"], times["processor_read"],
+             times["file_written"]], abs=1e-6)
+        # Each hop starts where the previous one ended: capture, Kinesis, processor, file, warehouse.
+        assert now < captured <= accepted <= read <= written <= loaded
+        assert [c2k, k2p, p2f, f2w] == pytest.approx(
+            [(accepted - captured).total_seconds() * 1000, (read - accepted).total_seconds() * 1000,
+             (written - read).total_seconds() * 1000, (loaded - written).total_seconds() * 1000],
+            abs=0.01)
         # The stages from the commit: percentiles over the file's streamed rows.
         commits = np.array([ts.timestamp() for ts, op in zip(table["_commit_ts"].to_pylist(),
                                                              table["_op"].to_pylist(), strict=True)
                             if op != "r"])
         assert [c50, c99] == pytest.approx(
-            list(np.percentile(accepted.timestamp() - commits, [50, 99]) * 1000), abs=0.01)
+            list(np.percentile(captured.timestamp() - commits, [50, 99]) * 1000), abs=0.01)
         assert [e50, e99] == pytest.approx(
             list(np.percentile(loaded.timestamp() - commits, [50, 99]) * 1000), abs=0.01)
         assert 0 < c50 <= c99 < e99
@@ -109,7 +115,7 @@ def test_each_loaded_file_has_its_waterfall_row_metrics_and_status_shows_each_st
     assert reading.stages_ms is not None
     assert set(reading.stages_ms) == {stage.name for stage in STAGES}
     assert reading.stages_ms["end_to_end"]["p99"] == pytest.approx(
-        float(np.percentile([row[12] for row in rows.values()], 99)))
+        float(np.percentile([row[14] for row in rows.values()], 99)))
     assert json.loads(json.dumps(reading.as_dict()))["stages_ms"] == reading.stages_ms  # --json
     text = status.render(reading)
     for stage in STAGES:

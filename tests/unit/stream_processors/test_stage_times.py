@@ -50,5 +50,5 @@ def test_batch_accepted_is_the_latest_kinesis_arrival_of_its_records():
     arrivals = [COMMIT_TS.timestamp() + 0.5, COMMIT_TS.timestamp() + 2.0, COMMIT_TS.timestamp() + 1.0]
     for record, arrival in zip(event["Records"], arrivals, strict=True):
         record["kinesis"]["approximateArrivalTimestamp"] = arrival
-    batch = batch_id(event["Records"], 1e9)
+    batch = batch_id(event["Records"], 1e9, [b"a", b"b", b"c"])
     assert (batch.accepted, batch.read) == (COMMIT_TS.timestamp() + 2.0, 1e9)
