@@ -43,15 +43,16 @@ class TableProgress:
                 "finished": self.finished}
 
     def describe(self) -> str:
-        """One log line: ``public.t 120000/1000000 rows (12%), 40000 rows/s, ETA 22 s``."""
-        total = "?" if self.estimated_total is None else str(self.estimated_total)
+        """One line (capture's log, `totes-cdc status`):
+        ``public.t 120,000/1,000,000 rows (12%), 40,000 rows/s, ETA 22 s``."""
+        total = "?" if self.estimated_total is None else f"{self.estimated_total:,}"
         share = ("" if not self.estimated_total
                  else f" ({min(100, 100 * self.rows_done // self.estimated_total)}%)")
         if self.finished:
-            return f"{self.table} {self.rows_done} rows, done ({self.rate:.0f} rows/s)"
-        eta = "unknown" if self.eta_seconds is None else f"{self.eta_seconds:.0f} s"
-        return (f"{self.table} {self.rows_done}/{total} rows{share}, "
-                f"{self.rate:.0f} rows/s, ETA {eta}")
+            return f"{self.table} {self.rows_done:,} rows, done ({self.rate:,.0f} rows/s)"
+        eta = "unknown" if self.eta_seconds is None else f"{self.eta_seconds:,.0f} s"
+        return (f"{self.table} {self.rows_done:,}/{total} rows{share}, "
+                f"{self.rate:,.0f} rows/s, ETA {eta}")
 
 
 class _Table:

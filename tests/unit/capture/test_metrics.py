@@ -78,7 +78,7 @@ def test_reporting_logs_each_table_every_interval_and_a_finished_one_once(
         time.sleep(0.3)
         assert json.loads((tmp_path / "capture.json").read_text())["copies"][0]["rows_done"] == 1000
     lines = [r.getMessage() for r in caplog.records]
-    big = [line for line in lines if line.startswith("copy of public.big 1000/1000000 rows (0%), ")]
+    big = [line for line in lines if line.startswith("copy of public.big 1,000/1,000,000 rows (0%), ")]
     assert len(big) >= 3
     assert "ETA" in big[0]
     [small] = [line for line in lines if line.startswith("copy of public.small")]

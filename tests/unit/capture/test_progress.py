@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from capture.progress import WINDOW_SECONDS, ProgressTracker
+from capture.progress import WINDOW_SECONDS, ProgressTracker, TableProgress
 
 
 class Clock:
@@ -28,7 +28,7 @@ def test_rate_and_eta_from_rows_done_against_the_estimate() -> None:
     assert (p.table, p.rows_done, p.estimated_total, p.finished) == ("public.t", 200, 1000, False)
     assert p.rate == pytest.approx(20.0)
     assert p.eta_seconds == pytest.approx(40.0)
-    assert p.describe() == "public.t 200/1000 rows (20%), 20 rows/s, ETA 40 s"
+    assert p.describe() == "public.t 200/1,000 rows (20%), 20 rows/s, ETA 40 s"
     assert p.as_dict() == {"table": "public.t", "rows_done": 200, "estimated_total": 1000,
                            "rate": 20.0, "eta_seconds": 40, "finished": False}
 
@@ -159,3 +159,15 @@ def test_a_resumed_copy_counts_rows_done_before_as_done_not_in_its_rate() -> Non
     assert tracker.copied == 100
     tracker.finish("t")
     assert tracker.snapshot()[0].rate == 50.0
+
+
+def test_the_json_form_reads_back_into_the_same_line() -> None:
+    """`totes-cdc status` shows a copy from the status file's JSON with the log line's words."""
+    clock = Clock()
+    tracker = ProgressTracker(clock)
+    tracker.start("public.t", 2_000_000)
+    clock.now += 10
+    tracker.advance("public.t", 1_234_567)
+    [p] = tracker.snapshot()
+    assert TableProgress(**p.as_dict()).describe() == p.describe() == (
+        "public.t 1,234,567/2,000,000 rows (61%), 123,457 rows/s, ETA 6 s")
