@@ -183,7 +183,9 @@ def test_stream_processor_mapping_equals_settings() -> None:
     mod = module("stream_processor")
     assert mod.locals["mapping"] == "${var.settings.stream_processor_mapping}"
     mapping = mod.resources("aws_lambda_event_source_mapping")["stream"]
-    assert mapping["event_source_arn"] == "${var.stream_arn}"
+    # The stream, or with enhanced fan-out its consumer (envs/shared/plan.tftest.hcl plans both).
+    assert mapping["event_source_arn"] == (
+        "${var.enhanced_fan_out ? aws_kinesis_stream_consumer.processor[0].arn : var.stream_arn}")
     terraform_names = {
         "batch_size": "batch_size",
         "maximum_batching_window_seconds": "maximum_batching_window_in_seconds",
@@ -502,7 +504,9 @@ def test_loader_retry_budget_rides_out_a_one_hour_outage() -> None:
 def test_stream_processor_reads_the_stream_and_only_writes_objects() -> None:
     document = module("stream_processor").data("aws_iam_policy_document")["function"]
     actions = {a for statement in statements(document) for a in statement["actions"]}
-    assert "kinesis:SubscribeToShard" not in actions  # no enhanced fan-out consumer
+    # Subscribing (enhanced fan-out) only through its own consumer, not on the stream.
+    subscribe = [s for s in statements(document) if "kinesis:SubscribeToShard" in s["actions"]]
+    assert [s["resources"] for s in subscribe] == [["${statement.value.arn}"]]
     assert not {"s3:GetObject", "s3:ListBucket"} & actions
     assert "s3:PutObject" in actions
 

@@ -48,5 +48,6 @@ module "pipeline" {
   alarm_emails                   = var.alarm_emails
   capture_image_tag              = var.capture_image_tag
   stream_on_demand               = false
+  stream_enhanced_fan_out        = var.stream_enhanced_fan_out
   loader_concurrency             = 2
 }

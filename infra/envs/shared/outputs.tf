@@ -37,3 +37,13 @@ output "github_role_arns" {
   description = "AWS_ROLE_ARN of the GitHub environments: deploy (<env>) and plan (<env>-plan)."
   value       = module.pipeline.github_role_arns
 }
+
+output "stream_processor_stream_consumer_arn" {
+  description = "The stream processor's enhanced fan-out consumer (null: its mapping polls the stream)."
+  value       = module.pipeline.stream_processor_stream_consumer_arn
+}
+
+output "stream_processor_event_source_arn" {
+  description = "What the stream processor's event source mapping reads: the stream or its consumer."
+  value       = module.pipeline.stream_processor_event_source_arn
+}

@@ -42,3 +42,38 @@ run "plan" {
     error_message = "the dashboard is not named from settings.json"
   }
 }
+
+run "stream_processor_polls_the_stream_by_default" {
+  command = plan
+
+  assert {
+    condition     = output.stream_processor_stream_consumer_arn == null
+    error_message = "an enhanced fan-out consumer is registered though the option is off"
+  }
+}
+
+run "stream_processor_reads_through_its_consumer_with_enhanced_fan_out" {
+  command = plan
+
+  variables {
+    stream_enhanced_fan_out = true
+  }
+
+  override_resource {
+    target          = module.pipeline.module.stream_processor.aws_kinesis_stream_consumer.processor
+    override_during = plan
+    values = {
+      arn = "arn:aws:kinesis:eu-west-2:111122223333:stream/totes-cdc-changes/consumer/totes-cdc-stream-processor:1732870000"
+    }
+  }
+
+  assert {
+    condition     = output.stream_processor_stream_consumer_arn == "arn:aws:kinesis:eu-west-2:111122223333:stream/totes-cdc-changes/consumer/totes-cdc-stream-processor:1732870000"
+    error_message = "no enhanced fan-out consumer is registered for the stream processor"
+  }
+
+  assert {
+    condition     = output.stream_processor_event_source_arn == output.stream_processor_stream_consumer_arn
+    error_message = "the event source mapping does not read through the enhanced fan-out consumer"
+  }
+}

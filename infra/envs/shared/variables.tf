@@ -56,3 +56,9 @@ variable "state_bucket" {
   description = "S3 bucket holding this environment's Terraform state (as given to terraform init)."
   type        = string
 }
+
+variable "stream_enhanced_fan_out" {
+  description = "The stream processor reads through an enhanced fan-out consumer (records pushed, ~70 ms propagation, extra cost) instead of polling each shard about once a second; docs/latency.md."
+  type        = bool
+  default     = false
+}

@@ -117,6 +117,7 @@ module "stream_processor" {
   timeout_seconds           = var.stream_processor_timeout_seconds
   memory_mb                 = var.stream_processor_memory_mb
   reserved_concurrency      = var.stream_processor_concurrency
+  enhanced_fan_out          = var.stream_enhanced_fan_out
 }
 
 module "loader" {

@@ -37,3 +37,13 @@ output "github_role_arns" {
   description = "Roles of the GitHub workflows: deploy (environment <env>) and plan (pull requests, <env>-plan)."
   value       = module.delivery.role_arns
 }
+
+output "stream_processor_stream_consumer_arn" {
+  description = "The stream processor's enhanced fan-out consumer (null: its mapping polls the stream)."
+  value       = module.stream_processor.stream_consumer_arn
+}
+
+output "stream_processor_event_source_arn" {
+  description = "What the stream processor's event source mapping reads: the stream or its consumer."
+  value       = module.stream_processor.event_source_arn
+}

@@ -63,6 +63,12 @@ variable "stream_on_demand" {
   default     = false
 }
 
+variable "stream_enhanced_fan_out" {
+  description = "The stream processor reads through an enhanced fan-out consumer (records pushed, ~70 ms) instead of polling (~1 s per shard); docs/latency.md."
+  type        = bool
+  default     = false
+}
+
 variable "raw_transitions" {
   description = "Raw zone lifecycle: storage class => days after creation."
   type        = map(number)

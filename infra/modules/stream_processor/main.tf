@@ -1,5 +1,8 @@
 # The stream-processor Lambda and its Kinesis event source mapping, configured from settings
 # stream_processor_mapping (the local runner `totes-cdc process` honours the same settings).
+# With enhanced_fan_out the mapping reads through its own registered stream consumer: Kinesis pushes
+# records to it over HTTP/2 (SubscribeToShard) instead of Lambda polling each shard with
+# GetRecords (docs/latency.md, "Stream read: standard polling or enhanced fan-out").
 
 data "aws_region" "current" {}
 
@@ -17,6 +20,12 @@ locals {
   ]
 }
 
+resource "aws_kinesis_stream_consumer" "processor" {
+  count      = var.enhanced_fan_out ? 1 : 0
+  name       = local.fn.name
+  stream_arn = var.stream_arn
+}
+
 data "aws_iam_policy_document" "function" {
   statement {
     sid = "ReadTheStream"
@@ -25,6 +34,16 @@ data "aws_iam_policy_document" "function" {
       "kinesis:GetShardIterator", "kinesis:ListShards",
     ]
     resources = [var.stream_arn]
+  }
+
+  # Enhanced fan-out: the mapping subscribes to the shards through this function's consumer only.
+  dynamic "statement" {
+    for_each = aws_kinesis_stream_consumer.processor
+    content {
+      sid       = "ReadThroughItsConsumer"
+      actions   = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
+      resources = [statement.value.arn]
+    }
   }
 
   # It only writes: no s3:GetObject or s3:ListBucket.
@@ -71,7 +90,7 @@ module "function" {
 }
 
 resource "aws_lambda_event_source_mapping" "stream" {
-  event_source_arn                   = var.stream_arn
+  event_source_arn                   = var.enhanced_fan_out ? aws_kinesis_stream_consumer.processor[0].arn : var.stream_arn
   function_name                      = module.function.arn
   starting_position                  = local.mapping.starting_position
   batch_size                         = local.mapping.batch_size

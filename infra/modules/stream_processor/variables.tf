@@ -52,3 +52,8 @@ variable "reserved_concurrency" {
   description = "Concurrency cap: at least shards x parallelization_factor, or shards wait."
   type        = number
 }
+
+variable "enhanced_fan_out" {
+  description = "Read the stream through a registered consumer (enhanced fan-out, records pushed) instead of polling it."
+  type        = bool
+}
