@@ -9,9 +9,10 @@ just before its put). The loader adds its own time, just before the file's commi
 row per file in ``pipeline_latency`` (warehouse_loader/latency.py).
 
 A change passes: source commit -> capture read -> Kinesis accepted -> processor read -> file
-written -> warehouse commit. Each hop takes the batch's latest time at its start, so a change read
-early in capture's batch counts its wait for the rest of the batch in "source commit -> capture
-read" (the two stages from the commit are per row; the others once per file).
+written -> warehouse commit. Each hop after capture read takes the batch's latest time at its
+start, so a change's wait for the later records of its batch (capture's batching, the stream
+mapping's batching window) counts in "commit -> capture read" (the two stages from the commit are
+per row; the others once per file).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Stage:
 
 
 STAGES = (
-    Stage("commit_to_capture", "source commit -> capture read", "commit_to_capture_p50_ms",
+    Stage("commit_to_capture", "commit -> capture read", "commit_to_capture_p50_ms",
           "commit_to_capture_p99_ms", "CommitToCaptureMs"),
     Stage("capture_to_kinesis", "capture read -> Kinesis", "capture_to_kinesis_ms",
           "capture_to_kinesis_ms", "CaptureToKinesisMs"),
