@@ -19,7 +19,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -c pyproject.toml -r totes_cdc capture stream_processors warehouse_loader dashboard
+	$(BIN)/bandit -q -c pyproject.toml -r totes_cdc totes_ops local_aws capture stream_processors warehouse_loader dashboard
 
 # checkov in its own virtualenv: it installs a fork of python-hcl2 under the same module name.
 $(CHECKOV):

@@ -13,8 +13,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from totes_cdc.stack.emulator import Emulator
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack.emulator import Emulator
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from totes_cdc.stack.postgres import find_bindir
+from totes_ops.stack.postgres import find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -26,7 +26,7 @@ import psycopg2
 
 from bench import peak_rss_mib, source_and_emulator
 from totes_cdc import contract, kpl
-from totes_cdc.stack.emulator import client_env
+from totes_ops.stack.emulator import client_env
 
 SCALE = float(os.environ.get("BENCH_CAPTURE_SCALE", "1"))
 RUNS = 3
@@ -83,7 +83,7 @@ def one_run(server, emulator, kind, n, state_root):
          f"SELECT pg_create_logical_replication_slot('{db}_recv', 'pgoutput')")
     state_dir = Path(tempfile.mkdtemp(dir=state_root))
     env = {**os.environ, **client_env(emulator.endpoint), "TOTES_CDC_SOURCE_DSN": dsn}
-    command = [sys.executable, "-m", "totes_cdc", "capture", "--tables", "bench", "--slot", f"{db}_cap",
+    command = [sys.executable, "-m", "totes_ops", "capture", "--tables", "bench", "--slot", f"{db}_cap",
                "--stream", stream, "--state-dir", str(state_dir), "--heartbeat-seconds", "5"]
     # First start: creates the capture slot and takes the (empty) snapshot; then stop it.
     first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)

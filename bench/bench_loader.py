@@ -22,8 +22,8 @@ from tests.integration.warehouse_loader.files import (
     snapshot_files,
     source_columns,
 )
-from totes_cdc.stack import seed
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack import seed
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 from warehouse_loader.apply import SourceTable, apply_file, source_table, stage_csv, table_of
 from warehouse_loader.migrate import migrate
 from warehouse_loader.reconcile import reconcile

@@ -1,9 +1,9 @@
 """End-to-end latency (source commit -> warehouse ``loaded_at``) on the local stack, by rate and size.
 
-One stack (``totes_cdc.stack.up``: source and warehouse PostgreSQL, the emulator, and capture,
+One stack (``totes_ops.stack.up``: source and warehouse PostgreSQL, the emulator, and capture,
 process, load and dashboard as their own OS processes) is seeded with the real totesys data (or the
 synthetic seed when it is absent). Once the initial snapshot is in the warehouse, steady simulated
-traffic (``totes_cdc.simulate``, in as many processes as the rate needs) runs in windows of
+traffic (``totes_ops.simulate``, in as many processes as the rate needs) runs in windows of
 WINDOW_SECONDS; after each window the pipeline is drained (every fact version of the window is in
 the warehouse) before the next starts. Latency is ``loaded_at - source_commit_ts`` over the window's
 non-snapshot fact rows. Each rate's figures are medians over its windows.
@@ -39,10 +39,10 @@ from typing import Any
 
 import psycopg2
 
-from totes_cdc import simulate
 from totes_cdc.settings import OVERRIDES_ENV, settings
-from totes_cdc.stack import seed
-from totes_cdc.stack.up import PIPELINE, Stack, StackOptions, new_stack, start
+from totes_ops import simulate
+from totes_ops.stack import seed
+from totes_ops.stack.up import PIPELINE, Stack, StackOptions, new_stack, start
 from warehouse_loader.derivation import FACTS
 
 WINDOW_SECONDS = float(os.environ.get("BENCH_PIPELINE_WINDOW", "20"))
@@ -298,9 +298,9 @@ def render(r: Results) -> str:
     lines = [
         f"## End-to-end pipeline (as of {dt.date.today().isoformat()})",
         "",
-        f"The local stack (`totes_cdc.stack.up`, each component its own OS process) seeded with the "
+        f"The local stack (`totes_ops.stack.up`, each component its own OS process) seeded with the "
         f"{'real totesys data' if r.seeded == 'totesys' else 'synthetic data'} ({r.seed_rows:,} "
-        f"rows). Traffic: `totes_cdc.simulate` (new orders with transaction and payment, payments "
+        f"rows). Traffic: `totes_ops.simulate` (new orders with transaction and payment, payments "
         f"paid, reference edits), {CHANGES_PER_PROCESS:,} changes/s per simulator process, in "
         f"windows of {WINDOW_SECONDS:.0f} s; after each window the pipeline drains before the next. "
         "Latency = `loaded_at - source_commit_ts` of the window's fact rows (every insert and update "

@@ -26,7 +26,7 @@ from stream_processors.files import avro_file, batch_files, parquet_file, partit
 from stream_processors.records import parse_record
 from tests.events import Context, aggregated, lambda_event, sales_orders
 from totes_cdc import contract, kpl
-from totes_cdc.stack.emulator import Emulator, apply_client_env, create_resources
+from totes_ops.stack.emulator import Emulator, apply_client_env, create_resources
 
 # What the profile showed and what was changed; the table above it is from the latest run.
 PROFILE = """\

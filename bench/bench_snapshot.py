@@ -26,9 +26,9 @@ from pathlib import Path
 import psycopg2
 
 from bench import peak_rss_mib, source_and_emulator
-from totes_cdc.stack import seed
-from totes_cdc.stack.emulator import Emulator, client_env
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.stack import seed
+from totes_ops.stack.emulator import Emulator, client_env
+from totes_ops.stack.postgres import LocalPostgres
 
 ROWS = int(os.environ.get("BENCH_SNAPSHOT_ROWS", "1000000"))
 RUNS = 3
@@ -98,7 +98,7 @@ def _capture(dsn: str, emulator: Emulator, run: int, state_root: Path) -> tuple[
     kinesis.get_waiter("stream_exists").wait(StreamName=stream)
     env = {**os.environ, **client_env(emulator.endpoint), "TOTES_CDC_SOURCE_DSN": dsn}
     process = subprocess.Popen(  # nosec B603
-        [sys.executable, "-m", "totes_cdc", "capture", "--stream", stream, "--slot", slot,
+        [sys.executable, "-m", "totes_ops", "capture", "--stream", stream, "--slot", slot,
          "--publication", slot, "--state-dir", str(state_root / slot)],
         env=env, stderr=subprocess.PIPE, text=True)
     marks: dict[str, float] = {}

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from totes_cdc.cli import add_dsn_argument, add_state_dir_argument
 from totes_cdc.errors import ConfigError, TerminalError
+from totes_cdc.runtime import add_dsn_argument, add_state_dir_argument
 from totes_cdc.settings import settings
 
 

@@ -6,7 +6,7 @@ Two background threads feed every stream through one :class:`Hub`:
   the streams, which each re-run their page's queries and push the results (``sales``, the
   history for the page's filters, and ``live``, the last 15 minutes); ``live`` is also pushed every
   LIVE_SECONDS without a change, since its window slides with the clock;
-- the *health* thread reads :func:`totes_cdc.status.collect` every few seconds and pushes it.
+- the *health* thread reads :func:`totes_ops.status.collect` every few seconds and pushes it.
 A page's filters are part of its stream's URL: changing one reopens the stream, which answers at once.
 Nothing here writes to the warehouse; its connections are read-only.
 """
@@ -31,9 +31,9 @@ import psycopg2
 
 from dashboard import queries
 from dashboard.errors import BadRequest
-from totes_cdc import status
 from totes_cdc.db import connect, describe
 from totes_cdc.errors import ConfigError, TotesError, first_line
+from totes_ops import status
 
 log = logging.getLogger(__name__)
 

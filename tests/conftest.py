@@ -16,9 +16,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from totes_cdc.stack import seed
-from totes_cdc.stack.emulator import Emulator, client_env, create_resources
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack import seed
+from totes_ops.stack.emulator import Emulator, client_env, create_resources
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 
 SEED_DIR = seed.default_seed_dir()
 requires_real_data = pytest.mark.skipif(

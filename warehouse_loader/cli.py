@@ -1,10 +1,10 @@
-"""Subcommands: ``warehouse migrate``, ``load`` (the local loader runner) and ``reconcile``."""
+"""Subcommands: ``warehouse migrate`` and ``reconcile``."""
 
 from __future__ import annotations
 
 import argparse
 
-from totes_cdc.cli import add_dsn_argument
+from totes_cdc.runtime import add_dsn_argument
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -14,14 +14,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                  description="Apply the versioned warehouse migrations not yet applied.")
     add_dsn_argument(migrate, "warehouse")
     migrate.set_defaults(func=_migrate)
-
-    load = subparsers.add_parser(
-        "load", help="apply processed files to the warehouse (polls the SQS queue)",
-        description="Poll the processed-files queue like the Lambda SQS event source mapping and "
-                    "apply each file with the loader handler; runs until SIGTERM/SIGINT. Migrates "
-                    "the warehouse first.")
-    add_dsn_argument(load, "warehouse")
-    load.set_defaults(func=_load)
 
     reconcile = subparsers.add_parser(
         "reconcile", help="check the warehouse against the source (exit 0 only when they match)",
@@ -48,19 +40,6 @@ def _migrate(args: argparse.Namespace) -> int:
         conn.close()
     names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none (already up to date)"
     print(f"warehouse {describe(args.warehouse_dsn)}: migrations applied: {names}")
-    return 0
-
-
-def _load(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from warehouse_loader.runner import Runner
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    Runner(args.warehouse_dsn, stop).run()
     return 0
 
 

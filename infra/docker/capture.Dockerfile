@@ -22,6 +22,8 @@ ADD --chmod=444 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pe
 # The source tree as in the repository: totes_cdc.settings finds infra/settings.json beside it.
 COPY infra/settings.json infra/settings.json
 COPY totes_cdc totes_cdc
+COPY totes_ops totes_ops
+COPY local_aws local_aws
 COPY capture capture
 COPY stream_processors stream_processors
 COPY warehouse_loader warehouse_loader
@@ -31,5 +33,5 @@ RUN python -m compileall -q /app && useradd --system --uid 10001 --no-create-hom
 
 # ECS runs it with a read-only root filesystem; the state folder and /tmp are task volumes.
 USER 10001
-ENTRYPOINT ["python", "-m", "totes_cdc"]
+ENTRYPOINT ["python", "-m", "totes_ops"]
 CMD ["capture"]

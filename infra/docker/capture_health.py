@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from totes_cdc.runtime import alive, default_state_dir
 from totes_cdc.settings import settings
-from totes_cdc.stackfile import alive, default_state_dir
 
 
 def status_path() -> Path:

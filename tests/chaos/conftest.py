@@ -1,7 +1,7 @@
 """The fault-injection suite's stack: the local pipeline in this process's hands.
 
 One stack serves every scenario of a module (starting it and loading the initial snapshot is the
-slow part). It is the in-process :class:`totes_cdc.stack.up.Stack`, so the tests hold the
+slow part). It is the in-process :class:`totes_ops.stack.up.Stack`, so the tests hold the
 PostgreSQL servers and the supervisor; the components reach the AWS emulator through a
 :class:`~tests.chaos.proxy.FaultProxy`, so AWS faults can be injected between them. It runs in the
 production shape: the loader runner's concurrent workers (``loader_mapping.maximum_concurrency``),
@@ -37,9 +37,9 @@ from tests.conftest import SEED_DIR
 from tests.e2e.conftest import RunningStack
 from tests.e2e.test_pipeline import fact_counts
 from totes_cdc.settings import OVERRIDES_ENV, settings
-from totes_cdc.stack import seed as seeding
-from totes_cdc.stack.postgres import LocalPostgres, free_port
-from totes_cdc.stack.up import Stack, StackOptions, new_stack, start
+from totes_ops.stack import seed as seeding
+from totes_ops.stack.postgres import LocalPostgres, free_port
+from totes_ops.stack.up import Stack, StackOptions, new_stack, start
 from warehouse_loader.reconcile import RawZone, reconcile, render
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ Every scenario runs on the same local stack (real PostgreSQL source and warehous
 emulator in server mode, capture, stream-processor runner and loader runner as supervised OS
 processes), in the production shape: the loader runner applies files with as many concurrent
 workers as the Lambda mapping's concurrency, and the simulated business traffic
-(`totes_cdc.simulate`) cancels orders, removes payments and holds long transactions open across
+(`totes_ops.simulate`) cancels orders, removes payments and holds long transactions open across
 other commits. The components reach the emulator through a fault-injecting proxy. After each
 scenario the suite waits for reconcile, with history, to pass: every dimension equal to its
 derivation from the source, every fact table's current state equal to the source, every change

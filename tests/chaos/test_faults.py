@@ -17,7 +17,7 @@ import pytest
 from tests.chaos.conftest import COMPONENTS, ChaosStack, Scenario
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.stack.postgres import LocalPostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 

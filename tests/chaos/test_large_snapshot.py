@@ -36,9 +36,9 @@ from tests.chaos.conftest import (
 from tests.chaos.proxy import FaultProxy
 from tests.conftest import SEED_DIR
 from totes_cdc.settings import OVERRIDES_ENV, settings
-from totes_cdc.stack import seed as seeding
-from totes_cdc.stack.postgres import LocalPostgres, free_port, make_base_dir
-from totes_cdc.stack.up import Stack, StackOptions, new_stack, start
+from totes_ops.stack import seed as seeding
+from totes_ops.stack.postgres import LocalPostgres, free_port, make_base_dir
+from totes_ops.stack.up import Stack, StackOptions, new_stack, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 
@@ -110,7 +110,7 @@ def _seed(dsn: str) -> tuple[str, int]:
             seeding.load_totesys(conn, SEED_DIR)
             seeded_with = "totesys"
         else:
-            from totes_cdc.stack.synthetic import load_synthetic
+            from totes_ops.stack.synthetic import load_synthetic
 
             load_synthetic(conn)
             seeded_with = "synthetic"

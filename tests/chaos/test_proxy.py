@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from tests.chaos.proxy import THROUGHPUT_EXCEEDED, FaultProxy, is_put_object
 from totes_cdc.settings import settings
-from totes_cdc.stack.emulator import Emulator, emulator_client
+from totes_ops.stack.emulator import Emulator, emulator_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

@@ -9,8 +9,8 @@ from types import TracebackType
 
 import psycopg2
 
-from totes_cdc import simulate
 from totes_cdc.errors import TotesError, first_line
+from totes_ops import simulate
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
@@ -32,7 +32,7 @@ class TrafficTotals:
 
 
 class Traffic:
-    """``with Traffic(dsn, rate, seed) as t:`` runs :func:`totes_cdc.simulate.run` until the block ends.
+    """``with Traffic(dsn, rate, seed) as t:`` runs :func:`totes_ops.simulate.run` until the block ends.
 
     When the source goes away the run ends with an error: it is counted (with the changes made
     up to its last progress report) and a new run starts once the source answers again. The one

@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from totes_cdc.settings import OVERRIDES_ENV, settings
-from totes_cdc.stack.emulator import client_env, emulator_client
+from totes_ops.stack.emulator import client_env, emulator_client
 
 
 @dataclass
@@ -47,7 +47,7 @@ class RunningStack:
                "TOTES_CDC_SOURCE_DSN": self.source_dsn,
                "TOTES_CDC_WAREHOUSE_DSN": self.warehouse_dsn,
                "TOTES_CDC_STATE_DIR": self.info["run_dir"]}
-        return subprocess.run([sys.executable, "-m", "totes_cdc", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "totes_ops", *args], capture_output=True,
                               text=True, env=env, timeout=timeout)
 
     def wait_reconciled(self, timeout: float = 240) -> dict[str, Any]:
@@ -85,7 +85,7 @@ SETTINGS_OVERRIDES = {"loader_mapping": {"visibility_timeout_seconds": 30}}
 
 def start_stack(state_dir: Path, *extra: str, timeout: float = 180) -> RunningStack:
     env = {**os.environ, OVERRIDES_ENV: json.dumps(SETTINGS_OVERRIDES)}
-    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "up", "--state-dir", str(state_dir),
+    process = subprocess.Popen([sys.executable, "-m", "totes_ops", "up", "--state-dir", str(state_dir),
                                 *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=env)
     deadline = time.monotonic() + timeout

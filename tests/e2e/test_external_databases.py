@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import SEED_DIR, requires_real_data
 from tests.e2e.conftest import start_stack, stop_stack
-from totes_cdc.stack import seed
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack import seed
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 
 pytestmark = [pytest.mark.e2e, requires_real_data]
 

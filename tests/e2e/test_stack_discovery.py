@@ -25,7 +25,7 @@ def plain_env() -> dict[str, str]:
 
 
 def totes_cdc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "totes_cdc", *args], cwd=cwd, env=plain_env(),
+    return subprocess.run([sys.executable, "-m", "totes_ops", *args], cwd=cwd, env=plain_env(),
                           capture_output=True, text=True, timeout=120)
 
 

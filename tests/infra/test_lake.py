@@ -10,8 +10,9 @@ from pathlib import Path
 
 from stream_processors.files import BatchId, Partition
 from tests.infra.hcl import INFRA, module, ref
-from totes_cdc import lake
+from totes_cdc import contract
 from totes_cdc.settings import settings
+from totes_ops import lake
 
 LAKE = INFRA / "modules" / "lake"
 BATCH = BatchId("shardId-000000000001", "49590338271490256608559692538361571095921575989136588818",
@@ -40,7 +41,7 @@ def test_tables_json_is_what_the_contract_and_the_totesys_schema_give():
 
 def test_the_published_avro_schema_is_registered_in_the_glue_schema_registry():
     lake_module = module("lake")
-    assert _file_path(lake_module.locals["avro_schema"]) == Path(lake.__file__).parent / lake.SCHEMA_FILE
+    assert _file_path(lake_module.locals["avro_schema"]) == Path(contract.__file__).parent / lake.SCHEMA_FILE
     schema = lake_module.resources("aws_glue_schema")["change_event"]
     assert schema["schema_name"] == lake.SCHEMA_NAME                 # as the local stack names it
     assert lake_module.resources("aws_glue_registry")["this"]["registry_name"] == (

@@ -14,7 +14,7 @@ import pytest
 
 from tests.infra.hcl import module
 from totes_cdc.settings import settings
-from totes_cdc.stack.emulator import Emulator
+from totes_ops.stack.emulator import Emulator
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from stream_processors import handler as stream_handler
 from stream_processors.events import on_failure_record, stream_arn
 from tests.events import aggregated, sales_orders
-from totes_cdc.cli import main
 from totes_cdc.settings import settings
+from totes_ops.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ import boto3
 import psycopg2
 import pytest
 
+from local_aws.sqs_runner import Runner
 from tests.conftest import query
 from tests.integration.capture.conftest import seed_designs, wait_for
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes, source_columns
 from totes_cdc.settings import settings
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.stack.postgres import LocalPostgres
 from warehouse_loader.reconcile import reconcile
-from warehouse_loader.runner import Runner
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import query
 from tests.integration.capture.conftest import seed_designs
 from totes_cdc import metric_names
-from totes_cdc.cli import main
 from totes_cdc.settings import settings
+from totes_ops.cli import main
 from warehouse_loader.migrate import migrate
 
 pytestmark = pytest.mark.integration

@@ -83,7 +83,7 @@ def test_no_setting_is_copied_into_the_terraform() -> None:
 
 
 def test_resources_the_local_stack_creates_are_named_from_the_same_settings() -> None:
-    """The emulator's resources (totes_cdc.stack.emulator.create_resources) against Terraform's."""
+    """The emulator's resources (totes_ops.stack.emulator.create_resources) against Terraform's."""
     stream = module("stream").resources("aws_kinesis_stream")["changes"]
     assert stream["name"] == "${var.settings.stream.name}"
     assert stream["shard_count"] == "${var.on_demand ? null : var.settings.stream.shard_count}"
@@ -391,7 +391,7 @@ def test_dockerfile_copies_what_exists_and_runs_capture_with_the_health_check() 
     for source, _ in copies:
         assert (root / source).exists(), source
     assert ("infra/docker/capture_health.py", "capture_health.py") in copies
-    assert 'ENTRYPOINT ["python", "-m", "totes_cdc"]' in dockerfile
+    assert 'ENTRYPOINT ["python", "-m", "totes_ops"]' in dockerfile
     assert 'CMD ["capture"]' in dockerfile
     assert "USER 10001" in dockerfile
 
@@ -414,7 +414,7 @@ def test_the_image_layout_finds_the_settings_and_every_command(tmp_path: Path) -
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=60, check=True)
     assert found.stdout.strip() == str(tmp_path / "infra" / "settings.json")
-    subprocess.run([sys.executable, "-m", "totes_cdc", "--help"], cwd=tmp_path, env=env,
+    subprocess.run([sys.executable, "-m", "totes_ops", "--help"], cwd=tmp_path, env=env,
                    capture_output=True, timeout=60, check=True)
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
-from totes_cdc import contract, lake
+from totes_cdc import contract
 from totes_cdc.errors import ConfigError
+from totes_ops import lake
 
-AVSC = Path(lake.__file__).parent / lake.SCHEMA_FILE
+AVSC = Path(contract.__file__).parent / lake.SCHEMA_FILE
 
 
 def test_the_published_avsc_is_the_contracts_schema():
@@ -63,7 +64,7 @@ def test_no_files_no_tables_and_a_clear_error(tmp_path):
 
 
 def test_lake_catalog_prints_what_terraform_reads(capsys):
-    from totes_cdc.cli import main
+    from totes_ops.cli import main
 
     assert main(["lake", "catalog"]) == 0
     tables = AVSC.parents[1] / "infra" / "modules" / "lake" / "tables.json"

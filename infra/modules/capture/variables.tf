@@ -14,7 +14,7 @@ variable "image_tag" {
 }
 
 variable "command" {
-  description = "Arguments to `python -m totes_cdc` in the container."
+  description = "Arguments to `python -m totes_ops` in the container."
   type        = list(string)
 }
 

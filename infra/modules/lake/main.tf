@@ -5,7 +5,7 @@
 # keeps them equal); the Avro schema is the package's published totes_cdc/change_event.avsc.
 
 locals {
-  # The same name totes_cdc.lake.database() gives the local DuckDB schema.
+  # The same name totes_ops.lake.database() gives the local DuckDB schema.
   database     = "${replace(var.settings.deploy.name, "-", "_")}_lake"
   tables       = jsondecode(file("${path.module}/tables.json"))
   avro_schema  = file("${path.module}/../../../totes_cdc/change_event.avsc")

@@ -24,10 +24,10 @@ from tests.integration.capture.conftest import (
     slot_caught_up,
     wait_for,
 )
-from totes_cdc.cli import main
 from totes_cdc.contract import snapshot_seq
-from totes_cdc.stack import seed
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.cli import main
+from totes_ops.stack import seed
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_kill_9_repeatedly_loses_nothing(totesys_dsn, aws_env, tmp_path):
     seed_designs(totesys_dsn, 200)
     slot = f"kill_{uuid.uuid4().hex[:8]}"
     env = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
-    command = [sys.executable, "-m", "totes_cdc", "capture", "--tables", "design", "--slot", slot,
+    command = [sys.executable, "-m", "totes_ops", "capture", "--tables", "design", "--slot", slot,
                "--state-dir", str(tmp_path), "--heartbeat-seconds", "0.5", "--max-batch-delay-ms", "20"]
     try:
         with Writer(totesys_dsn) as writer:

@@ -99,7 +99,7 @@ def _capture_process_until_it_stops(dsn: str, aws_env: dict[str, Any], tmp_path:
                                     break_source: Callable[[], None]) -> tuple[int, str]:
     """Run ``totes-cdc capture`` until it streams, ``break_source()``, then (exit code, stderr)."""
     env: dict[str, Any] = {**aws_env, "TOTES_CDC_SOURCE_DSN": dsn}
-    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "capture", "--tables", "design",
+    process = subprocess.Popen([sys.executable, "-m", "totes_ops", "capture", "--tables", "design",
                                 "--slot", slot, "--state-dir", str(tmp_path)],
                                env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -252,7 +252,7 @@ def test_the_command_serves_until_sigterm_then_exits_cleanly(warehouse_dsn, aws_
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "dashboard", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "totes_ops", "dashboard", "--port", str(port)],
                                env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == f"dashboard: http://127.0.0.1:{port}/"

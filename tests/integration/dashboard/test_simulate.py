@@ -13,10 +13,10 @@ import psycopg2
 import pytest
 
 from tests.conftest import query
-from totes_cdc import simulate
-from totes_cdc.cli import main
 from totes_cdc.errors import ConfigError
-from totes_cdc.stack import seed, synthetic
+from totes_ops import simulate
+from totes_ops.cli import main
+from totes_ops.stack import seed, synthetic
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_a_non_positive_rate_is_refused(seeded_dsn):
 
 def test_the_command_stops_cleanly_on_sigterm(seeded_dsn):
     env = {**os.environ, "TOTES_CDC_SOURCE_DSN": seeded_dsn}
-    process = subprocess.Popen([sys.executable, "-m", "totes_cdc", "simulate", "--rate", "20"],
+    process = subprocess.Popen([sys.executable, "-m", "totes_ops", "simulate", "--rate", "20"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

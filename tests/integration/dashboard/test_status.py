@@ -12,8 +12,8 @@ import pytest
 from tests.integration.dashboard import warehouse_rows
 from totes_cdc import metric_names
 from totes_cdc.settings import settings
-from totes_cdc import status
-from totes_cdc.cli import main
+from totes_ops import status
+from totes_ops.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from totes_cdc.stack import seed, synthetic
-from totes_cdc.stack.seed import LOAD_ORDER
+from totes_ops.stack import seed, synthetic
+from totes_ops.stack.seed import LOAD_ORDER
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,10 @@ from tests.events import (
     lambda_event,
     sales_order_values,
 )
-from totes_cdc import contract, lake
-from totes_cdc.cli import main
+from totes_cdc import contract
 from totes_cdc.settings import settings
+from totes_ops import lake
+from totes_ops.cli import main
 
 pytestmark = pytest.mark.integration
 

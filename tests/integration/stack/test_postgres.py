@@ -9,7 +9,7 @@ import textwrap
 import psycopg2
 import pytest
 
-from totes_cdc.stack.postgres import LocalPostgres, embedded_bindir, find_bindir, make_base_dir
+from totes_ops.stack.postgres import LocalPostgres, embedded_bindir, find_bindir, make_base_dir
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_a_normal_user_can_run_a_server(base_dir):
     script = textwrap.dedent(f"""
         import psycopg2
         from pathlib import Path
-        from totes_cdc.stack.postgres import LocalPostgres
+        from totes_ops.stack.postgres import LocalPostgres
         server = LocalPostgres(Path({str(base_dir)!r}) / "mine")
         server.init()
         server.start()

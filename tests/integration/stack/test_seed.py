@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import SEED_DIR, requires_real_data
 from totes_cdc.errors import ConfigError
-from totes_cdc.stack import seed
+from totes_ops.stack import seed
 
 pytestmark = pytest.mark.integration
 

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from totes_cdc.stack.postgres import free_port
+from totes_ops.stack.postgres import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def run_cli(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "totes_cdc", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "totes_ops", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=120)
 
 
@@ -58,7 +58,7 @@ def test_missing_seed_file(tmp_path):
 
 
 def test_every_subcommand_has_help(tmp_path):
-    from totes_cdc.cli import build_parser
+    from totes_ops.cli import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices

@@ -45,7 +45,7 @@ def wait_for(s3, expected, process, timeout=90):
 
 
 def start(aws_env, state_dir, log):
-    return subprocess.Popen([sys.executable, "-m", "totes_cdc", "process", "--state-dir", str(state_dir)],
+    return subprocess.Popen([sys.executable, "-m", "totes_ops", "process", "--state-dir", str(state_dir)],
                             env=aws_env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -84,8 +84,8 @@ def test_runner_killed_and_restarted_skips_no_record(aws, aws_env, tmp_path):
 
 
 def test_a_batch_failing_every_retry_reaches_the_on_failure_queue(aws, tmp_path):
+    from local_aws.kinesis_runner import Runner
     from stream_processors.config import MappingConfig
-    from stream_processors.runner import Runner
 
     kinesis, sqs = aws.client("kinesis"), aws.client("sqs")
     stream = settings()["stream"]["name"]

@@ -10,8 +10,8 @@ import pytest
 
 from tests.integration.warehouse_loader.files import source_columns
 from totes_cdc.contract import Column
-from totes_cdc.stack import seed
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.stack import seed
+from totes_ops.stack.postgres import LocalPostgres
 from warehouse_loader.migrate import migrate
 
 

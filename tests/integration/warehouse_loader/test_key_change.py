@@ -27,8 +27,8 @@ from tests.integration.warehouse_loader.files import event
 from tests.integration.warehouse_loader.test_apply import address, load, query, sales_order
 from tests.integration.warehouse_loader.test_model import apply_concurrently
 from totes_cdc.contract import ChangeEvent, snapshot_seq
-from totes_cdc.stack import seed
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.stack import seed
+from totes_ops.stack.postgres import LocalPostgres
 
 pytestmark = pytest.mark.integration
 

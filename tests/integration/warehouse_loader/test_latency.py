@@ -21,7 +21,7 @@ from stream_processors.events import kinesis_event
 from tests.events import ARN, Context, aggregated, change, sales_order_values
 from totes_cdc.settings import settings
 from totes_cdc.stages import METADATA_KEY, STAGES
-from totes_cdc import status
+from totes_ops import status
 from warehouse_loader.handler import Loader
 from warehouse_loader.migrate import migrate
 

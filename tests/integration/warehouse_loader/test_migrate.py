@@ -7,7 +7,7 @@ import threading
 import psycopg2
 import pytest
 
-from totes_cdc.cli import main
+from totes_ops.cli import main
 from warehouse_loader.migrate import available, migrate
 
 pytestmark = pytest.mark.integration

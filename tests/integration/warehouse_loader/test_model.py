@@ -42,7 +42,7 @@ from psycopg2 import sql
 
 from tests.integration.warehouse_loader import model
 from totes_cdc.contract import Column
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.stack.postgres import LocalPostgres
 from warehouse_loader.apply import apply_file
 from warehouse_loader.derivation import DIMENSIONS_BY_TABLE, FACTS_BY_SOURCE
 from warehouse_loader.errors import RetryableLoadError

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import requires_real_data
 from tests.integration.warehouse_loader.files import snapshot_files
-from totes_cdc.cli import main
-from totes_cdc.stack import seed
+from totes_ops.cli import main
+from totes_ops.stack import seed
 from warehouse_loader.apply import apply_file
 
 pytestmark = [pytest.mark.integration, requires_real_data]

@@ -28,12 +28,12 @@ from stream_processors.store import ObjectStore, write_batch
 from tests.conftest import query
 from tests.integration.warehouse_loader.files import source_columns
 from totes_cdc import contract
-from totes_cdc.cli import main
 from totes_cdc.contract import ChangeEvent, snapshot_seq
 from totes_cdc.settings import settings
-from totes_cdc.stack import seed, synthetic
-from totes_cdc.stack.emulator import Emulator, client_env, create_resources
-from totes_cdc.stack.postgres import LocalPostgres
+from totes_ops.cli import main
+from totes_ops.stack import seed, synthetic
+from totes_ops.stack.emulator import Emulator, client_env, create_resources
+from totes_ops.stack.postgres import LocalPostgres
 from warehouse_loader.apply import apply_file
 from warehouse_loader.derivation import FACTS, FACTS_BY_SOURCE
 from warehouse_loader.migrate import migrate

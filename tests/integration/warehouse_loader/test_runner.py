@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 from aws_lambda_powertools.utilities import parameters
 
+from local_aws.sqs_runner import Runner, Worker
 from tests.conftest import query
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
 from tests.integration.warehouse_loader.test_apply import design, payment
@@ -22,7 +23,6 @@ from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 from warehouse_loader import handler
 from warehouse_loader.handler import Loader
-from warehouse_loader.runner import Runner, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,7 @@ def test_handler_takes_the_warehouse_from_secrets_manager(aws, warehouse, wareho
 
 def test_load_command_runs_until_sigterm(aws, aws_env, warehouse_dsn, totesys_columns):
     env = {**aws_env, "TOTES_CDC_WAREHOUSE_DSN": warehouse_dsn}
-    proc = subprocess.Popen([sys.executable, "-m", "totes_cdc", "load"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "totes_ops", "load"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         put(aws, object_key("design", 1, 1),

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 
-from totes_cdc.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 
 OUT = Path(__file__).parent / "data" / "pgoutput.json"
 MAX_RUN = 5

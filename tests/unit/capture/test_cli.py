@@ -11,8 +11,8 @@ from moto import mock_aws
 
 from capture.cli import dsn_from_secret
 from capture.config import CaptureConfig
-from totes_cdc.cli import build_parser, main
 from totes_cdc.errors import ConfigError
+from totes_ops.cli import build_parser, main
 
 
 def test_defaults_come_from_settings(monkeypatch, tmp_path):

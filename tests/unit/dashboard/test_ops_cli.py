@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from totes_cdc import simulate
-from totes_cdc.cli import build_parser
+from totes_ops import simulate
+from totes_ops.cli import build_parser
 
 
 @pytest.mark.parametrize("command", ["simulate", "status", "dashboard"])
@@ -35,7 +35,7 @@ def test_progress_is_one_updating_line_on_a_terminal(capsys):
 
 def test_progress_is_a_periodic_log_line_otherwise(caplog):
     show = simulate.progress_printer(tty=False)
-    with caplog.at_level(logging.INFO, logger="totes_cdc.simulate"):
+    with caplog.at_level(logging.INFO, logger="totes_ops.simulate"):
         for second in (1.0, 5.0, 10.5, 12.0, 21.0):
             show(simulate.SimulationStats(changes=3, transactions=1, seconds=second))
     assert [r.getMessage().split(",")[1].strip() for r in caplog.records] == ["10 s", "21 s"]

@@ -1,7 +1,7 @@
 """Alerts and the text report of ``totes-cdc status`` (pure functions)."""
 
 from totes_cdc.settings import settings
-from totes_cdc.status import Status, alerts, render
+from totes_ops.status import Status, alerts, render
 
 
 def test_no_values_no_alerts():
@@ -40,7 +40,7 @@ def test_render_shows_values_unknowns_and_alerts():
 
 
 def test_aws_clients_follow_the_environment(monkeypatch):
-    from totes_cdc import status
+    from totes_ops import status
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -55,7 +55,7 @@ def test_aws_clients_follow_the_environment(monkeypatch):
 def test_snapshot_progress_is_read_from_the_local_capture_status(tmp_path):
     import json
 
-    from totes_cdc.status import capture_progress
+    from totes_ops.status import capture_progress
 
     (tmp_path / "status").mkdir()
     (tmp_path / "status" / "capture.json").write_text(json.dumps({"phase": "snapshot", "snapshot": {

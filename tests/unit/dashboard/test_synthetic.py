@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from totes_cdc.stack import synthetic
-from totes_cdc.stack.seed import LOAD_ORDER
+from totes_ops.stack import synthetic
+from totes_ops.stack.seed import LOAD_ORDER
 
 REAL_COUNTS = {"address": 30, "counterparty": 20, "currency": 3, "department": 8, "design": 473,
                "payment": 15836, "payment_type": 4, "purchase_order": 4649, "sales_order": 11187,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from totes_cdc import cli, stackfile
+from totes_cdc import runtime
 from totes_cdc.errors import ConfigError
+from totes_ops import cli, stackfile
 
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -17,9 +18,9 @@ AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No DSN or AWS variable set; the state dir is tmp_path (restored afterwards)."""
-    for name in (*AWS_VARIABLES, *stackfile.DSN_ENV.values()):
+    for name in (*AWS_VARIABLES, *runtime.DSN_ENV.values()):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(stackfile.STATE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(runtime.STATE_DIR_ENV, str(tmp_path))
     return tmp_path
 
 
@@ -137,9 +138,9 @@ def test_unreadable_and_pidless_files_are_not_used(tmp_path):
 def test_a_zombie_is_not_alive():
     process = subprocess.Popen(["true"])
     os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)   # exited, not yet reaped
-    assert not stackfile.alive(process.pid)
+    assert not runtime.alive(process.pid)
     process.wait()
-    assert stackfile.alive(os.getpid())
+    assert runtime.alive(os.getpid())
 
 
 def test_version(capsys):
@@ -150,7 +151,7 @@ def test_version(capsys):
 
 
 def test_up_prints_the_commands_worth_running_next(tmp_path, monkeypatch):
-    from totes_cdc.stack.up import Stack, StackOptions, next_steps
+    from totes_ops.stack.up import Stack, StackOptions, next_steps
 
     monkeypatch.chdir(tmp_path)
     stack = Stack(StackOptions(state_dir=Path(".totes-cdc")), tmp_path / "run", dashboard_port=8123)

@@ -3,15 +3,15 @@
 import logging
 import time
 
-from totes_cdc.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
+from totes_ops.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
 
 
 def test_a_crashed_component_is_restarted_with_a_log_line(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("totes_cdc.stack.supervisor.MIN_BACKOFF", 0.1)
+    monkeypatch.setattr("totes_ops.stack.supervisor.MIN_BACKOFF", 0.1)
     # `--help` exits at once: a component that keeps dying.
     quitter = Component("quitter", totes_cdc_command("--help"), backoff=0.1)
     supervisor = Supervisor([quitter], child_env({}), tmp_path / "logs")
-    with caplog.at_level(logging.INFO, logger="totes_cdc.stack.supervisor"):
+    with caplog.at_level(logging.INFO, logger="totes_ops.stack.supervisor"):
         supervisor.start()
         deadline = time.monotonic() + 30
         while quitter.restarts < 2 and time.monotonic() < deadline:

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from local_aws.kinesis_runner import Runner, lowest_failure, take_batch
 from stream_processors.checkpoint import Checkpoint, CheckpointStore
 from stream_processors.config import MappingConfig
-from stream_processors.runner import Runner, lowest_failure, take_batch
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -291,8 +291,8 @@ def test_take_batch_keeps_under_the_invocation_payload_limit():
 def test_process_command_runs_until_stopped_and_writes_its_status(tmp_path, monkeypatch):
     import signal
 
-    from stream_processors import runner as runner_module
-    from totes_cdc.cli import main
+    from local_aws import kinesis_runner as runner_module
+    from totes_ops.cli import main
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
     seen = {}

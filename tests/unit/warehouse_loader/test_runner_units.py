@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from local_aws.sqs_runner import METRICS_PER_PUT, MetricBuffer, sqs_event
 from warehouse_loader.reconcile import Report, compare, render
-from warehouse_loader.runner import METRICS_PER_PUT, MetricBuffer, sqs_event
 
 
 def test_sqs_event_has_the_shape_lambda_builds():

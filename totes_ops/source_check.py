@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from totes_cdc.cli import add_dsn_argument
+from totes_cdc.runtime import add_dsn_argument
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +45,7 @@ def check(source_dsn: str, warehouse_dsn: str, cloudwatch: Any, history: bool = 
     """(slot lag bytes, reconcile differences), both put to ``cloudwatch``."""
     from totes_cdc import metric_names
     from totes_cdc.settings import settings
-    from totes_cdc.status import slot_lag_bytes
+    from totes_ops.status import slot_lag_bytes
     from warehouse_loader.reconcile import RawZone, reconcile
 
     lag = slot_lag_bytes(source_dsn) or 0

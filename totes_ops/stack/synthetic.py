@@ -2,7 +2,7 @@
 
 It follows the shape measured on the real data (row counts, value ranges, nulls, dates), not its
 values: names come from the small word lists below. The row builders are shared with the traffic
-simulator (:mod:`totes_cdc.simulate`), so generated history and live traffic look alike:
+simulator (:mod:`totes_ops.simulate`), so generated history and live traffic look alike:
 
 - sales orders: units 1,001-99,999 at 2.00-4.00 each, in GBP/USD/EUR about equally;
 - purchase orders: 1-999 items at 3.00-999.99, a unique 7-character item code;
@@ -29,7 +29,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from totes_cdc.stack.seed import LOAD_ORDER, set_sequences
+from totes_ops.stack.seed import LOAD_ORDER, set_sequences
 
 COUNTS = {"address": 30, "counterparty": 20, "currency": 3, "department": 8, "design": 473,
           "payment_type": 4, "staff": 20, "sales_order": 11187, "purchase_order": 4649}

@@ -7,7 +7,7 @@ Errors a user can fix (ConfigError) and a service the command needs being out of
 with no traceback.
 
 Every command but ``up``/``demo`` finds a running local stack by its ``<state-dir>/stack.json``
-(see :mod:`totes_cdc.stackfile`) and takes from it the DSNs and AWS settings it was not given.
+(see :mod:`totes_ops.stackfile`) and takes from it the DSNs and AWS settings it was not given.
 """
 
 from __future__ import annotations
@@ -21,42 +21,22 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from totes_cdc import stackfile
 from totes_cdc.errors import ConfigError, TransientError
+from totes_cdc.runtime import DEFAULT_STATE_DIR, DSN_ENV, STATE_DIR_ENV, default_state_dir
+from totes_ops import stackfile
 
 COMMAND_MODULES = (
-    "totes_cdc.stack.cli",
+    "totes_ops.stack.cli",
     "capture.cli",
     "warehouse_loader.cli",
-    "totes_cdc.ops_cli",
-    "totes_cdc.lake_cli",
-    "totes_cdc.source_check",
-    "totes_cdc.replay",
-    "stream_processors.cli",
+    "totes_ops.ops_cli",
+    "totes_ops.lake_cli",
+    "totes_ops.source_check",
+    "totes_ops.replay",
+    "local_aws.cli",
 )
 # The commands that start a stack (and write stack.json) rather than use one.
 STACK_STARTERS = ("up", "demo")
-
-
-def add_dsn_argument(parser: argparse.ArgumentParser, role: str, required: bool = True) -> None:
-    """``--<role>-dsn``, defaulting to ``$TOTES_CDC_<ROLE>_DSN``, else the running stack's.
-
-    Passwords belong in the environment (or Secrets Manager), not in argv where ``ps`` shows them:
-    the local stack hands DSNs to its components through these variables. A required DSN is
-    checked by :func:`main` once the running stack has been consulted, not by argparse.
-    """
-    env = stackfile.DSN_ENV[role]
-    parser.add_argument(f"--{role}-dsn", default=os.environ.get(env), metavar="DSN",
-                        help=f"libpq DSN of the {role} database (default: ${env}, else the running "
-                             "stack's); sslmode=require/verify-full for TLS")
-    parser.set_defaults(dsn_roles={**(parser.get_default("dsn_roles") or {}), role: required})
-
-
-def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
-    """``--state-dir``: where local runners keep durable state (default: $TOTES_CDC_STATE_DIR)."""
-    parser.add_argument("--state-dir", default=stackfile.default_state_dir(),
-                        help="folder for local state: stack.json, checkpoints, logs "
-                             f"(default: ${stackfile.STATE_DIR_ENV} or {stackfile.DEFAULT_STATE_DIR})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +62,7 @@ def use_running_stack(args: argparse.Namespace) -> None:
     if args.command in STACK_STARTERS:
         return
     try:
-        stack = stackfile.find(Path(getattr(args, "state_dir", None) or stackfile.default_state_dir()))
+        stack = stackfile.find(Path(getattr(args, "state_dir", None) or default_state_dir()))
     except stackfile.StaleStack as exc:
         print(f"totes-cdc: {exc}", file=sys.stderr)
         return
@@ -102,9 +82,9 @@ def require_dsns(args: argparse.Namespace) -> None:
         if required and getattr(args, f"{role}_dsn") is None:
             raise ConfigError(
                 f"{args.command} needs the {role} database: give --{role}-dsn, set "
-                f"${stackfile.DSN_ENV[role]}, or run it where `totes-cdc up` is running "
-                f"(its {stackfile.FILE_NAME} in --state-dir, ${stackfile.STATE_DIR_ENV} or "
-                f"{stackfile.DEFAULT_STATE_DIR})")
+                f"${DSN_ENV[role]}, or run it where `totes-cdc up` is running "
+                f"(its {stackfile.FILE_NAME} in --state-dir, ${STATE_DIR_ENV} or "
+                f"{DEFAULT_STATE_DIR})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import boto3
 
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
-from totes_cdc.stack.postgres import ensure_port_free, free_port
+from totes_ops.stack.postgres import ensure_port_free, free_port
 
 # Credentials the emulator accepts; they grant nothing anywhere else.
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
@@ -129,7 +129,7 @@ def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[st
         }]})
 
     emulator.client("sns").create_topic(Name=cfg["alarm_topic"])
-    from totes_cdc.lake import register_schema
+    from totes_ops.lake import register_schema
 
     register_schema(emulator.client("glue"))
 

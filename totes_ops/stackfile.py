@@ -10,39 +10,15 @@ is reported and ignored, never used, since its servers and emulator are gone wit
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from totes_cdc.errors import ConfigError
+from totes_cdc.runtime import alive
 
 FILE_NAME = "stack.json"
-STATE_DIR_ENV = "TOTES_CDC_STATE_DIR"
-DEFAULT_STATE_DIR = ".totes-cdc"
-DSN_ENV = {"source": "TOTES_CDC_SOURCE_DSN", "warehouse": "TOTES_CDC_WAREHOUSE_DSN"}
-
-
-def default_state_dir() -> str:
-    return os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR)
-
-
-def alive(pid: int) -> bool:
-    """A running process (a zombie, already dead but not reaped, does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel directly
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _runs_totes_cdc(pid: int) -> bool:

@@ -32,12 +32,13 @@ import psycopg2.extensions
 
 from totes_cdc import db
 from totes_cdc.errors import ConfigError
+from totes_cdc.runtime import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from totes_cdc.settings import settings
-from totes_cdc.stack import seed as seeding
-from totes_cdc.stack.emulator import EMULATOR_CREDENTIALS, Emulator, client_env, create_resources
-from totes_cdc.stack.postgres import LocalPostgres, ensure_port_free, free_port, make_base_dir
-from totes_cdc.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
-from totes_cdc.stackfile import DEFAULT_STATE_DIR, FILE_NAME, STATE_DIR_ENV
+from totes_ops.stack import seed as seeding
+from totes_ops.stack.emulator import EMULATOR_CREDENTIALS, Emulator, client_env, create_resources
+from totes_ops.stack.postgres import LocalPostgres, ensure_port_free, free_port, make_base_dir
+from totes_ops.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
+from totes_ops.stackfile import FILE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _seed(stack: Stack, conn: Any) -> None:
         if choice == "totesys":
             stack.counts = seeding.load_totesys(conn, opts.seed_dir)
         else:
-            from totes_cdc.stack.synthetic import load_synthetic
+            from totes_ops.stack.synthetic import load_synthetic
 
             stack.counts = load_synthetic(conn)
     elif _has_totesys(conn):

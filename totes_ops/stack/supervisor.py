@@ -119,7 +119,7 @@ class Supervisor:
 
 def totes_cdc_command(*args: str) -> list[str]:
     """argv of a ``totes-cdc`` subcommand run by this very interpreter."""
-    return [sys.executable, "-m", "totes_cdc", *args]
+    return [sys.executable, "-m", "totes_ops", *args]
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from totes_cdc.settings import settings
 SCHEMA_FILE = "change_event.avsc"
 # The change event's name in the Glue Schema Registry, whose registry is settings' deploy.name.
 SCHEMA_NAME = "change_event"
-TOTESYS_SCHEMA = resources.files("totes_cdc.stack").joinpath("totesys_schema.sql")
+TOTESYS_SCHEMA = resources.files("totes_ops.stack").joinpath("totesys_schema.sql")
 # The partition column every processed and raw object key carries (``.../date=YYYY-MM-DD/``).
 PARTITION = "date"
 

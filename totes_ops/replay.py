@@ -123,9 +123,9 @@ def replay_dead_letter_files(sqs: Any, result: Replayed) -> None:
 def run(args: argparse.Namespace) -> int:
     import boto3
 
+    from local_aws.kinesis_runner import LocalContext
     from stream_processors.config import MappingConfig
     from stream_processors.handler import handler
-    from stream_processors.runner import LocalContext
 
     sqs = boto3.client("sqs")
     result = Replayed()

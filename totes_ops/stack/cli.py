@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from totes_cdc.cli import add_state_dir_argument
+from totes_cdc.runtime import add_state_dir_argument
 
 if TYPE_CHECKING:
-    from totes_cdc.stack.up import StackOptions
+    from totes_ops.stack.up import StackOptions
 
 
 def _port(text: str) -> int:
@@ -37,7 +37,7 @@ def _add_stack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> StackOptions:
-    from totes_cdc.stack.up import PIPELINE, StackOptions
+    from totes_ops.stack.up import PIPELINE, StackOptions
 
     rate = getattr(args, "rate", 0.0)
 
@@ -50,7 +50,7 @@ def _options(args: argparse.Namespace) -> StackOptions:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from totes_cdc.stack.up import run
+    from totes_ops.stack.up import run
 
     return run(_options(args))
 

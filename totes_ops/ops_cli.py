@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from totes_cdc.cli import add_dsn_argument, add_state_dir_argument
+from totes_cdc.runtime import add_dsn_argument, add_state_dir_argument
 
 
 def _stop_on_signals() -> threading.Event:
@@ -26,7 +26,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    from totes_cdc import simulate as sim
+    from totes_ops import simulate as sim
 
     tty = sys.stderr.isatty()
     stats = sim.run(args.source_dsn, rate=args.rate, duration=args.duration, seed=args.seed,
@@ -43,7 +43,7 @@ def _component_state_dir(args: argparse.Namespace) -> Path:
 
 
 def status(args: argparse.Namespace) -> int:
-    from totes_cdc import status as st
+    from totes_ops import status as st
 
     report = st.collect(args.source_dsn, args.warehouse_dsn, _component_state_dir(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else st.render(report))

@@ -7,15 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from totes_cdc.cli import add_state_dir_argument
+from totes_cdc.runtime import add_state_dir_argument
 
 
 def _query(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from totes_cdc import lake
     from totes_cdc.errors import ConfigError
+    from totes_ops import lake
 
     local_dir = (args.stack.run_dir if args.stack is not None else Path(args.state_dir)) / "lake"
     try:
@@ -30,7 +30,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from totes_cdc import lake
+    from totes_ops import lake
 
     print(json.dumps(lake.catalog(), indent=2))
     return 0

@@ -32,12 +32,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from stream_processors import emf
+from stream_processors.checkpoint import Checkpoint, CheckpointStore
+from stream_processors.config import MappingConfig
+from stream_processors.events import ACCOUNT, kinesis_event, on_failure_record
 from totes_cdc.jsonfile import write_atomically
-
-from . import emf
-from .checkpoint import Checkpoint, CheckpointStore
-from .config import MappingConfig
-from .events import ACCOUNT, kinesis_event, on_failure_record
 
 log = logging.getLogger(__name__)
 

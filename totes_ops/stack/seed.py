@@ -33,7 +33,7 @@ def real_data_available(seed_dir: Path | None = None) -> bool:
 
 
 def schema_sql() -> str:
-    return resources.files("totes_cdc.stack").joinpath("totesys_schema.sql").read_text("utf-8")
+    return resources.files("totes_ops.stack").joinpath("totesys_schema.sql").read_text("utf-8")
 
 
 def create_schema(conn: Any) -> None:

@@ -36,7 +36,7 @@ from psycopg2 import sql
 
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
-from totes_cdc.stack import synthetic
+from totes_ops.stack import synthetic
 
 log = logging.getLogger(__name__)
 

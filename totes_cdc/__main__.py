@@ -1,5 +1,0 @@
-import sys
-
-from totes_cdc.cli import main
-
-sys.exit(main())
