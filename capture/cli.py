@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from totes_cdc import db
 from totes_cdc.errors import ConfigError, TerminalError
 from totes_cdc.runtime import add_dsn_argument, add_state_dir_argument
 from totes_cdc.settings import settings
@@ -41,23 +42,19 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def dsn_from_secret(name: str, client: Any = None) -> str:
-    """A libpq DSN from a Secrets Manager secret (RDS layout: host, port, username, password, dbname)."""
+def source_dsn_from_secret(name: str, client: Any = None) -> str:
+    """The DSN of the database whose Secrets Manager secret is ``name`` (:func:`db.dsn_from_secret`)."""
     import boto3
     import botocore.exceptions
-    import psycopg2.extensions
 
     try:
         secret = json.loads((client or boto3.client("secretsmanager")).get_secret_value(
             SecretId=name)["SecretString"])
-        fields = {"host": secret["host"], "port": str(secret.get("port", 5432)),
-                  "user": secret.get("username") or secret["user"], "password": secret["password"],
-                  "dbname": secret.get("dbname", "postgres"), "sslmode": secret.get("sslmode", "require")}
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise ConfigError(f"cannot read the source secret {name!r}: {exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"secret {name!r} lacks the source connection field {exc}") from None
-    return str(psycopg2.extensions.make_dsn(**fields))
+        raise ConfigError(f"cannot read the secret {name!r}: {exc}") from None
+    except ValueError:
+        raise ConfigError(f"the secret {name!r} is not JSON") from None
+    return db.dsn_from_secret(secret, name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from capture.service import CaptureService
     from capture.state import LocalStateStore, S3StateStore, StateStore
 
-    dsn = args.source_dsn or (dsn_from_secret(args.source_secret) if args.source_secret else None)
+    dsn = args.source_dsn or (source_dsn_from_secret(args.source_secret) if args.source_secret else None)
     if not dsn:
         raise ConfigError("no source database given: set TOTES_CDC_SOURCE_DSN (or --source-dsn), "
                           "or --source-secret in AWS")

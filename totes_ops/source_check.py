@@ -31,13 +31,13 @@ def register(subparsers: Any) -> None:
 
 
 def _dsn(dsn: str | None, secret: str | None, role: str) -> str:
-    from capture.cli import dsn_from_secret
+    from capture.cli import source_dsn_from_secret
     from totes_cdc.errors import ConfigError
 
     if dsn:
         return dsn
     if secret:
-        return dsn_from_secret(secret)
+        return source_dsn_from_secret(secret)
     raise ConfigError(f"source-check needs the {role} database: --{role}-dsn or --{role}-secret")
 
 

@@ -28,8 +28,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psycopg2.extensions
-
 from totes_cdc import db
 from totes_cdc.errors import ConfigError
 from totes_cdc.runtime import DEFAULT_STATE_DIR, STATE_DIR_ENV
@@ -194,13 +192,6 @@ def _server(stack: Stack, name: str, port: int | None, logical: bool) -> str:
     return server.create_database(name)
 
 
-def _secret(dsn: str) -> dict[str, str]:
-    p = psycopg2.extensions.parse_dsn(dsn)
-    return {"host": p.get("host", "localhost"), "port": p.get("port", "5432"),
-            "dbname": p.get("dbname", ""), "username": p.get("user", ""),
-            "password": p.get("password", ""), "sslmode": p.get("sslmode", "prefer")}
-
-
 def _components(stack: Stack) -> list[Component]:
     commands = {
         "capture": ("capture", "--stream", settings()["stream"]["name"]),
@@ -248,8 +239,8 @@ def start(stack: Stack) -> None:
 
     stack.emulator = Emulator(port=emulator_port, log_path=run_dir / "emulator.log")
     stack.emulator.start()
-    create_resources(stack.emulator, {"source": _secret(stack.source_dsn),
-                                      "warehouse": _secret(stack.warehouse_dsn)})
+    create_resources(stack.emulator, {"source": db.secret_from_dsn(stack.source_dsn),
+                                      "warehouse": db.secret_from_dsn(stack.warehouse_dsn)})
 
     env = child_env({**client_env(options.component_aws_endpoint or stack.emulator.endpoint),
                      "TOTES_CDC_SOURCE_DSN": stack.source_dsn,
