@@ -283,6 +283,26 @@ function renderStages(stages) {
   }));
 }
 
+// A table being copied (status copies: capture.progress), as `totes-cdc status` words it.
+function describeCopy(c) {
+  const total = c.estimated_total === null ? "?" : fmt.format(c.estimated_total);
+  const share = c.estimated_total
+    ? ` (${Math.min(100, Math.floor((100 * c.rows_done) / c.estimated_total))}%)` : "";
+  const eta = c.eta_seconds === null ? "unknown" : `${fmt.format(c.eta_seconds)} s`;
+  return `${c.table} ${fmt.format(c.rows_done)}/${total} rows${share}, ` +
+    `${fmt.format(c.rate)} rows/s, ETA ${eta}`;
+}
+
+function renderCopies(copies) {
+  const lines = copies === null ? ["unknown"]
+    : copies.length ? copies.map(describeCopy) : ["none running"];
+  document.getElementById("copies").replaceChildren(...lines.map((text) => {
+    const item = document.createElement("li");
+    item.textContent = text;
+    return item;
+  }));
+}
+
 function renderHealth(h) {
   show("health-capture", h.capture && h.capture.behind_ms, " ms");
   show("health-slot", h.slot_lag_bytes, " bytes");
@@ -293,6 +313,7 @@ function renderHealth(h) {
   show("health-p99", h.latency_ms && h.latency_ms.p99, " ms");
   show("health-age", h.last_event_age_s, " s");
   renderStages(h.stages_ms);
+  renderCopies(h.copies);
   const list = document.getElementById("alerts");
   list.replaceChildren(...(h.alerts.length ? h.alerts : ["none"]).map((text) => {
     const item = document.createElement("li");

@@ -3,6 +3,9 @@
 - source: replication slot lag in bytes (``pg_current_wal_lsn() - confirmed_flush_lsn``), the
   age of the capture's last heartbeat (CloudWatch ``CaptureHeartbeat``) and, from the local
   capture's ``<state-dir>/status/capture.json``, its phase and initial snapshot progress;
+- table copies: the tables being copied into the lake now (initial snapshot or resync), per table
+  rows done / estimate, rate and ETA, from the status files of the live capture and resync
+  processes (``capture.json``, ``resync.json``; capture.progress);
 - stream: the stream processor's iterator age (CloudWatch ``IteratorAgeMilliseconds``, else the
   local runner's ``<state-dir>/status/process.json``: the largest ``millis_behind_latest`` of its
   shards);
@@ -39,9 +42,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
+from capture.progress import TableProgress
 from totes_cdc import metric_names
 from totes_cdc.db import SLOT_LAG_BYTES_SQL, connect
 from totes_cdc.errors import TotesError, first_line
+from totes_cdc.runtime import alive
 from totes_cdc.settings import settings
 from totes_cdc.stages import STAGES
 from warehouse_loader.derivation import FACTS
@@ -63,6 +68,7 @@ class Status:
 
     slot_lag_bytes: int | None = None
     capture: dict[str, Any] | None = None
+    copies: list[dict[str, Any]] | None = None  # tables being copied (TableProgress.as_dict)
     heartbeat_age_s: float | None = None
     stream_lag_ms: float | None = None
     files_waiting: int | None = None
@@ -136,6 +142,20 @@ def capture_progress(state_dir: Path) -> dict[str, Any]:
             "snapshot_rows": sum(t["rows"] for t in tables),
             "snapshot_total": sum(t["total"] or 0 for t in tables),
             "tables_done": sum(1 for t in tables if t["done"]), "tables": len(tables)}
+
+
+COPY_STATUS_FILES = ("capture.json", "resync.json")  # capture's; a resync's (capture.cli)
+
+
+def copies(state_dir: Path) -> list[dict[str, Any]]:
+    """The tables being copied now, from the status files of live capture and resync processes
+    (a file whose process is gone, say a resync killed, is not read)."""
+    paths = [p for name in COPY_STATUS_FILES if (p := state_dir / "status" / name).is_file()]
+    if not paths:
+        raise LookupError("no local capture or resync status")
+    readings = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    return [copy for reading in readings if alive(int(reading.get("pid", 0)))
+            for copy in reading.get("copies", []) if not copy["finished"]]
 
 
 def stream_lag_ms(state_dir: Path) -> float:
@@ -271,6 +291,7 @@ def collect(source_dsn: str | None, warehouse_dsn: str | None, state_dir: Path) 
     else:
         status.unknown["slot_lag_bytes"] = "no source DSN"
     status.capture = _read(status, "capture", lambda: capture_progress(state_dir))
+    status.copies = _read(status, "copies", lambda: copies(state_dir))
     status.heartbeat_age_s = _read(status, "heartbeat_age_s", heartbeat_age_s)
     if status.heartbeat_age_s is None and "heartbeat_age_s" not in status.unknown:
         status.heartbeat_missing = True
@@ -309,6 +330,12 @@ def _snapshot(capture: dict[str, Any] | None) -> str:
             f"{capture['tables_done']} of {capture['tables']} tables done")
 
 
+def _copies(copies: list[dict[str, Any]] | None) -> list[tuple[str, str, str]]:
+    if not copies:
+        return [("source", "table copies", "unknown" if copies is None else "none running")]
+    return [("source", "table copy", TableProgress(**copy).describe()) for copy in copies]
+
+
 def _stage(stages_ms: dict[str, dict[str, float | None]] | None, name: str) -> str:
     if stages_ms is None:
         return "unknown"
@@ -321,6 +348,7 @@ def render(status: Status) -> str:
     rows = [
         ("source", "replication slot lag", _show(status.slot_lag_bytes, " bytes")),
         ("source", "capture snapshot", _snapshot(status.capture)),
+        *_copies(status.copies),
         ("source", "capture heartbeat age", _show(status.heartbeat_age_s, " s")),
         ("stream", "stream lag", _show(status.stream_lag_ms, " ms")),
         ("files", "files waiting", _show(status.files_waiting)),

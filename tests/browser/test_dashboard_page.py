@@ -3,6 +3,8 @@ render, a filter applies, a new sale appears live in both views."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 
 import psycopg2
@@ -39,6 +41,10 @@ def dashboard_url(warehouse_dsn, tmp_path, aws):
         cur.execute("INSERT INTO pipeline_latency VALUES ('f', 'sales_order', 1, 1, now(), now(), now(),"
                     " now(), 3, 4, 5, 6, 7, now(), 1, 2, 8)")
     conn.close()
+    (tmp_path / "status").mkdir()  # a resync copying sales_order, its status as capture writes it
+    (tmp_path / "status" / "resync.json").write_text(json.dumps({"pid": os.getpid(), "copies": [
+        {"table": "public.sales_order", "rows_done": 250000, "estimated_total": 1000000,
+         "rate": 50000.0, "eta_seconds": 15, "finished": False}]}))
     srv, threads = server.start(warehouse_dsn, port=0, state_dir=tmp_path)
     yield f"http://127.0.0.1:{srv.server_port}/"
     server.stop(srv, threads)
@@ -82,6 +88,8 @@ def test_charts_render_filters_apply_and_new_sales_appear_without_reload(
         "Source commit to capture read", "1 ms", "2 ms"]
     assert page.locator("#stages tbody tr").last.locator("td").all_text_contents() == [
         "Source commit to warehouse", "6 ms", "7 ms"]
+    assert page.locator("#copies li").all_text_contents() == [
+        "public.sales_order 250,000/1,000,000 rows (25%), 50,000 rows/s, ETA 15 s"]
 
     page.select_option("#filter-currency", "GBP")
     page.wait_for_function("document.querySelector('#total-orders').textContent === '2'")

@@ -1,0 +1,58 @@
+"""`totes-cdc status`: the tables being copied (initial snapshot, resync), from the status files of
+the live capture and resync processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from totes_ops.status import Status, copies, render
+
+
+def copy(table: str, done: int, total: int | None, finished: bool = False) -> dict[str, Any]:
+    return {"table": table, "rows_done": done, "estimated_total": total, "rate": 2500.0,
+            "eta_seconds": None if total is None else (total - done) // 2500, "finished": finished}
+
+
+def write(state_dir: Path, name: str, pid: int, *tables: dict[str, Any]) -> None:
+    (state_dir / "status").mkdir(exist_ok=True)
+    (state_dir / "status" / name).write_text(json.dumps({"phase": "streaming", "pid": pid,
+                                                        "copies": list(tables)}))
+
+
+def gone_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_copies_of_capture_and_of_a_resync_are_both_shown_finished_ones_not(tmp_path: Path) -> None:
+    write(tmp_path, "capture.json", os.getpid(), copy("public.staff", 20, 20, finished=True),
+          copy("public.payment", 1000, 5000))
+    write(tmp_path, "resync.json", os.getpid(), copy("public.sales_order", 250_000, 1_000_000))
+    found = copies(tmp_path)
+    assert [c["table"] for c in found] == ["public.payment", "public.sales_order"]
+    text = render(Status(copies=found))
+    assert ("source     table copy                 public.payment 1,000/5,000 rows (20%), "
+            "2,500 rows/s, ETA 1 s") in text
+    assert ("source     table copy                 public.sales_order 250,000/1,000,000 rows (25%), "
+            "2,500 rows/s, ETA 300 s") in text
+
+
+def test_the_file_of_a_process_that_is_gone_is_not_read(tmp_path: Path) -> None:
+    write(tmp_path, "capture.json", os.getpid())
+    write(tmp_path, "resync.json", gone_pid(), copy("public.sales_order", 10, 100))  # killed
+    assert copies(tmp_path) == []
+    assert "table copies               none running" in render(Status(copies=[]))
+
+
+def test_no_status_file_is_unknown(tmp_path: Path) -> None:
+    with pytest.raises(LookupError, match="no local capture or resync status"):
+        copies(tmp_path)
+    assert "table copies               unknown" in render(Status())
