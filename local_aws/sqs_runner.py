@@ -24,6 +24,7 @@ import botocore.exceptions
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
+from warehouse_loader.config import LoaderConfig
 from warehouse_loader.handler import Loader
 from warehouse_loader.migrate import migrate
 
@@ -145,7 +146,8 @@ class Runner:
                 QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         except AWS_ERRORS as exc:
             raise ConfigError(f"cannot use the queue {queue}: {exc}") from None
-        factory = loader_factory or (lambda metrics, s3: Loader(lambda: self._dsn, metrics.add, s3))
+        config = LoaderConfig.from_settings(lambda: self._dsn)
+        factory = loader_factory or (lambda metrics, s3: Loader(config, metrics.add, s3))
         self.workers = [Worker(f"loader-{n}", self._queue_url, queue_arn, factory)
                         for n in range(1, count + 1)]
 

@@ -29,6 +29,7 @@ from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
 from totes_cdc.settings import settings
 from warehouse_loader.apply import apply_file
+from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RetryableLoadError
 
 logger = Logger(service="warehouse_loader")
@@ -61,14 +62,11 @@ def warehouse_dsn() -> str:
 class Loader:
     """Applies the files that S3 notifications name; keeps one warehouse connection across calls."""
 
-    def __init__(self, dsn: Callable[[], str], publish: Publish, s3: Any | None = None) -> None:
-        self._dsn = dsn
+    def __init__(self, config: LoaderConfig, publish: Publish, s3: Any | None = None) -> None:
+        self.config = config
         self._publish = publish
         self._s3 = s3 or boto3.client("s3")
         self._conn: Any = None
-        cfg = settings()
-        self.dead_letter_bucket = cfg["buckets"]["dead_letter"]
-        self.dead_letter_prefix = cfg["prefixes"]["dead_letter_files"]
 
     def handle_batch(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         """An SQS event in, the partial batch response (``batchItemFailures``) out."""
@@ -118,20 +116,20 @@ class Loader:
 
     def dead_letter(self, bucket: str, key: str, data: bytes | None, reason: str) -> None:
         """Keep the bad object and why it was refused under the dead-letter prefix."""
-        target = f"{self.dead_letter_prefix}{key}"
+        target = f"{self.config.dead_letter_prefix}{key}"
         record = {"bucket": bucket, "key": key, "reason": reason,
                   "dead_lettered_at": dt.datetime.now(dt.UTC).isoformat()}
         try:
             if data is not None:
-                self._s3.put_object(Bucket=self.dead_letter_bucket, Key=target, Body=data)
-            self._s3.put_object(Bucket=self.dead_letter_bucket, Key=f"{target}.error.json",
+                self._s3.put_object(Bucket=self.config.dead_letter_bucket, Key=target, Body=data)
+            self._s3.put_object(Bucket=self.config.dead_letter_bucket, Key=f"{target}.error.json",
                                 Body=json.dumps(record).encode(), ContentType="application/json")
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             raise RetryableLoadError(f"cannot dead-letter s3://{bucket}/{key}: {exc}") from exc
         self._publish("FilesDeadLettered", "Count", 1)
         logger.error("file dead-lettered", extra={
             "key": key, "reason": reason,
-            "dead_letter": f"s3://{self.dead_letter_bucket}/{target}"})
+            "dead_letter": f"s3://{self.config.dead_letter_bucket}/{target}"})
 
     def _get(self, bucket: str, key: str) -> bytes:
         try:
@@ -145,7 +143,7 @@ class Loader:
     def _connection(self) -> Any:
         if self._conn is None:
             try:
-                self._conn = connect(self._dsn(), "warehouse")
+                self._conn = connect(self.config.warehouse_dsn(), "warehouse")
             except (ConfigError, DatabaseUnavailable) as exc:  # may be restarting: retry, never dead-letter
                 raise RetryableLoadError(str(exc)) from None
         return self._conn
@@ -165,7 +163,7 @@ def _publish_to_powertools(name: str, unit: str, value: float) -> None:
 
 @cache
 def _lambda_loader() -> Loader:
-    return Loader(warehouse_dsn, _publish_to_powertools)
+    return Loader(LoaderConfig.from_settings(warehouse_dsn), _publish_to_powertools)
 
 
 @metrics.log_metrics

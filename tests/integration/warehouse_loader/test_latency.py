@@ -22,6 +22,7 @@ from tests.events import ARN, Context, aggregated, change, sales_order_values
 from totes_cdc.settings import settings
 from totes_cdc.stages import METADATA_KEY, STAGES
 from totes_ops import status
+from warehouse_loader.config import LoaderConfig
 from warehouse_loader.handler import Loader
 from warehouse_loader.migrate import migrate
 
@@ -63,7 +64,8 @@ def test_each_loaded_file_has_its_waterfall_row_metrics_and_status_shows_each_st
     bucket = settings()["buckets"]["processed"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     published: list[tuple[str, str, float]] = []
-    loader = Loader(lambda: warehouse_dsn, lambda *metric: published.append(metric), s3)
+    loader = Loader(LoaderConfig.from_settings(lambda: warehouse_dsn),
+                    lambda *metric: published.append(metric), s3)
     for key in keys:
         loader.load(bucket, key)
     loader.load(bucket, keys[0])  # applied again: its first row stays, nothing is published again

@@ -22,6 +22,7 @@ from tests.integration.warehouse_loader.test_apply import design, payment
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 from warehouse_loader import handler
+from warehouse_loader.config import LoaderConfig
 from warehouse_loader.handler import Loader
 
 pytestmark = pytest.mark.integration
@@ -213,8 +214,9 @@ def test_workers_apply_files_concurrently_each_on_its_own_connection(aws, wareho
                 barrier.wait()
 
     stop = threading.Event()
+    config = LoaderConfig.from_settings(lambda: warehouse_dsn)
     runner = Runner(warehouse_dsn, stop, workers=workers,
-                    loader_factory=lambda m, s3: WaitingLoader(lambda: warehouse_dsn, m.add, s3))
+                    loader_factory=lambda m, s3: WaitingLoader(config, m.add, s3))
     runner.migrate()
     for n in range(1, files + 1):
         put(aws, object_key("payment", n, n), parquet_bytes(totesys_columns["payment"], [

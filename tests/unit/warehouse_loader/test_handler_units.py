@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import boto3
@@ -14,6 +15,7 @@ from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 from warehouse_loader import handler
 from warehouse_loader.apply import FileResult
+from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RetryableLoadError
 from warehouse_loader.handler import Loader, warehouse_dsn
 
@@ -62,7 +64,8 @@ def loader(s3, monkeypatch, outcome) -> tuple[Loader, list[tuple[str, str, float
 
     monkeypatch.setattr(handler, "apply_file", apply_file)
     monkeypatch.setattr(handler, "connect", lambda dsn, what: FakeConnection())
-    return Loader(lambda: "dbname=x", lambda *m: published.append(m), s3), published
+    config = LoaderConfig.from_settings(lambda: "dbname=x")
+    return Loader(config, lambda *m: published.append(m), s3), published
 
 
 def test_dsn_comes_from_the_environment_first(monkeypatch, s3):
@@ -130,14 +133,15 @@ def test_an_unreachable_warehouse_is_retryable(s3, monkeypatch):
 
     monkeypatch.setattr(handler, "connect", refuse)
     with pytest.raises(RetryableLoadError, match="cannot connect"):
-        Loader(lambda: "dbname=x", lambda *m: None, s3).load(settings()["buckets"]["processed"], KEY)
+        Loader(LoaderConfig.from_settings(lambda: "dbname=x"), lambda *m: None, s3).load(
+            settings()["buckets"]["processed"], KEY)
 
 
 def test_s3_failures_are_retryable(s3, monkeypatch):
     ldr, _ = loader(s3, monkeypatch, None)
     with pytest.raises(RetryableLoadError, match="cannot read s3://no-such-bucket"):
         ldr.load("no-such-bucket", KEY)
-    ldr.dead_letter_bucket = "no-such-bucket"
+    ldr.config = dataclasses.replace(ldr.config, dead_letter_bucket="no-such-bucket")
     with pytest.raises(RetryableLoadError, match="cannot dead-letter"):
         ldr.dead_letter("b", KEY, b"x", "reason")
 
