@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from capture.source import qualified
+from totes_cdc.lakefiles import LakeLocation
 from totes_cdc.settings import settings
 
 
@@ -31,8 +32,12 @@ class CaptureConfig:
     """Longest time a change waits in memory before it is put to the stream."""
     flush_bytes: int = 4 * 1024 * 1024
     """Put to the stream as soon as this many bytes are buffered (bounds memory in big transactions)."""
-    snapshot_chunk_rows: int = 10_000
-    """Rows per snapshot chunk; progress is saved after each."""
+    snapshot_chunk_rows: int = 100_000
+    """Rows per snapshot file, and about per snapshot range (progress is saved per range)."""
+    snapshot_workers: int = 4
+    """Connections reading a snapshot's ranges in parallel."""
+    lake: LakeLocation = field(default_factory=LakeLocation.from_settings)
+    """Where snapshot files go: the stream processor's buckets and prefixes."""
     metrics_seconds: float = 5.0
     """How often metrics are published and the status file rewritten."""
     reconnect_max_seconds: float = 30.0

@@ -1,7 +1,8 @@
-"""The capture service: initial snapshot, then the slot's change stream, into Kinesis.
+"""The capture service: initial snapshot into the lake, then the slot's change stream into Kinesis.
 
 One session = one connection to the source: check it, make sure the publication and slot exist,
-finish the initial snapshot if it is not complete, then stream. When the source goes away (restart,
+finish the initial snapshot if it is not complete (capture.snapshot: straight to the lake), then
+stream. When the source goes away (restart,
 network), the session ends and a new one starts after a backoff, from the slot's confirmed
 position: events not yet acknowledged are simply read and sent again (duplicates, never gaps).
 """
@@ -13,6 +14,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
+
+import boto3
 
 from capture import source
 from capture.checkpoint import Checkpoint
@@ -37,11 +41,12 @@ from capture.metrics import MetricsPublisher
 from capture.policy import Step, StreamPolicy, Timing
 from capture.producer import DeadLetter, Producer, Sink
 from capture.replication import ReplicationStream
-from capture.snapshot import ResumeFilter, SnapshotReader
-from capture.state import SnapshotState, StateStore
+from capture.snapshot import LakeSnapshot
+from capture.state import MemoryStateStore, SnapshotState, StateStore
 from totes_cdc import db
-from totes_cdc.contract import ChangeEvent, encode
+from totes_cdc.contract import encode
 from totes_cdc.errors import TransientError, first_line
+from totes_cdc.lakefiles import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +56,11 @@ STATUS_SECONDS = 10.0
 
 class CaptureService:
     def __init__(self, config: CaptureConfig, sink: Sink, dead_letter: DeadLetter, store: StateStore,
-                 publisher: MetricsPublisher, *, stop: threading.Event | None = None) -> None:
+                 publisher: MetricsPublisher, *, stop: threading.Event | None = None,
+                 objects: ObjectStore | None = None) -> None:
         self.config = config
         self.stop = stop or threading.Event()
+        self._objects = objects or ObjectStore(boto3.client("s3"))
         self._sink = sink
         self._dead_letter = dead_letter
         self._store = store
@@ -106,10 +113,10 @@ class CaptureService:
             src.check(cfg.tables)
             self._connected = True
             src.ensure_publication(cfg.publication, cfg.tables)
+            self._snapshot(src)
             producer = Producer(self._sink, self._dead_letter, self.stop)
             try:
-                state = self._snapshot(src, producer)
-                self._stream(src, conn.server_version, producer, state)
+                self._stream(src, conn.server_version, producer)
             finally:
                 producer.close()  # a next session must not put before this one's last batch
         finally:
@@ -117,8 +124,8 @@ class CaptureService:
 
     # --- snapshot -------------------------------------------------------------------------------
 
-    def _snapshot(self, src: source.Source, producer: Producer) -> SnapshotState:
-        """Take or finish the initial snapshot; the state the stream filter needs."""
+    def _snapshot(self, src: source.Source) -> None:
+        """Take or finish the initial snapshot, into the lake."""
         cfg = self.config
         position = src.slot_position(cfg.slot)
         state = self._store.load()
@@ -129,43 +136,36 @@ class CaptureService:
             temporary = False
         elif state is None or state.slot != cfg.slot or not state.complete(list(cfg.tables)):
             if state is None or state.slot != cfg.slot:
-                log.warning("slot %s exists but no snapshot progress was found for it: taking a full "
-                            "snapshot (rows already in the stream are sent again)", cfg.slot)
-                state = SnapshotState(cfg.slot, position)
+                log.warning("slot %s exists but no snapshot progress was found for it: reading every "
+                            "table again, as a resync (rows already downstream are read again)", cfg.slot)
+                state = SnapshotState(cfg.slot, position, resync=True)
             temporary = True
         else:
             self._state = state
-            return state
+            return
         self._state = state
-        slot = f"{cfg.slot}_resume_{os.getpid()}" if temporary else cfg.slot
-        repl = source.connect_replication(cfg.source_dsn)
-        try:
-            lsn, snapshot_name = source.create_slot(repl, slot, temporary=temporary)
-            if not temporary:
-                state.snapshot_lsn = lsn
-                self._store.save(state)
-                log.info("created slot %s at %s; taking the initial snapshot", slot, source.format_lsn(lsn))
-            else:
+        self._phase = "snapshot"
+        self._publisher.mark(self._phase)
+
+        def created(lsn: int) -> None:
+            if temporary:
                 log.info("resuming the initial snapshot at %s", source.format_lsn(lsn))
-            self._phase = "snapshot"
+                return
+            state.snapshot_lsn = lsn
+            self._store.save(state)
+            log.info("created slot %s at %s; taking the initial snapshot", cfg.slot, source.format_lsn(lsn))
 
-            def flush() -> None:
-                producer.flush()
-                self.publish_metrics(producer, src)
-
-            reader = SnapshotReader(cfg.source_dsn, self._store, lambda e, k: producer.add(k, encode(e)),
-                                    flush, stop=self.stop, chunk_rows=cfg.snapshot_chunk_rows)
-            reader.read(state, cfg.tables, snapshot_name, lsn)
-        finally:
-            repl.close()  # also drops a temporary slot
+        reader = LakeSnapshot(cfg.source_dsn, cfg.lake, self._objects, self._store, self._publisher.progress,
+                              stop=self.stop, workers=cfg.snapshot_workers, file_rows=cfg.snapshot_chunk_rows)
+        with self._publisher.reporting(cfg.metrics_seconds):
+            reader.take(state, cfg.tables, f"{cfg.slot}_resume_{os.getpid()}" if temporary else cfg.slot,
+                        temporary=temporary, on_slot=created)
         log.info("initial snapshot complete: %s", ", ".join(
             f"{t} {p.rows}" for t, p in state.tables.items()))
-        return state
 
     # --- stream ---------------------------------------------------------------------------------
 
-    def _stream(self, src: source.Source, server_version: int, producer: Producer,
-                state: SnapshotState) -> None:
+    def _stream(self, src: source.Source, server_version: int, producer: Producer) -> None:
         cfg = self.config
         start = src.slot_position(cfg.slot)
         if start is None:
@@ -187,7 +187,7 @@ class CaptureService:
             timing = Timing(cfg.max_batch_delay_ms / 1000, cfg.flush_bytes, cfg.heartbeat_seconds,
                             status, cfg.metrics_seconds)
             policy = StreamPolicy(Checkpoint(start), timing, time.monotonic())
-            _Stream(self, src, stream, producer, policy=policy, resume_filter=ResumeFilter(state)).run()
+            _Stream(self, src, stream, producer, policy=policy).run()
         finally:
             stream.close()
 
@@ -232,7 +232,7 @@ class CaptureService:
             "dead_lettered": stats.dead_lettered,
             "last_acked_lsn": source.format_lsn(self._acked),
             "snapshot": {} if self._state is None else {
-                t: {"done": p.done, "rows": p.rows, "total": p.total}
+                t: {"done": p.complete, "rows": p.rows, "total": p.estimate}
                 for t, p in self._state.tables.items()},
         })
         self._last_publish = (now, stats.events, stats.records, stats.calls, stats.retries, self._heartbeats)
@@ -246,29 +246,21 @@ class _Stream:
     """One START_REPLICATION run: messages → events → producer, flushed on size or time."""
 
     def __init__(self, service: CaptureService, src: source.Source, stream: ReplicationStream,
-                 producer: Producer, *, policy: StreamPolicy, resume_filter: ResumeFilter) -> None:
+                 producer: Producer, *, policy: StreamPolicy) -> None:
         self.service = service
         self.src = src
         self.stream = stream
         self.producer = producer
         self.policy = policy
         self.checkpoint = policy.checkpoint
-        self.filter = resume_filter
         self.builder = EventBuilder(src)
         self.last_commit_ts: dt.datetime | None = None
-
-    def _add(self, event: ChangeEvent, key: str) -> None:
-        kept = self.filter.apply(event)
-        if kept is event:
-            self.producer.add(key, encode(event))
-        elif kept is not None:
-            self.producer.add(kept.partition_key, encode(kept))
 
     def handle(self, message: PgOutputMessage) -> None:
         kind = type(message)
         if kind is Insert or kind is Update or kind is Delete:
             for event, key in self.builder.change(message):  # type: ignore[arg-type]
-                self._add(event, key)
+                self.producer.add(key, encode(event))
         elif isinstance(message, Begin):
             self.builder.begin(message)
         elif isinstance(message, Commit):
@@ -278,7 +270,7 @@ class _Stream:
             self.builder.relation(message)
         elif isinstance(message, Truncate):
             for event, key in self.builder.truncate(message):
-                self._add(event, key)
+                self.producer.add(key, encode(event))
         elif isinstance(message, Message):
             if not message.transactional:  # a heartbeat: nothing before it is left unsent
                 self.checkpoint.completed(message.lsn)
@@ -339,3 +331,28 @@ class _Stream:
         if lsn is not None:
             self.stream.send_status(lsn)
             self.service.set_acked(lsn)
+
+
+def resync(config: CaptureConfig, tables: Sequence[str], publisher: MetricsPublisher, *,
+           stop: threading.Event | None = None, objects: ObjectStore | None = None) -> SnapshotState:
+    """Read ``tables`` again into the lake while the capture service streams: the initial snapshot's
+    read, in a snapshot exported by a temporary slot at C', its markers saying resync (the loader
+    then tombstones rows the read did not see). Changes after C' reach the lake through the stream.
+    Not resumable: a resync that stops is run again."""
+    conn = source.connect(config.source_dsn)
+    try:
+        source.Source(conn).check(tables)
+    finally:
+        conn.close()
+    state = SnapshotState(config.slot, 0, resync=True)
+    reader = LakeSnapshot(config.source_dsn, config.lake, objects or ObjectStore(boto3.client("s3")),
+                          MemoryStateStore(), publisher.progress, stop=stop or threading.Event(),
+                          workers=config.snapshot_workers, file_rows=config.snapshot_chunk_rows)
+
+    def created(lsn: int) -> None:
+        state.snapshot_lsn = lsn
+        log.info("resync of %s at %s", ", ".join(tables), source.format_lsn(lsn))
+
+    with publisher.reporting(config.metrics_seconds):
+        reader.take(state, tables, f"{config.slot}_resync_{os.getpid()}", temporary=True, on_slot=created)
+    return state

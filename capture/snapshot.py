@@ -1,202 +1,319 @@
-"""The consistent initial snapshot, resumable, and the stream filter that makes resuming exact.
+"""The consistent snapshot of the captured tables, straight to the lake, in parallel ranges.
 
-First start: the slot is created with an exported snapshot at its consistent point C1, and every
-table is read in that snapshot, in primary-key order, in chunks; each chunk's events are flushed
-to the stream before the progress (last key, rows) is saved. Rows become 'r' events with
-lsn = C1 and seq = contract.snapshot_seq(the row's ordinal in its table), negative, so a read sorts
-before every change committed at C1 (a commit record may start exactly there). Then the slot
-streams from C1: snapshot plus stream is exactly the source, with no gap and no double count.
+Kinesis carries only changes. A snapshot reads each table in one exported snapshot, taken at LSN C
+(the slot's consistent point for the initial snapshot; a temporary slot's for a resumed one or a
+resync), and writes its rows to the raw zone (Avro container of ``r`` events) and the processed
+zone (Parquet), under the same keys and conditional puts as the stream processor's files, so
+replay and the loader treat them like any other file.
 
-Resume after a crash mid-snapshot: the slot is kept (it retains every change since C1). A temporary
-slot exports a fresh snapshot at C2, and only the rest is read there: unfinished tables, from the
-row after the last key saved (their events get lsn = C2). Streaming the slot from C1 then keeps
-every change to rows read at C1, and drops the inserts and updates with commit LSN < C2 of rows
-read at C2 (the C2 read already shows them), but never a delete: :class:`ResumeFilter`. A table
-without a primary key cannot be read by key: it is read whole again, so a crash in the middle of
-one repeats its rows.
+- **Ranges.** A table is split in ranges of its heap blocks (``ctid``, read by TID range scans),
+  each read by one of ``workers`` connections that import the exported snapshot, with
+  ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``; the text is cut into files of at most
+  ``file_rows`` rows, each typed column by column (totes_cdc.snapshot_files), so memory is bounded
+  by a file per worker, whatever the table's size.
+- **Positions.** A read has lsn = C and seq = snapshot_seq(ordinal): every read sorts before every
+  change committed at C. Ordinals are unique within a table's read at C: a range starting at block
+  b numbers its rows from b x (most tuples a heap page can hold) + 1, in scan order.
+- **Resumable by range.** A range is saved as done once its files are in the lake. After a crash
+  the exported snapshot is gone: unfinished ranges are read again in a fresh snapshot at C2 (their
+  rows at (C2, ...)); files of a range read at C but not saved stay in the lake (harmless: every
+  change after C is on the stream, and position order gives the current state either way).
+- **Completion marker.** Once every range of a table is in the lake, one more processed object,
+  totes_cdc.snapshot_marker: the loader then tombstones what the read did not see.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import decimal
+import io
 import logging
+import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.extensions
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from psycopg2 import sql
 
 from capture import source
-from capture.errors import Stopped
-from capture.state import Key, SnapshotState, StateStore, TableProgress
-from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, ChangeEvent, Column, snapshot_seq
+from capture.errors import CaptureError, Stopped
+from capture.progress import ProgressTracker
+from capture.state import BlockRange, RangeRead, SnapshotState, StateStore, TableProgress
+from totes_cdc import contract
+from totes_cdc.contract import Column, ContractError
+from totes_cdc.lakefiles import (
+    AVRO_CONTENT_TYPE,
+    PARQUET_CONTENT_TYPE,
+    LakeLocation,
+    ObjectStore,
+    Partition,
+    avro_container,
+    parquet_bytes,
+)
+from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
+from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 
 log = logging.getLogger(__name__)
 
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
+_PAGE_HEADER, _LINE_POINTER, _TUPLE_HEADER = 24, 4, 24  # bytes (the tuple header MAXALIGNed)
+_DEFAULT_ROWS_PER_BLOCK = 60  # a table the server has no statistics for yet
 
 
-def _sort_value(type_name: str, text: str | None) -> Any:
-    """A key value in the order PostgreSQL sorts it (integers and numerics by value, text as is)."""
-    if text is None:
-        return ""
-    if type_name in _INTEGER_TYPES:
-        return int(text)
-    if type_name.startswith("numeric"):
-        return decimal.Decimal(text)
-    return text
+@dataclass(frozen=True)
+class RangeFile:
+    """Names a file of a range: ``snapshot-<LSN>-<range>-<part>``."""
+
+    lsn: int
+    range: int
+    part: int
+
+    @property
+    def name(self) -> str:
+        return f"snapshot-{self.lsn:016X}-{self.range:06d}-{self.part:04d}"
 
 
-class ResumeFilter:
-    """Drops streamed changes that a resumed snapshot read already includes, and nothing else.
+@dataclass(frozen=True)
+class MarkerName:
+    lsn: int
 
-    A change with commit LSN below the snapshot that read its row is in that read, so the stream
-    drops it. What the read cannot show is a row that is gone, and that row may already be on the
-    stream (read at C1 in the chunk whose progress was not saved, or streamed before a full
-    re-snapshot after lost state): a delete is therefore always kept, and an update whose old row
-    leaves the read range becomes the delete of that old row. A consumer may so receive the delete
-    of a row it never saw; ordered by position, it ends equal to the source.
-    """
-
-    def __init__(self, state: SnapshotState) -> None:
-        self._tables = {name: t for name, t in state.tables.items() if t.segments}
-        self._until = max((lsn for t in self._tables.values() for _, lsn in t.segments), default=0)
-
-    def apply(self, event: ChangeEvent) -> ChangeEvent | None:
-        """The event to send: itself, None when the snapshot already holds it, or (an update whose
-        new row the snapshot holds, from another old row) the delete of its old row."""
-        if event.lsn >= self._until or event.after is None:  # deletes and truncates stay
-            return event
-        progress = self._tables.get(f"{event.schema}.{event.table}")
-        if progress is None or event.lsn >= self._read_at(progress, event.after):
-            return event
-        old = event.before
-        if old is None or (progress.key_columns and all(
-                old.get(c) == event.after.get(c) for c in progress.key_columns)):
-            return None  # the same row: the read shows its new values
-        # The old row is another key, or (a table without key) the old image: it is gone.
-        return dataclasses.replace(event, op=OP_DELETE, after=None, unchanged=())
-
-    def _read_at(self, progress: TableProgress, image: Mapping[str, str | None]) -> int:
-        """LSN of the snapshot that read the row with this image's key: the last segment whose range
-        holds it (a segment from no key, as after a crash before any progress was saved, holds all)."""
-        key = self._sortable(progress, [image.get(c) for c in progress.key_columns])
-        read_at = progress.segments[0][1]
-        for after_key, lsn in progress.segments[1:]:
-            if after_key is None or key > self._sortable(progress, after_key):
-                read_at = lsn
-        return read_at
-
-    @staticmethod
-    def _sortable(progress: TableProgress, key: Key) -> tuple[Any, ...]:
-        return tuple(_sort_value(t, v) for t, v in zip(progress.key_types, key, strict=True))
+    @property
+    def name(self) -> str:
+        return f"snapshot-{self.lsn:016X}-complete"
 
 
-def read_event(schema: str, table: str, columns: tuple[Column, ...], *, lsn: int, ordinal: int,
-               taken_at: dt.datetime, row: Mapping[str, str | None]) -> ChangeEvent:
-    """The snapshot read of ``row``, the ``ordinal``-th row of its table, in the snapshot at ``lsn``:
-    its seq sorts it before every change committed at ``lsn`` (see contract.SEQ_RANGE)."""
-    return ChangeEvent(OP_SNAPSHOT, schema, table, lsn, snapshot_seq(ordinal), taken_at, columns,
-                       after=row, snapshot=True)
+@dataclass(frozen=True)
+class _Table:
+    """A table as one read sees it."""
+
+    name: str  # schema.table
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
 
 
-Emit = Callable[[ChangeEvent, str], None]
+def plan_ranges(blocks: int, rows_per_block: float, range_rows: int) -> list[BlockRange]:
+    """Ranges of about ``range_rows`` rows covering ``blocks`` heap blocks; the last one open, so
+    rows in blocks added since the size was read are read too."""
+    step = max(1, int(range_rows / max(rows_per_block, 1.0)))
+    starts = list(range(0, max(blocks, 1), step))
+    return [(first, starts[i + 1] if i + 1 < len(starts) else None) for i, first in enumerate(starts)]
 
 
-class SnapshotReader:
-    """Reads the unfinished tables of ``state`` in one exported snapshot taken at ``lsn``."""
+class _CopySink:
+    """The file object ``COPY ... TO STDOUT`` writes into, one row per call: hands on every
+    ``rows`` rows, so a range of any size is held a file at a time."""
 
-    def __init__(self, dsn: str, store: StateStore, emit: Emit, flush: Callable[[], None], *,
-                 stop: threading.Event, chunk_rows: int = 10_000) -> None:
-        self._dsn = dsn
-        self._store = store
-        self._emit = emit
-        self._flush = flush
+    def __init__(self, rows: int, on_rows: Callable[[bytes, int], None], stop: threading.Event) -> None:
+        self._rows = rows
+        self._on_rows = on_rows
         self._stop = stop
-        self._chunk_rows = chunk_rows
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        parts = self._parts
+        parts.append(data)
+        if len(parts) >= self._rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._stop.is_set():
+            raise Stopped("stopped during the snapshot")
+        if self._parts:
+            data, count = b"".join(self._parts), len(self._parts)
+            self._parts.clear()
+            self._on_rows(data, count)
+
+
+def _text_columns(data: bytes, names: Sequence[str], count: int) -> list[pa.Array]:
+    """COPY's CSV as one string array per column: an unquoted empty field is NULL, a quoted one ''."""
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=list(names)),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, strings_can_be_null=True,
+            quoted_strings_can_be_null=False, null_values=[""]))
+    if table.num_rows != count:
+        raise CaptureError(f"COPY sent {count} rows, their CSV holds {table.num_rows}")
+    return [column.combine_chunks() for column in table.columns]
+
+
+class LakeSnapshot:
+    """Reads the unfinished tables of a :class:`SnapshotState` in one exported snapshot, into the lake."""
+
+    def __init__(self, dsn: str, lake: LakeLocation, objects: ObjectStore, store: StateStore,
+                 progress: ProgressTracker, *, stop: threading.Event, workers: int = 4,
+                 file_rows: int = 100_000) -> None:
+        self._dsn = dsn
+        self._lake = lake
+        self._objects = objects
+        self._store = store
+        self._progress = progress
+        self._stop = stop
+        self._workers = workers
+        self._file_rows = file_rows
+        self._lock = threading.Lock()  # the state and its store, shared by the workers
+
+    def take(self, state: SnapshotState, tables: Sequence[str], slot: str, *, temporary: bool,
+             on_slot: Callable[[int], None]) -> None:
+        """Create ``slot`` with an exported snapshot (``on_slot`` gets its LSN), then :meth:`read`
+        in it. The exported snapshot lives as long as the slot's connection stays idle."""
+        repl = source.connect_replication(self._dsn)
+        try:
+            lsn, snapshot_name = source.create_slot(repl, slot, temporary=temporary)
+            on_slot(lsn)
+            self.read(state, tables, snapshot_name, lsn)
+        finally:
+            repl.close()  # also drops a temporary slot
 
     def read(self, state: SnapshotState, tables: Sequence[str], snapshot_name: str, lsn: int) -> None:
-        conn = source.connect(self._dsn)
+        """Read every range of ``tables`` not yet in the lake, at ``lsn``; write the markers."""
+        conn = self._snapshot_connection(snapshot_name)
         try:
-            conn.autocommit = False
-            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
-                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
-                cur.execute("SELECT now()")
-                taken_at = cur.fetchone()[0]
-                for table in tables:
-                    if not state.tables.setdefault(table, TableProgress()).done:
-                        self._read_table(conn, cur, state, table, lsn=lsn, taken_at=taken_at)
+                cur.execute("SELECT now(), current_setting('block_size')::int")
+                taken_at, block_size = cur.fetchone()
+                described = {t: self._describe(cur, state, t, block_size) for t in tables
+                             if not state.tables.setdefault(t, TableProgress()).complete}
         finally:
             conn.close()
-
-    def _read_table(self, conn: Any, cur: Any, state: SnapshotState, table: str, *,
-                    lsn: int, taken_at: dt.datetime) -> None:
-        schema, name = source.qualified(table)
-        progress = state.tables[table]
-        described, key_columns = source.table_columns(cur, table)
-        # Values exactly as the type's output function prints them (what pgoutput sends).
-        # Without a key, one pass through a server-side cursor (memory stays bounded by a chunk).
-        reader = conn.cursor() if key_columns is not None else conn.cursor(name=f"snapshot_{name}"[:60])
-        psycopg2.extensions.register_type(psycopg2.extensions.new_type(
-            tuple({oid for _, _, oid in described}), "TOTES_CDC_TEXT", lambda value, _cur: value), reader)
-        key_set = set(key_columns or ())
-        columns = tuple(Column(n, t, n in key_set) for n, t, _ in described)
-        names = [c.name for c in columns]
-        types = {c.name: c.type for c in columns}
-        if key_columns is None:
-            log.warning("table %s has no primary key: its snapshot is read whole, in one pass", table)
-            progress.rows, progress.last_key = 0, None
-            progress.segments = [(None, lsn)]
-        else:
-            progress.segments.append((progress.last_key, lsn))
-        progress.key_columns = key_columns or []
-        progress.key_types = [types[k] for k in progress.key_columns]
-        after = progress.last_key is not None
-        cur.execute(self._query(schema, name, names, key_columns, after, count=True), progress.last_key or [])
-        progress.total = progress.rows + cur.fetchone()[0]
         self._store.save(state)
-        log.info("snapshot of %s at LSN %s: %d of %d rows done, reading the rest",
-                 table, source.format_lsn(lsn), progress.rows, progress.total)
-        key_positions = [names.index(k) for k in progress.key_columns]  # key order, for the next chunk
-        if key_columns is None:
-            reader.execute(self._query(schema, name, names, None, after=False))
-        while True:
-            if self._stop.is_set():
-                raise Stopped("stopped during the snapshot")
-            if key_columns is not None:
-                reader.execute(self._query(schema, name, names, key_columns, progress.last_key is not None),
-                               [*(progress.last_key or []), self._chunk_rows])
-            rows = reader.fetchmany(self._chunk_rows)
-            for row in rows:
-                progress.rows += 1
-                event = read_event(schema, name, columns, lsn=lsn, ordinal=progress.rows,
-                                   taken_at=taken_at, row=dict(zip(names, row, strict=True)))
-                # The contract's key (column order), as the stream's events have it: one shard per row.
-                self._emit(event, event.partition_key)
-            if rows and key_columns is not None:
-                progress.last_key = [rows[-1][i] for i in key_positions]
-            done = len(rows) < self._chunk_rows
-            self._flush()  # the stream has this chunk before its progress is saved
-            if key_columns is not None or done:
-                progress.done = done
-                self._store.save(state)
-            log.info("snapshot of %s: %d/%d rows", table, progress.rows, progress.total)
-            if done:
-                reader.close()
-                return
+        work: queue.SimpleQueue[tuple[_Table, int]] = queue.SimpleQueue()
+        for table in described.values():
+            progress = state.tables[table.name]
+            self._progress.start(table.name, progress.estimate)
+            self._progress.advance(table.name, progress.rows)
+            todo = [i for i in range(len(progress.ranges)) if i not in progress.done]
+            log.info("snapshot of %s at %s: %d of %d ranges to read", table.name, source.format_lsn(lsn),
+                     len(todo), len(progress.ranges))
+            for index in todo:
+                work.put((table, index))
+            if not todo:
+                self._complete(state, table, taken_at)
+        tuples_per_page = (block_size - _PAGE_HEADER) // (_LINE_POINTER + _TUPLE_HEADER)
+        failed = threading.Event()
 
-    @staticmethod
-    def _query(schema: str, table: str, names: list[str], key: list[str] | None, after: bool, *,
-               count: bool = False) -> sql.Composed:
-        keys = sql.SQL(", ").join(sql.Identifier(k) for k in key or ())
-        where = sql.SQL("WHERE ({}) > ({})").format(
-            keys, sql.SQL(", ").join(sql.Placeholder() for _ in key or ())) if after else sql.SQL("")
-        if count:
-            return sql.SQL("SELECT count(*) FROM {} {}").format(sql.Identifier(schema, table), where)
-        order = sql.SQL("ORDER BY {} LIMIT %s").format(keys) if key else sql.SQL("")
-        return sql.SQL("SELECT {} FROM {} {} {}").format(
-            sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(schema, table), where, order)
+        def worker() -> None:
+            conn = self._snapshot_connection(snapshot_name)
+            try:
+                while not failed.is_set():
+                    try:
+                        table, index = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    blocks = state.tables[table.name].ranges[index]  # planned before the workers start
+                    read = self._read_range(conn, table, index, blocks, lsn=lsn, taken_at=taken_at,
+                                            first_ordinal=blocks[0] * tuples_per_page)
+                    self._range_done(state, table, index, read, taken_at)
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                conn.close()
+
+        count = min(self._workers, max(work.qsize(), 1))
+        with ThreadPoolExecutor(count, thread_name_prefix="snapshot") as pool:
+            futures = [pool.submit(worker) for _ in range(count)]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            raise min(errors, key=lambda e: isinstance(e, Stopped))  # the cause, not a stopped worker
+
+    def _snapshot_connection(self, snapshot_name: str) -> Any:
+        conn = source.connect(self._dsn)
+        conn.autocommit = False
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
+        return conn
+
+    def _describe(self, cur: Any, state: SnapshotState, name: str, block_size: int) -> _Table:
+        """The table's columns in this snapshot; its ranges, planned at its first read."""
+        schema, table = source.qualified(name)
+        described, key_columns = source.table_columns(cur, name)
+        if key_columns is None:
+            log.warning("table %s has no primary key: its events are keyed on the replica identity", name)
+        keys = set(key_columns or ())
+        progress = state.tables[name]
+        if not progress.ranges:
+            ident = sql.Identifier(schema, table).as_string(cur)
+            cur.execute("SELECT pg_relation_size(%s::regclass), relpages, reltuples FROM pg_class "
+                        "WHERE oid = %s::regclass", (ident, ident))
+            size, pages, tuples = cur.fetchone()
+            estimate = int(tuples) if tuples >= 0 else None
+            per_block = tuples / pages if pages > 0 and tuples > 0 else _DEFAULT_ROWS_PER_BLOCK
+            progress.ranges = plan_ranges(size // block_size, per_block, self._file_rows)
+            progress.estimate = estimate
+        return _Table(name, schema, table, tuple(Column(n, t, n in keys) for n, t, _ in described))
+
+    def _read_range(self, conn: Any, table: _Table, index: int, blocks: BlockRange, *, lsn: int,
+                    taken_at: dt.datetime, first_ordinal: int) -> RangeRead:
+        first_block, end_block = blocks
+        names = [c.name for c in table.columns]
+        where = sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({first_block},0)"))
+        if end_block is not None:
+            where = sql.SQL("{} AND ctid < {}::tid").format(where, sql.Literal(f"({end_block},0)"))
+        copy = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT WITH (FORMAT csv)").format(
+            sql.SQL(", ").join(sql.Identifier(n) for n in names),
+            sql.Identifier(table.schema, table.table), where)
+        partition = Partition(table.schema, table.table, taken_at.astimezone(dt.UTC).date())
+        files: list[str] = []
+        rows = 0
+
+        def write(data: bytes, count: int) -> None:
+            nonlocal rows
+            ordinals = np.arange(first_ordinal + rows + 1, first_ordinal + rows + count + 1, dtype=np.int64)
+            contract.snapshot_seq(int(ordinals[-1]))  # ContractError past the contract's range
+            seqs = ordinals - contract.SEQ_RANGE
+            values = _text_columns(data, names, count)
+            name = RangeFile(lsn, index, len(files))
+            raw_key = partition.key(self._lake.raw_prefix, name, ".avro")
+            body_data, sizes = bodies_and_sizes(record_bodies(
+                table.schema, table.table, table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at,
+                values=values))
+            try:
+                parquet = parquet_bytes(processed_table(table.columns, lsn=lsn, seqs=seqs,
+                                                        taken_at=taken_at, values=values))
+            except ContractError as exc:
+                raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
+            key = partition.key(self._lake.processed_prefix, name, self._lake.processed_suffix)
+            # Raw first: whatever the loader is told of is already in the raw zone.
+            self._objects.put_new(self._lake.raw_bucket, raw_key, avro_container(body_data, sizes, raw_key),
+                                  AVRO_CONTENT_TYPE)
+            self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
+            files.append(key)
+            rows += count
+            self._progress.advance(table.name, count)
+
+        sink = _CopySink(self._file_rows, write, self._stop)
+        with conn.cursor() as cur:
+            cur.copy_expert(copy.as_string(conn), sink)
+        sink.flush()
+        return RangeRead(lsn, rows, files)
+
+    def _range_done(self, state: SnapshotState, table: _Table, index: int, read: RangeRead,
+                    taken_at: dt.datetime) -> None:
+        with self._lock:
+            progress = state.tables[table.name]
+            progress.done[index] = read
+            self._store.save(state)
+            if len(progress.done) == len(progress.ranges):
+                self._complete(state, table, taken_at)
+
+    def _complete(self, state: SnapshotState, table: _Table, taken_at: dt.datetime) -> None:
+        """Every range of the table is in the lake: write its marker (then it is complete)."""
+        progress = state.tables[table.name]
+        reads = [progress.done[i] for i in range(len(progress.ranges))]
+        marker = SnapshotMarker(table.schema, table.table, min(r.lsn for r in reads),
+                                tuple(f for r in reads for f in r.files), progress.rows, state.resync)
+        key = Partition(table.schema, table.table, taken_at.astimezone(dt.UTC).date()).key(
+            self._lake.processed_prefix, MarkerName(marker.lsn), self._lake.processed_suffix)
+        self._objects.put_new(self._lake.processed_bucket, key, marker_parquet(marker, table.columns),
+                              PARQUET_CONTENT_TYPE)
+        progress.marker = key
+        self._store.save(state)
+        self._progress.finish(table.name)
+        log.info("snapshot of %s complete: %d rows in %d files", table.name, marker.rows, len(marker.files))

@@ -1,16 +1,15 @@
-"""Durable snapshot progress: which tables are read, up to which key, in which snapshot.
+"""Durable snapshot progress: per table, its block ranges, which are in the lake, and its marker.
 
-Per table: ``segments`` lists the snapshots its rows were read in, as ``(after_key, lsn)``: rows
-with a key greater than ``after_key`` (up to the next segment's) were read in the snapshot taken at
-``lsn``. A resumed snapshot adds a segment; the stream then drops the changes those rows already
-include (see :class:`capture.snapshot.ResumeFilter`). Stored as a local JSON file, or as an S3
-object in AWS, behind the two-method :class:`StateStore`.
+A table is read in ranges of its heap blocks (``ctid``), planned once, at its first read. A range
+is done once its files are in the lake: then its read position (the snapshot's LSN), its row count
+and its processed keys are saved. A table is complete once its completion marker is in the lake.
+Stored as a local JSON file, or as an S3 object in AWS, behind the two-method :class:`StateStore`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,18 +19,38 @@ import botocore.exceptions
 from capture.errors import CaptureError
 from totes_cdc.jsonfile import write_atomically
 
-Key = list[str | None]
+BlockRange = tuple[int, int | None]
+"""First heap block, end block (exclusive; None: to the end of the table)."""
+
+
+@dataclass
+class RangeRead:
+    """A range whose files are in the lake."""
+
+    lsn: int
+    """The snapshot it was read in."""
+    rows: int
+    files: list[str]
+    """Processed keys of its files."""
 
 
 @dataclass
 class TableProgress:
-    done: bool = False
-    rows: int = 0
-    total: int | None = None
-    last_key: Key | None = None
-    key_columns: list[str] = field(default_factory=list)
-    key_types: list[str] = field(default_factory=list)
-    segments: list[tuple[Key | None, int]] = field(default_factory=list)
+    ranges: list[BlockRange] = field(default_factory=list)
+    done: dict[int, RangeRead] = field(default_factory=dict)
+    """Range index -> its read."""
+    marker: str | None = None
+    """Processed key of the completion marker, once written."""
+    estimate: int | None = None
+    """``pg_class.reltuples`` when the ranges were planned."""
+
+    @property
+    def complete(self) -> bool:
+        return self.marker is not None
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.done.values())
 
 
 @dataclass
@@ -39,28 +58,49 @@ class SnapshotState:
     slot: str
     snapshot_lsn: int
     tables: dict[str, TableProgress] = field(default_factory=dict)
+    resync: bool = False
+    """A re-read of tables whose rows may already be downstream (resync, lost state): the markers
+    say so, and the loader tombstones what the read did not see."""
 
     def complete(self, tables: list[str]) -> bool:
-        return all(t in self.tables and self.tables[t].done for t in tables)
+        return all(t in self.tables and self.tables[t].complete for t in tables)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"slot": self.slot, "snapshot_lsn": self.snapshot_lsn, "resync": self.resync,
+                "tables": {name: {"ranges": [list(r) for r in t.ranges], "marker": t.marker,
+                                  "estimate": t.estimate,
+                                  "done": {str(i): {"lsn": r.lsn, "rows": r.rows, "files": r.files}
+                                           for i, r in t.done.items()}}
+                           for name, t in self.tables.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SnapshotState:
-        tables = {}
-        for name, t in data["tables"].items():
-            tables[name] = TableProgress(
-                done=t["done"], rows=t["rows"], total=t["total"], last_key=t["last_key"],
-                key_columns=t["key_columns"], key_types=t["key_types"],
-                segments=[(k, lsn) for k, lsn in t["segments"]])
-        return cls(data["slot"], data["snapshot_lsn"], tables)
+        tables = {
+            name: TableProgress(
+                ranges=[(first, end) for first, end in t["ranges"]], marker=t["marker"],
+                estimate=t["estimate"],
+                done={int(i): RangeRead(r["lsn"], r["rows"], list(r["files"])) for i, r in t["done"].items()})
+            for name, t in data["tables"].items()}
+        return cls(data["slot"], data["snapshot_lsn"], tables, bool(data["resync"]))
 
 
 class StateStore(Protocol):
     def load(self) -> SnapshotState | None: ...
 
     def save(self, state: SnapshotState) -> None: ...
+
+
+class MemoryStateStore:
+    """Progress kept in memory only: a resync is not resumed (run it again), so it saves nothing."""
+
+    def __init__(self) -> None:
+        self.state: SnapshotState | None = None
+
+    def load(self) -> SnapshotState | None:
+        return self.state
+
+    def save(self, state: SnapshotState) -> None:
+        self.state = state
 
 
 class LocalStateStore:

@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from totes_cdc import contract
 from totes_cdc.errors import TransientError
+from totes_cdc.settings import settings
 
 AVRO_CONTENT_TYPE = "application/avro"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -46,6 +47,12 @@ class LakeLocation:
     processed_bucket: str
     processed_prefix: str
     processed_suffix: str
+
+    @classmethod
+    def from_settings(cls) -> LakeLocation:
+        cfg = settings()
+        return cls(cfg["buckets"]["raw"], cfg["prefixes"]["raw"], cfg["buckets"]["processed"],
+                   cfg["prefixes"]["processed"], cfg["suffixes"]["processed"])
 
 
 class Named(Protocol):

@@ -23,6 +23,7 @@ from capture.producer import Record
 from capture.service import CaptureService
 from capture.state import LocalStateStore
 from tests.conftest import query
+from tests.integration.capture.lake import positioned, read_lake
 from totes_cdc import kpl
 from totes_cdc.contract import ChangeEvent, decode
 from totes_cdc.settings import settings
@@ -87,11 +88,12 @@ def dedupe(events: list[ChangeEvent]) -> list[ChangeEvent]:
 def assert_versions_exact(events: list[ChangeEvent], dsn: str, snapshot_repeats: bool = False) -> None:
     """Per design key, the versions seen are contiguous (no gap, no double) and end at the source's.
 
-    ``snapshot_repeats``: a crash between putting a snapshot chunk and saving its progress reads
-    those rows again in the resumed snapshot; each such read starts a new run of versions.
+    ``snapshot_repeats``: a crash between putting a snapshot range's files and saving its progress
+    reads those rows again in the resumed snapshot; each such read starts a new run of versions.
+    The snapshot's reads are in the lake: they join ``events`` (the stream's), in position order.
     """
     source_rows = {str(k): v for k, v in query(dsn, "SELECT design_id, design_name FROM design")}
-    keyed = by_key(events)
+    keyed = by_key(positioned(read_lake() + events))
     for key, history in keyed.items():
         design_id = key.rsplit("/", 1)[1]
         versions = [int(e.after["design_name"]) for e in history if e.op != "d"]
@@ -211,7 +213,7 @@ def capture_factory(tmp_path: Path, aws: Any) -> Iterator[Callable[..., CaptureS
         slots.append((dsn, overrides["slot"]))
         config = CaptureConfig.from_settings(dsn, tmp_path, **{
             "tables": TABLES, "heartbeat_seconds": 0.5, "max_batch_delay_ms": 50,
-            "snapshot_chunk_rows": 50, "metrics_seconds": 0.5, "reconnect_max_seconds": 1.0,
+            "snapshot_chunk_rows": 1000, "metrics_seconds": 0.5, "reconnect_max_seconds": 1.0,
             **overrides})
         return CaptureService(config, sink or KinesisSink(config.stream),
                               S3DeadLetter(cfg["buckets"]["dead_letter"],

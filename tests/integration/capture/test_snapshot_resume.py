@@ -1,54 +1,60 @@
-"""Resumed and repeated snapshots against a real PostgreSQL: deletes reach a position-ordered consumer.
-
-The consumer applies every event in (lsn, seq) order, as the warehouse's mirror does; it must end
-equal to the source, with no row the source deleted.
-"""
+"""Resumed and repeated snapshots against a real PostgreSQL: the lake's reads plus the stream,
+applied in position order (as the warehouse's mirror does), end equal to the source, deletes
+included. No stream filter is involved: Kinesis carries every change after the slot's point, and a
+read at a later snapshot C2 sorts after the changes below C2 and before those above."""
 
 from __future__ import annotations
 
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterable
 
 import pytest
 
 from capture.errors import Stopped
-from capture.state import SnapshotState, StateStore
+from capture.state import LocalStateStore, SnapshotState, StateStore
 from tests.conftest import query
 from tests.integration.capture.conftest import (
     Writer,
-    assert_versions_exact,
-    dedupe,
     execute,
     read_stream,
     seed_designs,
     slot_caught_up,
     wait_for,
 )
+from tests.integration.capture.lake import markers, positioned, read_lake
 from totes_cdc.contract import ChangeEvent
 
 pytestmark = pytest.mark.integration
 
 
 class KilledBeforeSaving:
-    """A state store whose process dies once a snapshot chunk reaching ``rows`` is on the stream,
-    just before that chunk's progress is saved."""
+    """A state store whose process dies once ``ranges`` ranges of design are in the lake, just
+    before the last of them is saved (other workers' files may be in the lake too, unsaved)."""
 
-    def __init__(self, store: StateStore, rows: int) -> None:
+    def __init__(self, store: StateStore, ranges: int) -> None:
         self.store = store
-        self.rows = rows
+        self.ranges = ranges
 
     def load(self) -> SnapshotState | None:
         return self.store.load()
 
     def save(self, state: SnapshotState) -> None:
-        if state.tables.get("public.design", None) and state.tables["public.design"].rows >= self.rows:
-            raise Stopped("killed between putting a snapshot chunk and saving its progress")
+        progress = state.tables.get("public.design")
+        if progress is not None and len(progress.done) >= self.ranges:
+            raise Stopped("killed between putting a range's files and saving its progress")
         self.store.save(state)
 
 
 def replay(events: Iterable[ChangeEvent]) -> dict[str, str | None]:
     """design_id → design_name after applying the events in position order."""
     rows: dict[str, str | None] = {}
-    for event in sorted(dedupe(list(events)), key=lambda e: (e.lsn, e.seq)):
+    for event in positioned(list(events)):
         if event.table != "design" or event.op == "t":
             continue
         if event.before is not None:  # a delete, or an update that moves the key
@@ -62,55 +68,42 @@ def source_designs(dsn: str) -> dict[str, str | None]:
     return {str(k): v for k, v in query(dsn, "SELECT design_id, design_name FROM design")}
 
 
-def test_resumed_snapshot_delivers_deletes_of_rows_in_the_chunk_whose_progress_was_lost(
+def test_resumed_snapshot_delivers_deletes_of_rows_in_ranges_whose_progress_was_lost(
         totesys_dsn, capture_factory):
-    seed_designs(totesys_dsn, 200)
-    first = capture_factory(totesys_dsn, snapshot_chunk_rows=40)
-    first._store = KilledBeforeSaving(first._store, rows=120)
-    first.run()  # rows 1..120 are on the stream; progress says 80
-    assert first._store.load().tables["public.design"].last_key == ["80"]
+    seed_designs(totesys_dsn, 2000)
+    execute(totesys_dsn, "ANALYZE design")
+    first = capture_factory(totesys_dsn, snapshot_chunk_rows=100, snapshot_workers=2)
+    first._store = KilledBeforeSaving(first._store, ranges=5)
+    first.run()
+    saved = first._store.load().tables["public.design"]
+    assert 0 < len(saved.done) < len(saved.ranges) and not saved.complete
     execute(totesys_dsn,
-            "DELETE FROM design WHERE design_id IN (100, 101)",          # on the stream at C1, gone at C2
-            "UPDATE design SET design_name = '1' WHERE design_id = 90",  # re-read at C2
-            "UPDATE design SET design_id = 5000 WHERE design_id = 110",  # key moves within the re-read range
-            "DELETE FROM design WHERE design_id = 150")                  # never read
-    second = capture_factory(totesys_dsn, slot=first.config.slot, snapshot_chunk_rows=40)
+            "DELETE FROM design WHERE design_id IN (50, 450, 451)",         # read at C1, saved or not
+            "UPDATE design SET design_name = '1' WHERE design_id IN (90, 1200)",
+            "UPDATE design SET design_id = 9000 WHERE design_id = 1300",    # key change in an unread range
+            "UPDATE design SET design_id = 9001 WHERE design_id = 60",      # key change of a saved row
+            "DELETE FROM design WHERE design_id = 1500")                    # never read at C1
+    second = capture_factory(totesys_dsn, slot=first.config.slot, snapshot_chunk_rows=100,
+                             snapshot_workers=2)
     capture_factory.start(second)
     wait_for(lambda: second._phase == "streaming", what="streaming")
     wait_for(slot_caught_up(totesys_dsn, second.config.slot), what="capture to catch up")
-    events = read_stream()
-    assert len({e.identity for e in events}) == len(events)
-    replayed = replay(events)
-    assert {"100", "101", "110", "150"} & replayed.keys() == set()
+    lake, stream = read_lake(), read_stream()
+    assert len({e.identity for e in stream}) == len(stream) and {e.op for e in stream} <= {"c", "u", "d"}
+    assert len({e.lsn for e in lake}) == 2  # saved ranges read at C1, the rest at C2
+    replayed = replay(lake + stream)
+    assert {"50", "450", "451", "1300", "60", "1500"} & replayed.keys() == set()
     assert replayed == source_designs(totesys_dsn)
+    [marker] = markers()
+    assert marker.lsn == min(e.lsn for e in lake) and not marker.resync
+    assert marker.rows == second._store.load().tables["public.design"].rows
 
 
-def test_killed_before_the_first_chunk_was_saved_the_re_read_is_not_followed_by_older_changes(
-        totesys_dsn, capture_factory):
-    """Regression: the table read again whole at C2 was taken for a C1 read, so its changes before
-    C2 were sent too, after the C2 read that already holds them (versions doubled)."""
-    seed_designs(totesys_dsn, 100)
-    first = capture_factory(totesys_dsn, snapshot_chunk_rows=40)
-    first._store = KilledBeforeSaving(first._store, rows=40)
-    first.run()  # rows 1..40 are on the stream; no progress saved
-    assert first._store.load().tables["public.design"].last_key is None
-    execute(totesys_dsn, "UPDATE design SET design_name = '1' WHERE design_id IN (5, 60)")
-    second = capture_factory(totesys_dsn, slot=first.config.slot, snapshot_chunk_rows=40)
-    capture_factory.start(second)
-    wait_for(lambda: second._phase == "streaming", what="streaming")
-    wait_for(slot_caught_up(totesys_dsn, second.config.slot), what="capture to catch up")
-    events = read_stream()
-    assert [e.op for e in events if e.op in "cud"] == []
-    assert_versions_exact(events, totesys_dsn, snapshot_repeats=True)
-    assert replay(events) == source_designs(totesys_dsn)
-
-
-def test_full_re_snapshot_after_lost_state_delivers_deletes(totesys_dsn, capture_factory):
+def test_full_re_read_after_lost_state_is_a_resync_and_delivers_deletes(totesys_dsn, capture_factory):
     seed_designs(totesys_dsn, 60)
     first = capture_factory(totesys_dsn)
     thread = capture_factory.start(first)
     wait_for(lambda: first._phase == "streaming", what="streaming")
-    wait_for(slot_caught_up(totesys_dsn, first.config.slot), what="capture to catch up")
     first.stop.set()
     thread.join(timeout=30)
     execute(totesys_dsn,
@@ -122,28 +115,55 @@ def test_full_re_snapshot_after_lost_state_delivers_deletes(totesys_dsn, capture
     capture_factory.start(second)
     wait_for(lambda: second._phase == "streaming", what="streaming")
     wait_for(slot_caught_up(totesys_dsn, second.config.slot), what="capture to catch up")
-    replayed = replay(read_stream())
+    replayed = replay(read_lake() + read_stream())
     assert {"3", "40", "8"} & replayed.keys() == set()
     assert replayed == source_designs(totesys_dsn)
+    assert sorted(m.resync for m in markers()) == [False, True]
 
 
-def test_snapshot_killed_twice_before_saving_under_concurrent_deletes_ends_equal_to_the_source(
-        totesys_dsn, capture_factory):
-    seed_designs(totesys_dsn, 400)
-    slot = None
-    with Writer(totesys_dsn) as writer:  # updates, inserts and deletes all along
-        for rows in (120, 280):
-            killed = capture_factory(totesys_dsn, snapshot_chunk_rows=40, **({"slot": slot} if slot else {}))
-            slot = killed.config.slot
-            killed._store = KilledBeforeSaving(killed._store, rows=rows)
-            killed.run()
-            seen = writer.transactions
-            wait_for(lambda: writer.transactions > seen + 20, what="source writes")
-        last = capture_factory(totesys_dsn, slot=slot, snapshot_chunk_rows=40)
-        capture_factory.start(last)
-        wait_for(lambda: last._phase == "streaming", what="streaming")
-        wait_for(lambda: writer.transactions > seen + 100, what="source writes")
-    wait_for(slot_caught_up(totesys_dsn, slot), what="capture to catch up")
-    events = read_stream()
-    assert len({e.identity for e in events}) == len(events)
-    assert replay(events) == source_designs(totesys_dsn)
+def test_kill_9_at_random_points_of_a_parallel_snapshot_loses_nothing_deletes_included(
+        totesys_dsn, aws_env, tmp_path):
+    seed_designs(totesys_dsn, 20_000)
+    execute(totesys_dsn, "ANALYZE design")
+    slot = f"kill_{uuid.uuid4().hex[:8]}"
+    overrides = json.dumps({"state_dir": str(tmp_path), "slot": slot, "tables": ["design"],
+                            "snapshot_chunk_rows": 1000, "snapshot_workers": 3,
+                            "heartbeat_seconds": 0.5, "max_batch_delay_ms": 20})
+    command = [sys.executable, "-m", "tests.integration.capture.run_capture", overrides]
+    env = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
+    store = LocalStateStore(tmp_path, slot)
+    rng = random.Random()
+    seen: list[tuple[int, float, int, int]] = []  # kill point: ranges done, delay, ranges saved, planned
+
+    def ranges() -> tuple[int, int]:
+        state = store.load()
+        progress = state.tables.get("public.design") if state else None
+        return (len(progress.done), len(progress.ranges)) if progress else (0, 0)
+
+    try:
+        with Writer(totesys_dsn) as writer:  # updates, inserts and deletes all along
+            for target in sorted(rng.sample(range(1, 15), 3)):  # of about 20 ranges
+                process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+                wait_for(lambda: ranges()[0] >= target, what="ranges to be read")
+                delay = rng.uniform(0.0, 0.3)  # then somewhere in the next ranges' reads and puts
+                time.sleep(delay)
+                process.kill()
+                process.wait()
+                seen.append((target, delay, *ranges()))
+            process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+            wait_for(lambda: (s := store.load()) is not None and s.complete(["public.design"]),
+                     what="the snapshot to complete")
+            count = writer.transactions
+            wait_for(lambda: writer.transactions > count + 50, what="source writes")
+        wait_for(slot_caught_up(totesys_dsn, slot), what="capture to catch up")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        execute(totesys_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+    assert all(0 < done < planned for *_, done, planned in seen), seen  # killed mid-snapshot
+    lake, stream = read_lake(), read_stream()
+    assert {e.op for e in lake} == {"r"} and {e.op for e in stream} <= {"c", "u", "d"}
+    assert "d" in {e.op for e in stream}
+    assert replay(lake + stream) == source_designs(totesys_dsn), seen

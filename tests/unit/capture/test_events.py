@@ -23,8 +23,7 @@ from capture.decoder import (
 )
 from capture.errors import CaptureError
 from capture.events import EventBuilder
-from capture.snapshot import ResumeFilter
-from capture.state import LocalStateStore, S3StateStore, SnapshotState, TableProgress
+from capture.state import LocalStateStore, RangeRead, S3StateStore, SnapshotState, TableProgress
 
 TS = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
 RELATION = Relation(1, "public", "item", "d", (
@@ -200,42 +199,11 @@ def _event(op, lsn, before=None, after=None):
     return event
 
 
-def test_resume_filter_drops_only_what_the_resumed_snapshot_holds():
-    state = SnapshotState("s", 100, {"public.item": TableProgress(
-        rows=10, last_key=["10"], key_columns=["id"], key_types=["integer"],
-        segments=[(None, 100), (["10"], 200)])})
-    f = ResumeFilter(state)
-    kept = _event("u", 150, after="5")
-    assert f.apply(kept) is kept                                  # row read at 100: change kept
-    assert f.apply(_event("u", 150, after="50")) is None         # row read at 200 already has it
-    late = _event("u", 250, after="50")
-    assert f.apply(late) is late                                  # after the second snapshot
-    gone = _event("d", 150, before="50")
-    assert f.apply(gone) is gone                                  # a delete is never dropped
-    b = builder()
-    b.begin(Begin(150, TS, 1))
-    [(truncate, _)] = b.truncate(Truncate(0, (1,)))
-    assert f.apply(truncate) is truncate
-
-
-def test_resume_filter_and_key_changes_agree():
-    """A key change is the delete of the old key (never dropped) and the insert of the new key,
-    dropped exactly when the read at C2 holds the new key: no delete is doubled, none missing."""
-    f = ResumeFilter(SnapshotState("s", 100, {"public.item": TableProgress(
-        rows=10, last_key=["10"], key_columns=["id"], key_types=["integer"],
-        segments=[(None, 100), (["10"], 200)])}))
-    gone, moved = _events("u", 150, before="5", after="50")       # into the range read at C2
-    assert f.apply(gone) is gone and f.apply(moved) is None
-    gone, moved = _events("u", 150, before="50", after="5")       # out of it, into the C1 read
-    assert f.apply(gone) is gone and f.apply(moved) is moved
-    gone, moved = _events("u", 250, before="5", after="50")       # after C2
-    assert f.apply(gone) is gone and f.apply(moved) is moved
-
-
 def test_local_state_store_round_trip(tmp_path):
     store = LocalStateStore(tmp_path, "slot")
     assert store.load() is None
-    state = SnapshotState("slot", 7, {"public.a": TableProgress(done=True, rows=3, segments=[(None, 7)])})
+    state = SnapshotState("slot", 7, {"public.a": TableProgress(
+        ranges=[(0, None)], done={0: RangeRead(7, 3, ["p/a.parquet"])}, marker="p/m.parquet")})
     store.save(state)
     assert store.load() == state and state.complete(["public.a"]) and not state.complete(["public.b"])
     store.path.write_text("{")
@@ -249,7 +217,8 @@ def test_s3_state_store_round_trip():
     s3.create_bucket(Bucket="raw", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
     store = S3StateStore("raw", "capture-state/", "slot", s3)
     assert store.load() is None
-    state = SnapshotState("slot", 7, {"public.a": TableProgress(last_key=["1"], segments=[(["1"], 9)])})
+    state = SnapshotState("slot", 7, {"public.a": TableProgress(
+        ranges=[(0, 5), (5, None)], done={1: RangeRead(9, 2, ["p/b.parquet"])}, estimate=4)}, resync=True)
     store.save(state)
     assert store.load() == state
     body = s3.get_object(Bucket="raw", Key="capture-state/slot.json")["Body"].read()

@@ -21,8 +21,6 @@ from capture.policy import POLL_SECONDS, StreamPolicy, Timing
 from capture.producer import Producer, Record, Shard
 from capture.replication import Keepalive
 from capture.service import CaptureService, _Stream
-from capture.snapshot import ResumeFilter
-from capture.state import SnapshotState
 
 TIMING = Timing(batch_delay=0.05, flush_bytes=1000, heartbeat=60, status=10, metrics=60)
 START = 0x100
@@ -193,8 +191,7 @@ def test_the_loop_acknowledges_only_what_the_stream_accepted(tmp_path: Path):
                              MetricsPublisher(tmp_path / "status.json"))
     producer = Producer(sink, lambda *_: None, service.stop)
     loop = _Stream(service, Catalog(), stream, producer,  # type: ignore[arg-type]
-                   policy=StreamPolicy(Checkpoint(START), TIMING, time.monotonic()),
-                   resume_filter=ResumeFilter(SnapshotState("slot", 0)))
+                   policy=StreamPolicy(Checkpoint(START), TIMING, time.monotonic()))
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     try:

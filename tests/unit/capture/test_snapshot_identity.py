@@ -8,8 +8,7 @@ import pytest
 
 from capture.decoder import Begin, Insert, Relation, RelationColumn, Update
 from capture.events import EventBuilder
-from capture.snapshot import read_event
-from totes_cdc.contract import SEQ_RANGE, ContractError, snapshot_seq
+from totes_cdc.contract import OP_SNAPSHOT, SEQ_RANGE, ChangeEvent, ContractError, snapshot_seq
 from warehouse_loader.apply import TOMBSTONE_SEQ_FACTOR
 
 TS = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
@@ -34,8 +33,8 @@ def changes_committed_at_c():
 
 def snapshot_read(ordinal, row_id):
     columns = changes_committed_at_c()[0].columns
-    return read_event("public", "item", columns, lsn=C, ordinal=ordinal, taken_at=TS,
-                      row={"id": row_id, "name": "old"})
+    return ChangeEvent(OP_SNAPSHOT, "public", "item", C, snapshot_seq(ordinal), TS, columns,
+                       after={"id": row_id, "name": "old"}, snapshot=True)
 
 
 def test_a_snapshot_read_and_a_change_committed_at_its_lsn_have_distinct_identities():
