@@ -44,6 +44,7 @@ from psycopg2 import sql
 
 from capture.progress import TableProgress
 from totes_cdc import metric_names
+from totes_cdc.contract import OP_SNAPSHOT
 from totes_cdc.db import SLOT_LAG_BYTES_SQL, connect
 from totes_cdc.errors import TotesError, first_line
 from totes_cdc.runtime import alive
@@ -218,7 +219,7 @@ def warehouse_reading(warehouse_dsn: str) -> tuple[str | None, float | None, dic
                 "FROM ({}) f").format(_facts_union(
                     "extract(epoch FROM loaded_at - source_commit_ts) * 1000 AS ms",
                     "source_op <> %(snapshot)s AND loaded_at > now() - %(window)s")),
-                {"snapshot": "r", "window": LATENCY_WINDOW})
+                {"snapshot": OP_SNAPSHOT, "window": LATENCY_WINDOW})
             percentiles, count = cur.fetchone()
     finally:
         conn.close()
