@@ -171,14 +171,17 @@ class Deleter:
 
 
 def _snapshot_progress(run_dir: Path) -> tuple[int, bool] | None:
-    """(rows read, done) of TABLE in capture's snapshot state; None before capture saved any."""
+    """(rows in the lake in saved ranges, complete) of TABLE in capture's snapshot state; None
+    before capture saved any."""
     path = run_dir / "capture" / f"{settings()['capture']['slot']}.json"
     try:
         tables = json.loads(path.read_text(encoding="utf-8"))["tables"]
     except (FileNotFoundError, ValueError, KeyError):
         return None
     progress = tables.get(f"public.{TABLE}")
-    return None if progress is None else (int(progress["rows"]), bool(progress["done"]))
+    if progress is None:
+        return None
+    return sum(int(r["rows"]) for r in progress["done"].values()), progress["marker"] is not None
 
 
 def _wait_for_share(run_dir: Path, share: float, total: int, timeout: float = 300) -> int:
@@ -223,7 +226,7 @@ def test_kill_9_of_capture_during_a_large_snapshot_while_its_rows_are_deleted(
         with chaos.traffic() as traffic:
             for share in KILL_AT:
                 _wait_for_share(source.stack.run_dir, share, total)
-                # Anywhere in the next chunk: read, put on the stream, progress not yet saved.
+                # Anywhere in the next ranges: read, put in the lake, progress not yet saved.
                 time.sleep(rng.uniform(0, 1.5))
                 rows = (_snapshot_progress(source.stack.run_dir) or (0, False))[0]
                 pid = chaos.kill("capture")

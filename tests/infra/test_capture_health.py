@@ -13,17 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 import pytest
 
-from capture.kinesis import KinesisSink
-from capture.producer import Record
 from capture.service import CaptureService
 from tests.conftest import query
 from tests.infra.hcl import INFRA
 from tests.integration.capture.conftest import capture_factory, seed_designs, wait_for
+from totes_cdc.lakefiles import ObjectStore
 from totes_cdc.settings import settings
 
 __all__ = ["capture_factory"]  # the capture integration tests' fixture, used here too
@@ -91,12 +91,15 @@ def test_max_age_outlasts_the_longest_quiet_stretch_of_a_healthy_capture() -> No
 
 # --- the check against a running capture, phase by phase ------------------------------------------
 
-class SlowSink(KinesisSink):
-    """The real Kinesis sink, slowed down so the snapshot takes longer than the grace period."""
+class SlowLake(ObjectStore):
+    """The real lake, slowed down so the snapshot takes longer than the grace period."""
 
-    def put_records(self, records: list[Record]) -> list[str | None]:  # type: ignore[override]
+    def __init__(self) -> None:
+        super().__init__(boto3.client("s3"))
+
+    def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
         time.sleep(0.25)
-        return super().put_records(records)
+        return super().put_new(bucket, key, body, content_type)
 
 
 class Outage:
@@ -159,8 +162,8 @@ def test_healthy_in_every_phase_of_a_capture_and_unhealthy_once_it_stops(
     grace = 2 * MAX_AGE  # the container's startPeriod, shortened as MAX_AGE is
 
     # Snapshot, on the slot it has created but not started: the slot has no reader meanwhile.
-    first: CaptureService = capture_factory(dsn, sink=SlowSink(settings()["stream"]["name"]),
-                                            snapshot_chunk_rows=20)
+    first: CaptureService = capture_factory(dsn, objects=SlowLake(), snapshot_chunk_rows=20,
+                                            snapshot_workers=1)
     slot = first.config.slot
     thread = capture_factory.start(first)
     wait_for(lambda: phase(tmp_path) == "snapshot", what="the snapshot")
@@ -188,8 +191,8 @@ def test_healthy_in_every_phase_of_a_capture_and_unhealthy_once_it_stops(
         reader.close()
 
     # The resumed snapshot reads through a temporary slot; the capture slot has no reader.
-    second: CaptureService = capture_factory(dsn, slot=slot, sink=SlowSink(settings()["stream"]["name"]),
-                                             snapshot_chunk_rows=20)
+    second: CaptureService = capture_factory(dsn, slot=slot, objects=SlowLake(), snapshot_chunk_rows=20,
+                                             snapshot_workers=1)
     capture_factory.start(second)
 
     def temporary_slots() -> list[str]:

@@ -26,6 +26,7 @@ from tests.conftest import query
 from tests.integration.capture.lake import positioned, read_lake
 from totes_cdc import kpl
 from totes_cdc.contract import ChangeEvent, decode
+from totes_cdc.lakefiles import ObjectStore
 from totes_cdc.settings import settings
 
 TABLES = ("design",)
@@ -207,7 +208,8 @@ def capture_factory(tmp_path: Path, aws: Any) -> Iterator[Callable[..., CaptureS
     started: list[tuple[CaptureService, threading.Thread]] = []
     slots: list[tuple[str, str]] = []
 
-    def make(dsn: str, sink: KinesisSink | None = None, **overrides: Any) -> CaptureService:
+    def make(dsn: str, sink: KinesisSink | None = None, objects: ObjectStore | None = None,
+             **overrides: Any) -> CaptureService:
         cfg = settings()
         overrides.setdefault("slot", f"test_{uuid.uuid4().hex[:10]}")
         slots.append((dsn, overrides["slot"]))
@@ -219,7 +221,7 @@ def capture_factory(tmp_path: Path, aws: Any) -> Iterator[Callable[..., CaptureS
                               S3DeadLetter(cfg["buckets"]["dead_letter"],
                                            cfg["prefixes"]["dead_letter_records"]),
                               LocalStateStore(tmp_path, config.slot),
-                              MetricsPublisher(tmp_path / "status" / "capture.json"))
+                              MetricsPublisher(tmp_path / "status" / "capture.json"), objects=objects)
 
     def start(service: CaptureService) -> threading.Thread:
         thread = threading.Thread(target=service.run, daemon=True)
