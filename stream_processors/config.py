@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from totes_cdc.lakefiles import LakeLocation
 from totes_cdc.settings import settings
 
 
@@ -16,16 +17,10 @@ from totes_cdc.settings import settings
 class ProcessorConfig:
     """Where the handler writes."""
 
-    raw_bucket: str
-    """``buckets.raw``: the raw zone (Avro, exactly as received)."""
-    raw_prefix: str
-    """``prefixes.raw``."""
-    processed_bucket: str
-    """``buckets.processed``: the processed zone (Parquet), which the loader reads."""
-    processed_prefix: str
-    """``prefixes.processed``: the S3->SQS notification that feeds the loader filters on it."""
-    processed_suffix: str
-    """``suffixes.processed``: the notification's other filter."""
+    lake: LakeLocation
+    """The raw zone (Avro, exactly as received) and the processed zone (Parquet), which the loader
+    reads: ``buckets``, ``prefixes`` and ``suffixes`` (the S3 notification filters on the processed
+    prefix and suffix)."""
     dead_letter_bucket: str
     """``buckets.dead_letter``: poison records, each with its error."""
     dead_letter_prefix: str
@@ -34,15 +29,8 @@ class ProcessorConfig:
     @classmethod
     def from_settings(cls) -> ProcessorConfig:
         cfg = settings()
-        return cls(
-            raw_bucket=cfg["buckets"]["raw"],
-            raw_prefix=cfg["prefixes"]["raw"],
-            processed_bucket=cfg["buckets"]["processed"],
-            processed_prefix=cfg["prefixes"]["processed"],
-            processed_suffix=cfg["suffixes"]["processed"],
-            dead_letter_bucket=cfg["buckets"]["dead_letter"],
-            dead_letter_prefix=cfg["prefixes"]["dead_letter_records"],
-        )
+        return cls(LakeLocation.from_settings(), dead_letter_bucket=cfg["buckets"]["dead_letter"],
+                   dead_letter_prefix=cfg["prefixes"]["dead_letter_records"])
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,13 @@ def write_batch(store: ObjectStore, config: ProcessorConfig, batch: BatchId,
     store.put_all(dead_letters)
 
     def raw_key(partition: Partition) -> str:
-        return partition.key(config.raw_prefix, batch, ".avro")
+        return partition.key(config.lake.raw_prefix, batch, ".avro")
 
     files = batch_files(parsed.events, raw_key, batch)
-    raw = [(config.raw_bucket, raw_key(f.partition), f.avro, AVRO_CONTENT_TYPE) for f in files]
+    raw = [(config.lake.raw_bucket, raw_key(f.partition), f.avro, AVRO_CONTENT_TYPE) for f in files]
     store.put_all(raw)
-    processed = [(config.processed_bucket,
-                  f.partition.key(config.processed_prefix, batch, config.processed_suffix),
+    processed = [(config.lake.processed_bucket,
+                  f.partition.key(config.lake.processed_prefix, batch, config.lake.processed_suffix),
                   f.parquet, PARQUET_CONTENT_TYPE) for f in files]
     store.put_all(processed)
     return BatchResult(sum(f.events for f in files), tuple(put[1] for put in raw),
