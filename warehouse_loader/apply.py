@@ -56,6 +56,8 @@ from warehouse_loader.derivation import (
     DEPENDENCIES,
     DIMENSIONS_BY_TABLE,
     FACTS_BY_SOURCE,
+    MIRROR_SCHEMA,
+    SOURCE_SCHEMA,
     Fact,
     currency_name,
     date_rows,
@@ -65,8 +67,6 @@ from warehouse_loader.errors import BadFileError, RetryableLoadError
 
 log = logging.getLogger(__name__)
 
-SOURCE_SCHEMA = "public"
-MIRROR_SCHEMA = "mirror"
 HISTORY_SCHEMA = "mirror_history"
 # Every truncate applied, per source table (migration 003).
 TRUNCATIONS = sql.Identifier(MIRROR_SCHEMA, "_truncations")

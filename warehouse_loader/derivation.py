@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pycountry
 from psycopg2 import sql
 
+SOURCE_SCHEMA = "public"  # the source's tables, which reconcile derives from
+MIRROR_SCHEMA = "mirror"  # the warehouse's copy of them, which the loader derives from
 UNKNOWN_CURRENCY = "Unknown currency ({})"
 
 

@@ -40,13 +40,14 @@ from warehouse_loader.derivation import (
     DATE_COLUMNS,
     DIMENSIONS,
     FACTS,
+    MIRROR_SCHEMA,
+    SOURCE_SCHEMA,
     Fact,
     date_rows,
     iso_currency_parameters,
 )
 
 SAMPLE_KEYS = 5
-SOURCE_SCHEMA = "public"
 MAX_CONCURRENT_GETS = 8  # below botocore's default connection pool size (10)
 
 
@@ -302,7 +303,7 @@ def _current_state(src: Any, wh: Any) -> list[TableReport]:
     iso = iso_currency_parameters()
     for dim in DIMENSIONS:
         deleted = _rows(wh, sql.SQL("SELECT {} FROM {} WHERE is_deleted").format(
-            sql.Identifier(dim.source_key), sql.Identifier("mirror", dim.source)))
+            sql.Identifier(dim.source_key), sql.Identifier(MIRROR_SCHEMA, dim.source)))
         tables.append(compare(dim.table, _rows(src, dim.derive(SOURCE_SCHEMA), iso),
                               _rows(wh, _select(dim.table, dim.all_columns)),
                               frozenset(r[0] for r in deleted)))
