@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from capture.source import qualified
@@ -24,6 +24,8 @@ class CaptureConfig:
     """Publication of the captured tables (created or extended when needed)."""
     state_dir: Path
     """Local folder for snapshot progress (local state store) and ``status/capture.json``."""
+    lake: LakeLocation
+    """Where snapshot files go: the stream processor's buckets and prefixes."""
     state_store: str = "local"
     """Where snapshot progress is kept: ``local`` (state_dir) or ``s3`` (raw bucket, capture-state/)."""
     heartbeat_seconds: float = 10.0
@@ -36,8 +38,6 @@ class CaptureConfig:
     """Rows per snapshot file, and about per snapshot range (progress is saved per range)."""
     snapshot_workers: int = 4
     """Connections reading a snapshot's ranges in parallel."""
-    lake: LakeLocation = field(default_factory=LakeLocation.from_settings)
-    """Where snapshot files go: the stream processor's buckets and prefixes."""
     metrics_seconds: float = 5.0
     """How often metrics are published and the status file rewritten."""
     reconnect_max_seconds: float = 30.0
@@ -54,6 +54,7 @@ class CaptureConfig:
             "publication": cfg["capture"]["publication"],
             "heartbeat_seconds": float(cfg["capture"]["heartbeat_seconds"]),
             "max_batch_delay_ms": int(cfg["capture"]["max_batch_delay_ms"]),
+            "lake": LakeLocation.from_settings(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["tables"] = tuple(".".join(qualified(t)) for t in values["tables"])  # type: ignore[attr-defined]

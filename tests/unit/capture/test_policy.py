@@ -21,6 +21,7 @@ from capture.policy import POLL_SECONDS, StreamPolicy, Timing
 from capture.producer import Producer, Record, Shard
 from capture.replication import Keepalive
 from capture.service import CaptureService, _Stream
+from totes_cdc.lakefiles import LakeLocation
 
 TIMING = Timing(batch_delay=0.05, flush_bytes=1000, heartbeat=60, status=10, metrics=60)
 START = 0x100
@@ -186,7 +187,8 @@ def test_the_loop_acknowledges_only_what_the_stream_accepted(tmp_path: Path):
         Keepalive(0x500, False), commit(0x400, 0x410),
         Keepalive(0x600, True),
     ])
-    config = CaptureConfig("", "stream", ("public.design",), "slot", "pub", tmp_path)
+    config = CaptureConfig("", "stream", ("public.design",), "slot", "pub", tmp_path,
+                           LakeLocation.from_settings())
     service = CaptureService(config, sink, lambda *_: None, None,  # type: ignore[arg-type]
                              MetricsPublisher(tmp_path / "status.json"))
     producer = Producer(sink, lambda *_: None, service.stop)
