@@ -4,8 +4,11 @@
   minutes, per second; the newest orders with their end-to-end latency. From ``fact_sales_order``
   insert versions (one per order), found through its ``loaded_at`` index: a row committed in the
   window was loaded in it too.
-- History: ``fact_sales_order_current`` (the current version of each order) joined to its
-  dimensions, in one grouped query (``GROUPING SETS``): one scan per refresh, whatever the charts.
+- History: ``dashboard_sales`` (migration 010), the current orders summed per time bucket,
+  currency and dimension id, kept by triggers in the transaction that changes them: a refresh
+  reads summary rows (bounded by time span x dimension members), not orders. A filter on a
+  country, design or department crosses two dimensions the summary does not: those read
+  ``fact_sales_order_current`` joined to its dimensions in one grouped query (``GROUPING SETS``).
 
 Values are summed per currency only; units and order counts add up across currencies.
 Designs are grouped by name (many designs share one), which is how the business speaks of them.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from psycopg2 import sql
@@ -67,6 +70,48 @@ FROM s
 GROUP BY GROUPING SETS ((bucket, currency), (currency), (country), (design), (staff), (department), ())
 """
 
+# The same rows as SALES, from the summary rows ``{where}`` picks (Filters.summary_where).
+SUMMARY = """
+WITH g AS NOT MATERIALIZED (
+    SELECT s.grain, s.bucket, s.member_id, coalesce(c.currency_code, '?') AS currency,
+           s.orders, s.units, s.value
+    FROM public.dashboard_sales s
+    LEFT JOIN public.dim_currency c ON c.currency_id = s.currency_id
+    WHERE {where}
+)
+SELECT 'over_time', date_trunc(%(bucket)s, bucket), currency, sum(orders)::bigint,
+       sum(units)::bigint, sum(value)
+FROM g WHERE grain = 'time' GROUP BY 2, 3
+UNION ALL
+SELECT 'by_currency', NULL, currency, sum(orders)::bigint, sum(units)::bigint, sum(value)
+FROM g WHERE grain = 'time' GROUP BY 3
+UNION ALL
+SELECT 'totals', NULL, NULL, coalesce(sum(orders), 0)::bigint, sum(units)::bigint, sum(value)
+FROM g WHERE grain = 'time'
+UNION ALL
+SELECT 'by_country', NULL, coalesce(l.country, '?'), sum(orders)::bigint, sum(units)::bigint,
+       sum(value)
+FROM g LEFT JOIN public.dim_location l ON l.location_id = g.member_id
+WHERE grain = 'location' GROUP BY 3
+UNION ALL
+SELECT 'top_designs', NULL, coalesce(d.design_name, '?'), sum(orders)::bigint,
+       sum(units)::bigint, sum(value)
+FROM g LEFT JOIN public.dim_design d ON d.design_id = g.member_id
+WHERE grain = 'design' GROUP BY 3
+UNION ALL
+SELECT 'top_staff', NULL, coalesce(st.first_name || ' ' || st.last_name, '?'),
+       sum(orders)::bigint, sum(units)::bigint, sum(value)
+FROM g LEFT JOIN public.dim_staff st ON st.staff_id = g.member_id
+WHERE grain = 'staff' GROUP BY 3
+UNION ALL
+SELECT 'top_departments', NULL, coalesce(st.department_name, '?'), sum(orders)::bigint,
+       sum(units)::bigint, sum(value)
+FROM g LEFT JOIN public.dim_staff st ON st.staff_id = g.member_id
+WHERE grain = 'staff' GROUP BY 3
+"""
+# Filters the summary cannot answer (see the module docstring).
+CROSS_FILTERS = ("country", "design", "department")
+
 OPTIONS = """
 SELECT 'currency', currency_code FROM public.dim_currency WHERE currency_code IS NOT NULL
 UNION SELECT 'country', country FROM public.dim_location WHERE country IS NOT NULL
@@ -115,6 +160,37 @@ class Filters:
             params["date_from"] = today - timedelta(days=days - 1)
         return sql.SQL(" AND ").join(conditions), params
 
+    def summary_where(self, today: date) -> tuple[sql.Composed, dict[str, Any]]:
+        """The ``dashboard_sales`` rows of the date range, at the charts' time bucket, in the
+        currency filtered on; and the parameters. Only for filters without CROSS_FILTERS.
+
+        Hour charts read the hourly time rows and the daily member rows; day charts the daily
+        rows; month charts the monthly rows from the first whole month in the range, and the
+        daily rows of the days before it.
+        """
+        days, bucket = RANGES[self.range]
+        params: dict[str, Any] = {"bucket": bucket}
+        conditions = [sql.SQL("true")]
+        if self.currency is not None:
+            conditions.append(sql.SQL("{} = %(currency)s").format(sql.SQL(FILTER_COLUMNS["currency"])))
+            params["currency"] = self.currency
+        if days is None:
+            conditions.append(sql.SQL("s.resolution = 'month'"))
+            return sql.SQL(" AND ").join(conditions), params
+        params["date_from"] = date_from = today - timedelta(days=days - 1)
+        if bucket == "hour":
+            rows = ("(s.resolution = 'hour' OR s.grain <> 'time' AND s.resolution = 'day') "
+                    "AND s.bucket >= %(date_from)s")
+        elif bucket == "day":
+            rows = "s.resolution = 'day' AND s.bucket >= %(date_from)s"
+        else:
+            params["month_from"] = _step(datetime.combine(date_from - timedelta(days=1), time())
+                                         .replace(day=1), "month")
+            rows = ("(s.resolution = 'month' AND s.bucket >= %(month_from)s OR s.resolution = 'day' "
+                    "AND s.bucket >= %(date_from)s AND s.bucket < %(month_from)s)")
+        conditions.append(sql.SQL(rows))
+        return sql.SQL(" AND ").join(conditions), params
+
 
 def _step(bucket: datetime, unit: str) -> datetime:
     if unit == "second":
@@ -150,12 +226,23 @@ def _number(value: Any) -> float:
     return float(value) if value is not None else 0.0
 
 
+def sales_rows(conn: Any, filters: Filters, today: date) -> list[tuple[Any, ...]]:
+    """The grouped figures for ``filters``: (grouping set, bucket, label, orders, units, value)."""
+    if any(getattr(filters, name) is not None for name in CROSS_FILTERS):
+        where, params = filters.where(today)
+        query = sql.SQL(SALES).format(where=where)
+    else:
+        where, params = filters.summary_where(today)
+        query = sql.SQL(SUMMARY).format(where=where)
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+    return rows
+
+
 def sales(conn: Any, filters: Filters, today: date) -> dict[str, Any]:
     """Everything the charts show, for ``filters``; JSON-ready."""
-    where, params = filters.where(today)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL(SALES).format(where=where), params)
-        rows = cur.fetchall()
+    rows = sales_rows(conn, filters, today)
     result: dict[str, Any] = {"bucket": RANGES[filters.range][1], "over_time": [], "by_currency": [],
                               "by_country": [], "top_designs": [], "top_staff": [],
                               "top_departments": [],

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import date, timedelta
@@ -88,6 +89,33 @@ def test_stream_pushes_sales_for_its_filters_then_each_new_fact(dashboard, wareh
         assert second["version"] > first["version"]
     finally:
         events.close()
+
+
+def test_a_page_refreshes_at_most_once_a_poll_whatever_the_commit_rate(dashboard, warehouse_dsn):
+    """Commits far faster than the watcher polls are coalesced: one refresh per poll that saw a
+    change, each with everything committed before it."""
+    events = Events(dashboard + "/events")
+    try:
+        events.next("sales")
+        commits = 40
+
+        def write() -> None:
+            for order_id in range(100, 100 + commits):
+                warehouse_rows.add_sale(warehouse_dsn, order_id)
+
+        writer = threading.Thread(target=write)
+        started = time.monotonic()
+        writer.start()
+        refreshes = 0
+        while True:
+            refreshes += 1
+            if events.next("sales")["totals"]["orders"] == 6 + commits:
+                break
+        elapsed = time.monotonic() - started
+        writer.join()
+    finally:
+        events.close()
+    assert refreshes <= elapsed / server.POLL_SECONDS + 2 < commits
 
 
 def test_the_live_view_has_the_last_15_minutes_by_second_and_minute(dashboard, warehouse_dsn):

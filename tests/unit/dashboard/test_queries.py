@@ -47,3 +47,16 @@ def test_timeline_skips_long_empty_spans():
     assert timeline([datetime(2026, 1, 1), datetime(2026, 1, 5)], "day") == [
         "2026-01-01T00:00:00", GAP, "2026-01-05T00:00:00"]
     assert len(timeline([datetime(2026, 1, 1), datetime(2026, 1, 4)], "day")) == 4
+
+
+def test_summary_rows_of_each_date_range():
+    """Month charts read whole months and the days of the first, partial one; a range starting on
+    the first of a month reads months only."""
+    today = date(2026, 3, 10)
+    assert Filters(range="365d").summary_where(today)[1] == {
+        "bucket": "month", "date_from": date(2025, 3, 11), "month_from": datetime(2025, 4, 1)}
+    assert Filters(range="365d").summary_where(date(2026, 2, 28))[1]["month_from"] == datetime(
+        2025, 3, 1)
+    assert Filters(range="today", currency="GBP").summary_where(today)[1] == {
+        "bucket": "hour", "currency": "GBP", "date_from": today}
+    assert Filters().summary_where(today)[1] == {"bucket": "month"}

@@ -1,0 +1,204 @@
+"""The dashboard's sales figures (``dashboard_sales``, kept by triggers) against the fact history.
+
+The reference is the dashboard's grouped query run over the latest version of each order derived
+from ``fact_sales_order`` itself (``DISTINCT ON`` over the whole history), not over the tables the
+triggers keep: whatever the history went through, the two must be equal for every filter.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from dashboard import queries
+from tests.integration.dashboard import warehouse_rows
+
+pytestmark = pytest.mark.integration
+
+FROM_HISTORY = """(SELECT * FROM (
+    SELECT DISTINCT ON (sales_order_id) * FROM public.fact_sales_order
+    ORDER BY sales_order_id, source_lsn DESC, fact_version_seq(source_seq) DESC
+) latest WHERE NOT is_deleted) f"""
+
+COLUMNS = ("sales_order_id", "created_date", "created_time", "sales_staff_id", "units_sold",
+           "unit_price", "currency_id", "design_id", "agreed_delivery_location_id", "source_op",
+           "source_lsn", "source_seq", "source_commit_ts", "is_deleted")
+INSERT = sql.SQL("INSERT INTO fact_sales_order ({}) VALUES %s").format(
+    sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
+
+
+def _normalised(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows as the page shows them (no units or value is zero) in a stable order."""
+    return sorted(((g, b, label, orders, int(units or 0), Decimal(value or 0))
+                   for g, b, label, orders, units, value in rows), key=repr)
+
+
+def _reference(conn: Any, filters: queries.Filters, today: date) -> list[tuple[Any, ...]]:
+    where, params = filters.where(today)
+    query = queries.SALES.replace("public.fact_sales_order_current f", FROM_HISTORY)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(query).format(where=where), params)
+        return _normalised(cur.fetchall())
+
+
+def _all_filters() -> list[queries.Filters]:
+    found = [queries.Filters(range=r, currency=c) for r in queries.RANGES
+             for c in (None, *warehouse_rows.CURRENCIES.values())]
+    found += [queries.Filters(country="Chile"), queries.Filters(design="Steel", range="365d"),
+              queries.Filters(department="Sales", currency="GBP", range="30d")]
+    return found
+
+
+def assert_dashboard_equals_history(dsn: str, today: date) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        for filters in _all_filters():
+            assert _normalised(queries.sales_rows(conn, filters, today)) == _reference(
+                conn, filters, today), filters
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM dashboard_sales WHERE orders = 0")
+            assert cur.fetchone() == (0,)  # emptied buckets are removed
+    finally:
+        conn.close()
+
+
+class History:
+    """Random fact versions of orders ``first`` to ``first + 24``, written the ways the loader
+    writes them: appended (in and out of source order, several per statement), corrected in
+    place, removed; and, when ``truncate``, now and then the whole history truncated."""
+
+    def __init__(self, seed: int, today: date, first: int = 1, truncate: bool = True) -> None:
+        self.random = random.Random(seed)
+        self.today = today
+        self.orders = (first, first + 24)
+        self.truncate = truncate
+        self.lsn = first * 1000
+
+    def version(self) -> tuple[Any, ...]:
+        r = self.random
+        self.lsn += r.randint(1, 3)
+        created = self.today - timedelta(days=r.choice((0, 0, 1, 3, 20, 45, 200, 400, 800)))
+        op = r.choice("crud")
+        return (r.randint(*self.orders), created, time(r.randrange(24), r.randrange(60)),
+                r.choice((1, 2, None)), r.choice((1, 7, 250, None)), r.choice(("2.50", "3.99", None)),
+                r.choice((1, 2, 3, 3, None, 9)), r.choice((1, 2, 3, None)),
+                r.choice((1, 2, 3, None)), op, self.lsn * r.choice((1, 1, -1)) + 10**9,
+                r.randint(1, 4), datetime.now(), op == "d")
+
+    def step(self, cur: Any) -> None:
+        r = self.random
+        action = r.random()
+        mine = sql.SQL("(SELECT sales_record_id FROM fact_sales_order WHERE sales_order_id "
+                       "BETWEEN %s AND %s ORDER BY random() LIMIT 2)")
+        if action < 0.6:
+            execute_values(cur, INSERT.as_string(cur) + " ON CONFLICT DO NOTHING",
+                           [self.version() for _ in range(r.randint(1, 6))])
+        elif action < 0.8:
+            cur.execute(sql.SQL("UPDATE fact_sales_order SET units_sold = %s, design_id = %s, "
+                                "created_date = created_date - %s WHERE sales_record_id IN {}")
+                        .format(mine), (r.choice((5, 60, None)), r.choice((1, 2, None)),
+                                        r.randint(0, 40), *self.orders))
+        elif action < 0.97 or not self.truncate:
+            cur.execute(sql.SQL("DELETE FROM fact_sales_order WHERE sales_record_id IN {}")
+                        .format(mine), self.orders)
+        else:
+            cur.execute("TRUNCATE fact_sales_order")
+
+
+def test_dashboard_sales_equal_the_fact_history_after_random_changes(warehouse_dsn):
+    warehouse_rows.create(warehouse_dsn)
+    today = date.today()
+    history = History(seed=15, today=today)
+    conn = psycopg2.connect(warehouse_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT setseed(0.15)")
+        for _ in range(150):
+            history.step(cur)
+        # Type 1 dimensions: a rename shows at once in the figures of every order that has it.
+        cur.execute("UPDATE dim_design SET design_name = 'Canvas' WHERE design_id = 2")
+        cur.execute("UPDATE dim_staff SET department_name = 'Finance' WHERE staff_id = 2")
+        cur.execute("UPDATE dim_location SET country = 'Chile' WHERE location_id = 3")
+    conn.close()
+    assert_dashboard_equals_history(warehouse_dsn, today)
+
+
+def test_the_rebuild_of_migration_010_gives_the_rows_the_triggers_keep(warehouse_dsn):
+    """dashboard_sales_rebuild() (how migration 010 sums the orders already current, and the
+    repair after a bulk load with the triggers off) agrees with the triggers, row for row."""
+    warehouse_rows.create(warehouse_dsn)
+    warehouse_rows.sample(warehouse_dsn)
+    conn = psycopg2.connect(warehouse_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT * FROM dashboard_sales ORDER BY 1, 2, 3, 4, 5")
+        kept = cur.fetchall()
+        cur.execute("SELECT dashboard_sales_rebuild()")
+        cur.execute("SELECT * FROM dashboard_sales ORDER BY 1, 2, 3, 4, 5")
+        assert cur.fetchall() == kept
+        cur.execute("SELECT DISTINCT sum(orders) FROM dashboard_sales GROUP BY resolution, grain")
+        assert cur.fetchall() == [(6,)]
+    conn.close()
+    assert_dashboard_equals_history(warehouse_dsn, date.today())
+
+
+def test_concurrent_writers_of_the_same_buckets_neither_deadlock_nor_lose_a_sum(warehouse_dsn):
+    """Writers of one order each, in several statements per transaction (as a loader file's
+    appends, corrections and removals are), all in today's buckets of the same currencies."""
+    warehouse_rows.create(warehouse_dsn)
+    today = date.today()
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        history = History(seed=worker, today=today, first=worker * 100, truncate=False)
+        conn = psycopg2.connect(warehouse_dsn)
+        try:
+            for _ in range(15):
+                with conn, conn.cursor() as cur:
+                    for _ in range(3):
+                        history.step(cur)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert_dashboard_equals_history(warehouse_dsn, today)
+
+
+def test_an_unfiltered_refresh_reads_no_order_rows(warehouse_dsn):
+    """What made a refresh take seconds with millions of orders: it read every current order.
+    Run as a role that may read the summary and the dimensions only."""
+    warehouse_rows.create(warehouse_dsn)
+    warehouse_rows.sample(warehouse_dsn)
+    role = sql.Identifier(f"summary_reader_{uuid.uuid4().hex[:8]}")
+    conn = psycopg2.connect(warehouse_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(role))
+        try:
+            cur.execute(sql.SQL("GRANT SELECT ON dashboard_sales, dim_currency, dim_location, "
+                                "dim_design, dim_staff TO {}").format(role))
+            cur.execute(sql.SQL("SET ROLE {}").format(role))
+            for date_range in queries.RANGES:
+                for currency in (None, "GBP"):
+                    figures = queries.sales(conn, queries.Filters(currency=currency,
+                                                                  range=date_range), date.today())
+                    assert figures["totals"]["orders"] > 0 or date_range == "today"
+        finally:
+            cur.execute("RESET ROLE")
+            cur.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            cur.execute(sql.SQL("DROP ROLE {}").format(role))
+    conn.close()
