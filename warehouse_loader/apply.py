@@ -27,7 +27,8 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +48,11 @@ from totes_cdc.contract import (
     OP_UPDATE,
     OPS,
     TOMBSTONE_SEQ_FACTOR,
+    ContractError,
     arrow_type,
 )
 from totes_cdc.errors import first_line
+from totes_cdc.snapshot_marker import SnapshotMarker, read_marker
 from warehouse_loader import latency
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
@@ -71,14 +74,28 @@ HISTORY_SCHEMA = "mirror_history"
 # Every truncate applied, per source table (migration 003).
 TRUNCATIONS = sql.Identifier(MIRROR_SCHEMA, "_truncations")
 POSITION_COLUMNS = ("source_lsn", "source_seq", "is_deleted")
-# pg_advisory_xact_lock key serialising dimension recomputes (an arbitrary project constant).
-DIMENSION_LOCK_KEY = 0x746F7465735F6469
-# pg_advisory_xact_lock(TABLE_LOCK_CLASS, hashtext(table)) per source table: see _lock_table().
+# The seq of a ghost tombstone: a row a completed snapshot read at lsn did not see, though it was
+# live below lsn. 0 is in none of the contract's ranges (totes_cdc.contract, SEQ_RANGE): after the
+# reads at lsn (negative seqs), before the changes committed at it (from 1); fact_version_seq()
+# maps it to itself.
+GHOST_SEQ = 0
+# Snapshot files applied, and the ghost sweeps of completed snapshot reads (migration 019).
+SNAPSHOT_FILES = sql.Identifier(MIRROR_SCHEMA, "_snapshot_files")
+GHOST_SWEEPS = sql.Identifier(MIRROR_SCHEMA, "_ghost_sweeps")
+# Advisory lock classes (arbitrary project constants), each (class, hashtext(name)):
+# pg_advisory_xact_lock(DIMENSION_LOCK_CLASS, dimension) serialises a dimension's recomputes;
+DIMENSION_LOCK_CLASS = 0x746F7464
+# (TABLE_LOCK_CLASS, source table): see _lock_table(); (ANALYZE_LOCK_CLASS, source table): one
+# loader analyses a history table (_analyze_history()).
 TABLE_LOCK_CLASS = 0x746F7465
-# Versions added by one file from which its table's history statistics are refreshed at once.
+ANALYZE_LOCK_CLASS = 0x746F7461
+# Rows staged by one file from which a history table without statistics is analysed at once.
 HISTORY_ANALYZE_ROWS = 10_000
-_STAGED_META = ("_op", "_lsn", "_seq", "_commit_ts", "_unchanged")
-_STAGED_META_TYPES = ("text", "bigint", "bigint", "timestamptz", "text")
+# The contract's meta columns as staged: their Arrow types as PostgreSQL types (``_unchanged``, a
+# list in the file, is staged as its comma-separated names).
+_PG_TYPES = {pa.string(): "text", pa.int64(): "bigint", pa.bool_(): "boolean",
+             pa.timestamp("us", tz="UTC"): "timestamptz", pa.list_(pa.string()): "text"}
+_STAGED_META = tuple((name, _PG_TYPES[typ]) for name, typ in META_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -189,10 +206,10 @@ def _check_columns(key: str, table: pa.Table, expected: Sequence[tuple[str, pa.D
 
 def stage_csv(table: pa.Table, spec: SourceTable) -> bytes:
     """The staged columns as CSV for COPY; ``_unchanged`` as a comma-separated list of names."""
-    unchanged = pc.binary_join(table["_unchanged"], ",")
-    staged = pa.table([table["_op"], table["_lsn"], table["_seq"], table["_commit_ts"], unchanged,
-                       *(table[name] for name in spec.names)],
-                      names=[*_STAGED_META, *spec.names])
+    meta = [pc.binary_join(table[name], ",") if name == "_unchanged" else table[name]
+            for name, _ in _STAGED_META]
+    staged = pa.table([*meta, *(table[name] for name in spec.names)],
+                      names=[*(name for name, _ in _STAGED_META), *spec.names])
     buf = io.BytesIO()
     pa_csv.write_csv(staged, buf, pa_csv.WriteOptions(include_header=False))
     return buf.getvalue()
@@ -209,18 +226,20 @@ def _eq(left: str, right: str, names: tuple[str, ...]) -> sql.Composed:
 
 
 def create_temp_sql(spec: SourceTable) -> list[sql.Composed]:
-    """``stage`` (the file's rows) and ``touched`` (the versions this file adds, changes or removes;
-    a version may be listed twice, every reader takes it as a set)."""
+    """``stage`` (the file's rows), ``touched`` (the versions this file adds, changes or removes;
+    a version may be listed twice, every reader takes it as a set) and ``fresh`` (the keys a file
+    of snapshot reads sees first: see lock_keys_sql)."""
     keys = [(name, typ) for name, typ in spec.columns if name in spec.key]
     return [sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
         sql.Identifier(name), sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
         for name, columns in (
-            ("stage", [*zip(_STAGED_META, _STAGED_META_TYPES, strict=True), *spec.columns]),
-            ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")]))]
+            ("stage", [*_STAGED_META, *spec.columns]),
+            ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")]),
+            ("fresh", keys))]
 
 
-def lock_keys_sql(spec: SourceTable) -> sql.Composed:
+def lock_keys_sql(spec: SourceTable, fresh: bool = False) -> sql.Composed:
     """Lock the file's rows in the mirror (inserting the ones it has never seen) in key order.
 
     Whatever one file does to a row (its versions, their values, the facts, the mirror row) it
@@ -228,27 +247,38 @@ def lock_keys_sql(spec: SourceTable) -> sql.Composed:
     that file's versions: the versions of a row are resolved one file at a time. ON CONFLICT DO
     UPDATE locks the rows it finds even where its WHERE is false; a row inserted here gets its
     final values from ``mirror_sync_sql``.
+
+    ``fresh``: the keys inserted here go to ``fresh`` (only inserted rows are returned). Such a row
+    has no version anywhere in the warehouse (a row's history is only ever written under its
+    mirror row), so its one version, a snapshot read, is its final state: the mirror row inserted
+    here, one history row, one fact.
     """
-    return sql.SQL(
+    statement = sql.SQL(
         "INSERT INTO {mirror} AS m ({cols}, source_lsn, source_seq, is_deleted) "
         "SELECT DISTINCT ON ({keys}) {cols}, _lsn, _seq, _op = {delete} FROM stage "
         "ORDER BY {keys}, _lsn DESC, _seq DESC "
         "ON CONFLICT ({keys}) DO UPDATE SET source_lsn = m.source_lsn WHERE false").format(
             mirror=sql.Identifier(MIRROR_SCHEMA, spec.name), cols=_ids(spec.names),
             keys=_ids(spec.key), delete=sql.Literal(OP_DELETE))
+    if not fresh:
+        return statement
+    return sql.SQL("WITH inserted AS ({} RETURNING {}) INSERT INTO fresh SELECT * FROM inserted").format(
+        statement, _ids(spec.key))
 
 
 def history_insert_sql(spec: SourceTable) -> sql.Composed:
-    """Add the file's versions to the row history (a replay adds nothing), and to ``touched``."""
+    """Add the file's versions to the row history (a replay adds nothing), and to ``touched`` but
+    for the ``fresh`` keys' (final already: see lock_keys_sql)."""
     return sql.SQL(
         "WITH added AS (INSERT INTO {history} ({cols}, source_lsn, source_seq, source_op, "
         "  source_commit_ts, unchanged) "
         "  SELECT {cols}, _lsn, _seq, _op, _commit_ts, CASE WHEN _op = {delete} THEN NULL "
         "    ELSE string_to_array(COALESCE(_unchanged, ''), ',') END FROM stage "
         "  ON CONFLICT DO NOTHING RETURNING {keys}, source_lsn, source_seq) "
-        "INSERT INTO touched SELECT * FROM added").format(
+        "INSERT INTO touched SELECT * FROM added a "
+        "WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE {fresh})").format(
             history=sql.Identifier(HISTORY_SCHEMA, spec.name), cols=_ids(spec.names),
-            keys=_ids(spec.key), delete=sql.Literal(OP_DELETE))
+            keys=_ids(spec.key), delete=sql.Literal(OP_DELETE), fresh=_eq("f", "a", spec.key))
 
 
 # The operations of a version that holds a live row.
@@ -379,10 +409,10 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
     one truncate has one position, its fact carries ``source_seq = -(truncate seq * 2^31 + row id)``
     (see fact_version_seq() in the schema).
 
-    A snapshot read identical to the version just before it, itself a snapshot read, is not a
-    fact: a capture killed between putting a snapshot chunk and saving its progress reads that
-    chunk again (at a new snapshot position) when it resumes, and the warehouse must not double it.
-    A re-read that differs, or follows any other change (a delete and a re-insert in between), is
+    A snapshot read identical to the version just before it, itself a live version (a read, an
+    insert, an update), is not a fact: a resync re-reads every row, and a resumed snapshot re-reads
+    the ranges whose progress was not saved (at a new snapshot position); neither changed the row.
+    A re-read that differs, or follows a deletion (a delete, a truncate or a ghost tombstone), is
     a real new version. Whether a read is such a repeat depends on the version before it, which
     may arrive later: hence the removal.
 
@@ -405,7 +435,7 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
         "ordered AS (SELECT c.*, lag(_op) OVER w AS _prev_op, lag(({names})) OVER w AS _prev, "
         "  lag(source_lsn) OVER w AS _prev_lsn, lag(_seq) OVER w AS _prev_seq FROM converted c "
         "  WINDOW w AS (PARTITION BY {key} ORDER BY source_lsn, _seq)), "
-        "versions AS MATERIALIZED (SELECT {cols}, _op = {r} AND _prev_op = {r} "
+        "versions AS MATERIALIZED (SELECT {cols}, _op = {r} AND _prev_op IN ({live}) "
         "  AND ({names}) IS NOT DISTINCT FROM _prev AS _repeat FROM ordered o "
         "  WHERE o.source_commit_ts IS NOT NULL AND EXISTS (SELECT 1 FROM touched t "
         "    WHERE t.{key} = o.{key} "
@@ -423,7 +453,7 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
         "SELECT count(*), max(extract(epoch FROM loaded_at - source_commit_ts) * 1000) "
         "FROM appended").format(
             cols=_ids((*fact.names, *_FACT_META)), converted=fact.convert(rows, extra),
-            names=_ids(fact.names), key=key, r=sql.Literal(OP_SNAPSHOT),
+            names=_ids(fact.names), key=key, r=sql.Literal(OP_SNAPSHOT), live=_LIVE,
             fact=sql.Identifier(fact.table),
             sets=sql.SQL(", ").join(sql.SQL("{c} = v.{c}").format(c=sql.Identifier(c))
                                     for c in fact.names),
@@ -432,7 +462,79 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
             dates=date_rows(fact.referenced_dates(sql.Identifier("versions"))))
 
 
-def dimension_upserts_sql(source: str, versions: str) -> list[sql.Composed]:
+def fresh_facts_sql(fact: Fact) -> sql.Composed:
+    """Append the facts of the ``fresh`` keys' reads (see lock_keys_sql) straight from ``stage``,
+    and extend dim_date: one version each, with no version before it to compare with.
+
+    Returns one row: (fact rows appended, max latency ms over them).
+    """
+    key = sql.Identifier(fact.key)
+    reads = sql.SQL("(SELECT s.* FROM stage s JOIN fresh USING ({})) h").format(key)
+    meta = tuple(sql.SQL(name) for name in ("_op", "_lsn", "_seq", "_commit_ts", "false"))
+    return sql.SQL(
+        "WITH appended AS (INSERT INTO {fact} ({cols}) {converted} "
+        "  ON CONFLICT ({key}, source_lsn, source_seq) DO NOTHING RETURNING *), "
+        "dates AS (INSERT INTO dim_date ({date_cols}) {dates} ON CONFLICT (date_id) DO NOTHING) "
+        "SELECT count(*), max(extract(epoch FROM loaded_at - source_commit_ts) * 1000) "
+        "FROM appended").format(
+            fact=sql.Identifier(fact.table), cols=_ids((*fact.names, *_FACT_META)),
+            converted=fact.convert(reads, meta), key=key, date_cols=_ids(DATE_COLUMNS),
+            dates=date_rows(sql.SQL("SELECT DISTINCT d FROM ({}) AS r(d)").format(
+                fact.referenced_dates(sql.Identifier("appended")))))
+
+
+def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
+    """Make the ghost tombstones of the rows ``keys`` selects what the completed reads call for.
+
+    A completed read at lsn S (``_ghost_sweeps``) saw every row that existed at S, and every file
+    of it was applied before its sweep was recorded. So a row has a ghost tombstone at
+    (S, GHOST_SEQ) exactly when its latest version below lsn S is live (not a delete, a
+    truncate's or another ghost tombstone) and its first version from lsn S on (its read at S
+    included; truncate tombstones aside: they are derived) is none or an insert: nothing shows
+    the row existed at S. Versions arrive in any order,
+    so the tombstones are recomputed like the truncates': missing ones added (their values
+    resolved later), wrong ones removed with their facts; both go to ``touched``.
+    """
+    fact = FACTS_BY_SOURCE.get(spec.name)
+    history = sql.Identifier(HISTORY_SCHEMA, spec.name)
+    drop_facts = sql.SQL("")
+    if fact:
+        drop_facts = sql.SQL(
+            ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.{key} = r.{key} "
+            "AND f.source_lsn = r.source_lsn AND f.source_seq = r.source_seq) ").format(
+                fact=sql.Identifier(fact.table), key=sql.Identifier(fact.key))
+    return sql.SQL(
+        "WITH k AS ({keys}), "
+        "c AS (SELECT {kkeys}, w.source_lsn AS s, w.commit_ts, "
+        "  COALESCE((SELECT p.source_op FROM {history} p WHERE {pk} AND p.source_lsn < w.source_lsn "
+        "    ORDER BY p.source_lsn DESC, p.source_seq DESC LIMIT 1) IN ({live}), false) "
+        "  AND COALESCE((SELECT n.source_op FROM {history} n WHERE {nk} "
+        "    AND n.source_lsn >= w.source_lsn AND n.source_op <> {t} "
+        "    AND (n.source_lsn, n.source_seq) <> (w.source_lsn, {ghost}) "
+        "    ORDER BY n.source_lsn, n.source_seq LIMIT 1) = {insert}, true) AS wanted "
+        "  FROM k CROSS JOIN {sweeps} w WHERE w.source_table = {table}), "
+        "removed AS (DELETE FROM {history} h USING c WHERE {hc} AND h.source_lsn = c.s "
+        "  AND h.source_seq = {ghost} AND NOT c.wanted RETURNING {hkeys}, h.source_lsn, h.source_seq), "
+        "added AS (INSERT INTO {history} ({key}, source_lsn, source_seq, source_op, source_commit_ts) "
+        "  SELECT {key}, s, {ghost}, {delete}, commit_ts FROM c WHERE wanted "
+        "  ON CONFLICT DO NOTHING RETURNING {key}, source_lsn, source_seq){drop_facts}"
+        "INSERT INTO touched SELECT * FROM removed UNION ALL SELECT * FROM added").format(
+            keys=keys, key=_ids(spec.key), kkeys=_ids(spec.key, "k"), hkeys=_ids(spec.key, "h"),
+            history=history, pk=_eq("p", "k", spec.key), nk=_eq("n", "k", spec.key),
+            hc=_eq("h", "c", spec.key), ghost=sql.Literal(GHOST_SEQ), live=_LIVE,
+            t=sql.Literal(OP_TRUNCATE), insert=sql.Literal(OP_INSERT), delete=sql.Literal(OP_DELETE),
+            sweeps=GHOST_SWEEPS, table=sql.Literal(spec.name), drop_facts=drop_facts)
+
+
+def ghost_candidates_sql(spec: SourceTable) -> sql.Composed:
+    """The rows a completed read at ``%(lsn)s`` may have missed: live in the mirror below it (a
+    row it saw has a version at or above it), locked in key order."""
+    return sql.SQL("SELECT {keys} FROM {mirror} WHERE NOT is_deleted AND source_lsn < %(lsn)s "
+                   "ORDER BY {keys} FOR UPDATE").format(
+                       keys=_ids(spec.key), mirror=sql.Identifier(MIRROR_SCHEMA, spec.name))
+
+
+def dimension_upserts_sql(source: str, versions: str) -> list[tuple[str, sql.Composed]]:
     """One upsert per dimension that changes of ``source`` rows (keys in ``versions``) touch.
 
     A source row only ever deleted (its values unknown) gets no dimension row.
@@ -442,7 +544,7 @@ def dimension_upserts_sql(source: str, versions: str) -> list[sql.Composed]:
         if dep.source != source:
             continue
         dim = DIMENSIONS_BY_TABLE[dep.dimension]
-        statements.append(sql.SQL(
+        statements.append((dim.table, sql.SQL(
             "INSERT INTO {dim} AS t ({cols}) SELECT * FROM ({derive}) AS d ({cols}) "
             "WHERE d.{key} IN ({keys}) AND EXISTS (SELECT 1 FROM {history} h "
             "  WHERE h.{source_key} = d.{key} AND h.source_op IN ({live})) "
@@ -455,7 +557,7 @@ def dimension_upserts_sql(source: str, versions: str) -> list[sql.Composed]:
                 keys=dep.affected(MIRROR_SCHEMA, sql.Identifier(versions)),
                 sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
                                         for c in dim.columns),
-                current=_ids(dim.columns, "t"), new=_ids(dim.columns, "excluded")))
+                current=_ids(dim.columns, "t"), new=_ids(dim.columns, "excluded"))))
     return statements
 
 
@@ -484,36 +586,48 @@ def _lock_table(cur: Any, name: str, exclusive: bool) -> None:
                 (TABLE_LOCK_CLASS, name))
 
 
-def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
-    """Apply the file's versions and truncates: see the module docstring."""
-    is_truncate = pc.equal(table["_op"], OP_TRUNCATE)
-    truncates = pc.filter(table, is_truncate)
-    rows = pc.filter(table, pc.invert(is_truncate))
-    _lock_table(cur, spec.name, exclusive=truncates.num_rows > 0)
-    for statement in create_temp_sql(spec):
-        cur.execute(statement)
-    if rows.num_rows:
-        cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
-        cur.execute(lock_keys_sql(spec))
-        cur.execute(history_insert_sql(spec))
-        if cur.rowcount >= HISTORY_ANALYZE_ROWS:
-            # A bulk load (a snapshot) leaves the history without statistics until autovacuum
-            # comes round; small files planned meanwhile would hash the whole table.
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(HISTORY_SCHEMA, spec.name)))
-    for lsn, seq, commit_ts in zip(*(truncates[c].to_pylist() for c in ("_lsn", "_seq", "_commit_ts")),
-                                   strict=True):
-        cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING").format(
-            TRUNCATIONS), (spec.name, lsn, seq, commit_ts))
-        log.warning("truncate of %s.%s at lsn %s applied: its rows are marked deleted",
-                    SOURCE_SCHEMA, spec.name, lsn)
-    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %s)").format(TRUNCATIONS),
-                (spec.name,))
+def _analyze_history(cur: Any, spec: SourceTable) -> None:
+    """ANALYZE the table's history once, when a bulk load gives it its first many rows.
+
+    Without statistics (until autovacuum comes round) small files would be planned to hash the
+    whole history; statistics taken once scale with the table (the planner scales row counts by
+    its size, and key distinctness is kept as a fraction). One loader analyses, the others do not
+    wait: ANALYZE's lock is held to the commit and would serialise concurrent files of the table.
+    """
+    cur.execute("SELECT NOT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = %s AND tablename = %s) "
+                "AND pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                (HISTORY_SCHEMA, spec.name, ANALYZE_LOCK_CLASS, spec.name))
     if cur.fetchone()[0]:
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(HISTORY_SCHEMA, spec.name)))
+
+
+def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bool) -> _Totals:
+    """Steps 1-6 of the module docstring for the versions in ``stage`` (``staged`` rows).
+
+    ``every_row``: the file holds a truncate, which concerns every row of the table. ``fresh``: a
+    file of snapshot reads, one per key, whose keys new to the warehouse take the short way (see
+    lock_keys_sql); the others, as any file's.
+    """
+    totals = _Totals()
+    if staged:
+        cur.execute(lock_keys_sql(spec, fresh))
+        cur.execute(history_insert_sql(spec))
+        if staged >= HISTORY_ANALYZE_ROWS:
+            _analyze_history(cur, spec)
+    cur.execute(sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s), "
+        "EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s)").format(TRUNCATIONS, GHOST_SWEEPS),
+        {"t": spec.name})
+    truncated, swept = cur.fetchone()
+    if truncated:
         # A truncate concerns every row of the table; a file of rows, its own rows.
         keys = sql.SQL("SELECT {} FROM {}").format(
-            _ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name) if truncates.num_rows
+            _ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name) if every_row
             else sql.SQL("stage GROUP BY {}").format(_ids(spec.key)))
         cur.execute(tombstones_sql(spec, keys))
+    if swept:
+        cur.execute(ghosts_sql(spec, sql.SQL("SELECT DISTINCT {} FROM touched").format(
+            _ids(spec.key))))
     # Statistics let the planner choose index lookups into the history, mirror and facts for a
     # small batch (a temporary table has none, and is assumed large).
     cur.execute("ANALYZE touched")
@@ -522,20 +636,82 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
     cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 {})").format(dependent_sql(spec)))
     if cur.fetchone()[0]:
         cur.execute(resolve_sql(spec))
-    totals = _Totals()
     if fact := FACTS_BY_SOURCE.get(spec.name):
+        if fresh:
+            cur.execute(fresh_facts_sql(fact))
+            totals.add(cur.fetchone())
         cur.execute(fact_sync_sql(fact))
         totals.add(cur.fetchone())
     cur.execute(mirror_sync_sql(spec))
     statements = dimension_upserts_sql(spec.name, "touched")
     if statements:
+        if fresh:  # the fresh keys' mirror rows are final: their dimension rows are due too
+            cur.execute(sql.SQL("INSERT INTO touched ({0}) SELECT {0} FROM fresh").format(
+                _ids(spec.key)))
         # Files applied concurrently (several Lambda instances) may touch the same dimension rows
         # from different source tables (an address and a counterparty): recomputing one at a time,
         # each statement sees the other's committed mirror rows, so the last write is complete.
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (DIMENSION_LOCK_KEY,))
-    for statement in statements:
+        # One lock per dimension, taken in name order: files of other dimensions do not wait.
+        for dimension in sorted({dimension for dimension, _ in statements}):
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                        (DIMENSION_LOCK_CLASS, dimension))
+    for _, statement in statements:
         cur.execute(statement, iso_currency_parameters())
     return totals
+
+
+def _create_temp(cur: Any, spec: SourceTable) -> None:
+    """The temporary tables, in one round trip. JIT off: the planner's guesses for tables without
+    statistics run to millions of rows, and compiling for them costs a second per statement."""
+    cur.execute(sql.SQL("; ").join([sql.SQL("SET LOCAL jit = off"), *create_temp_sql(spec)]))
+
+
+def is_snapshot_file(table: pa.Table, spec: SourceTable) -> bool:
+    """Whether a file holds snapshot reads only, one per key (capture's lake snapshot writes such
+    files): then it is loaded in bulk (see lock_keys_sql)."""
+    if not table.num_rows or not pc.all(pc.equal(table["_op"], OP_SNAPSHOT)).as_py():
+        return False
+    keys = table.select(list(spec.key))
+    return bool(keys.group_by(list(spec.key)).aggregate([]).num_rows == table.num_rows)
+
+
+def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
+    """Apply the file's versions and truncates: see the module docstring."""
+    is_truncate = pc.equal(table["_op"], OP_TRUNCATE)
+    truncates = pc.filter(table, is_truncate)
+    rows = pc.filter(table, pc.invert(is_truncate))
+    _lock_table(cur, spec.name, exclusive=truncates.num_rows > 0)
+    _create_temp(cur, spec)
+    snapshot = is_snapshot_file(rows, spec)
+    if rows.num_rows:
+        cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
+        if snapshot:  # a bulk load: plans from the stage's real size, not a guess
+            cur.execute("ANALYZE stage")
+    for lsn, seq, commit_ts in zip(*(truncates[c].to_pylist() for c in ("_lsn", "_seq", "_commit_ts")),
+                                   strict=True):
+        cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING").format(
+            TRUNCATIONS), (spec.name, lsn, seq, commit_ts))
+        log.warning("truncate of %s.%s at lsn %s applied: its rows are marked deleted",
+                    SOURCE_SCHEMA, spec.name, lsn)
+    return _derive(cur, spec, rows.num_rows, every_row=truncates.num_rows > 0, fresh=snapshot)
+
+
+def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _Totals]:
+    """Record ``marker``'s read as complete and tombstone its ghost rows: (ghosts, totals).
+
+    Exclusive on the table, like a truncate: a file of the table applied meanwhile either commits
+    before (and its rows are candidates) or sees the sweep (and checks its own rows).
+    """
+    _lock_table(cur, spec.name, exclusive=True)
+    _create_temp(cur, spec)
+    cur.execute(sql.SQL(
+        "INSERT INTO {} (source_table, source_lsn, commit_ts) SELECT %(table)s, %(lsn)s, "
+        "COALESCE((SELECT min(commit_ts) FROM {} WHERE file_key = ANY(%(files)s)), "
+        "transaction_timestamp()) ON CONFLICT DO NOTHING").format(GHOST_SWEEPS, SNAPSHOT_FILES),
+        {"table": spec.name, "lsn": marker.lsn, "files": list(marker.files)})
+    cur.execute(ghosts_sql(spec, ghost_candidates_sql(spec)), {"lsn": marker.lsn})
+    ghosts = cur.rowcount
+    return ghosts, _derive(cur, spec, 0, every_row=False, fresh=False)
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
@@ -545,27 +721,79 @@ def warn_unknown_currencies(key: str, table: pa.Table) -> None:
                         code, key, f"Unknown currency ({code})")
 
 
-def apply_file(conn: Any, key: str, data: bytes) -> FileResult:
+@contextmanager
+def _transaction(conn: Any, key: str) -> Iterator[Any]:
+    """A cursor in one transaction; the database's errors as the loader's (BadFileError for
+    values the warehouse rejects, RetryableLoadError for the rest)."""
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    except psycopg2.DataError as exc:
+        raise BadFileError(key, f"the warehouse rejected its values: {first_line(exc)}") from None
+    except psycopg2.Error as exc:
+        raise RetryableLoadError(f"applying {key} failed: {first_line(exc)}") from exc
+
+
+def _spec(cur: Any, key: str, name: str) -> SourceTable:
+    spec = source_table(cur, name)
+    if spec is None:
+        raise BadFileError(key, f"unknown table {SOURCE_SCHEMA}.{name}: the warehouse does not mirror it")
+    return spec
+
+
+def apply_file(conn: Any, key: str, data: bytes,
+               fetch: Callable[[str], bytes] | None = None) -> FileResult:
     """Apply the processed file ``key`` (its bytes ``data``) in one transaction.
 
+    A snapshot's completion marker (totes_cdc.snapshot_marker) is applied by :func:`apply_marker`,
+    which reads the files it lists that are not applied yet with ``fetch`` (key -> bytes).
     BadFileError when the file breaks the contract (or the warehouse rejects its values);
     RetryableLoadError for anything a retry may fix. Applying a file twice changes nothing.
     """
     name = table_of(key)
     table = read_parquet(key, data)
     try:
-        with conn, conn.cursor() as cur:
-            spec = source_table(cur, name)
-            if spec is None:
-                raise BadFileError(key, f"unknown table {SOURCE_SCHEMA}.{name}: the warehouse "
-                                        "does not mirror it")
-            validate(key, table, spec)
-            if "currency_code" in table.column_names:
-                warn_unknown_currencies(key, table)
-            totals = _apply(cur, spec, table)
-            stages = latency.record(cur, key, name, table)
-    except psycopg2.DataError as exc:
-        raise BadFileError(key, f"the warehouse rejected its values: {first_line(exc)}") from None
-    except psycopg2.Error as exc:
-        raise RetryableLoadError(f"applying {key} failed: {first_line(exc)}") from exc
+        marker = read_marker(table.schema.metadata)
+    except ContractError as exc:
+        raise BadFileError(key, str(exc)) from None
+    if marker is not None:
+        return apply_marker(conn, key, name, marker, fetch)
+    with _transaction(conn, key) as cur:
+        spec = _spec(cur, key, name)
+        validate(key, table, spec)
+        if "currency_code" in table.column_names:
+            warn_unknown_currencies(key, table)
+        totals = _apply(cur, spec, table)
+        if pc.all(pc.equal(table["_op"], OP_SNAPSHOT)).as_py() is not False:
+            # Snapshot reads (or none): the completion marker of their read looks for them here.
+            cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING").format(
+                SNAPSHOT_FILES), (key, name, pc.min(table["_commit_ts"]).as_py()))
+        stages = latency.record(cur, key, name, table)
     return FileResult(key, name, table.num_rows, totals.appended, totals.latency_ms, stages)
+
+
+def apply_marker(conn: Any, key: str, name: str, marker: SnapshotMarker,
+                 fetch: Callable[[str], bytes] | None) -> FileResult:
+    """Complete a table's snapshot read: apply each listed file not applied yet (each in its own
+    transaction, as if delivered), then tombstone the ghost rows (see _sweep, ghosts_sql)."""
+    if (marker.schema, marker.table) != (SOURCE_SCHEMA, name):
+        raise BadFileError(key, f"the marker of {marker.schema}.{marker.table} is filed under "
+                                f"{SOURCE_SCHEMA}.{name}")
+    with _transaction(conn, key) as cur:
+        cur.execute(sql.SQL("SELECT f FROM unnest(%s::text[]) f "
+                            "WHERE NOT EXISTS (SELECT 1 FROM {} WHERE file_key = f)").format(
+                                SNAPSHOT_FILES), (list(marker.files),))
+        missing = [row[0] for row in cur.fetchall()]
+    for listed in missing:
+        if fetch is None:
+            raise RetryableLoadError(f"{key}: {len(missing)} listed files not applied yet")
+        try:
+            apply_file(conn, listed, fetch(listed))
+        except BadFileError as exc:
+            raise BadFileError(key, f"listed file {listed} cannot be applied: {exc.reason}") from None
+    with _transaction(conn, key) as cur:
+        ghosts, totals = _sweep(cur, _spec(cur, key, name), marker)
+    log.info("snapshot read of %s.%s at lsn %s complete (%s files, %s rows, %s applied by the "
+             "marker): %s ghost rows tombstoned", SOURCE_SCHEMA, name, marker.lsn,
+             len(marker.files), marker.rows, len(missing), ghosts)
+    return FileResult(key, name, 0, totals.appended, totals.latency_ms)

@@ -97,7 +97,9 @@ class Loader:
         data: bytes | None = None
         try:
             data = self._get(bucket, key)
-            result = apply_file(self._connection(), key, data)
+            # A snapshot's completion marker applies the files it lists from the same bucket.
+            result = apply_file(self._connection(), key, data,
+                                fetch=lambda listed: self._get(bucket, listed))
         except BadFileError as exc:
             self.dead_letter(bucket, key, data, exc.reason)
             return

@@ -32,7 +32,14 @@ import fastavro
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
-from totes_cdc.contract import OP_DELETE, OP_SNAPSHOT, OP_TRUNCATE, TOMBSTONE_SEQ_FACTOR
+from totes_cdc.contract import (
+    OP_DELETE,
+    OP_INSERT,
+    OP_SNAPSHOT,
+    OP_TRUNCATE,
+    OP_UPDATE,
+    TOMBSTONE_SEQ_FACTOR,
+)
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
@@ -48,6 +55,7 @@ from warehouse_loader.derivation import (
 )
 
 SAMPLE_KEYS = 5
+_LIVE = (OP_SNAPSHOT, OP_INSERT, OP_UPDATE)  # the operations of a version that holds a live row
 MAX_CONCURRENT_GETS = 8  # below botocore's default connection pool size (10)
 
 
@@ -245,15 +253,22 @@ def compare_history(fact: Fact, raw: History, converted: Sequence[tuple[Any, ...
     """The fact table's rows (position, op, commit time, deleted, fact columns) against the
     versions the raw zone calls for.
 
-    Snapshot reads of a row with equal fact values are one version (a resumed snapshot re-reads
-    a chunk at a new position, and the loader keeps the first read it applies): exactly one of
+    A snapshot read with the fact values of the row's version just before it, itself live (a
+    read, an insert, an update), is that version again (a resync, or a resumed snapshot, re-reads
+    rows that did not change): the loader stores the first of such a run, and exactly one of
     them must be stored.
     """
     have = {(row[0], row[1]): row[2:] for row in stored}
     groups: dict[tuple[Any, ...], list[int]] = {}
+    previous: dict[str, tuple[int, tuple[Any, ...]]] = {}  # key -> (its last version, its group)
     for n, version in enumerate(raw.versions):
-        group = (version.key, converted[n]) if version.op == OP_SNAPSHOT else (n,)
+        before = previous.get(version.key)
+        group: tuple[Any, ...] = (n,)
+        if (before is not None and version.op == OP_SNAPSHOT and raw.versions[before[0]].op in _LIVE
+                and converted[before[0]] == converted[n]):
+            group = before[1]
         groups.setdefault(group, []).append(n)
+        previous[version.key] = (n, group)
     report = TableReport(f"{fact.table} history", compared=len(groups))
     seen: set[tuple[int, int]] = set()
     for members in groups.values():

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from totes_cdc.contract import Column, arrow_type, parquet_schema, snapshot_seq
+from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 
 COMMIT_TS = dt.datetime(2024, 11, 15, 12, 0, tzinfo=dt.UTC)
 
@@ -60,18 +61,34 @@ def object_key(table: str, first: int, last: int, shard: str = "shardId-00000000
     return f"processed/public.{table}/date=2024-11-15/{shard}-{first}-{last}.parquet"
 
 
-def snapshot_files(conn: Any, tables: Sequence[str], lsn: int = 1000) -> dict[str, bytes]:
+def snapshot_key(table: str, lsn: int, name: str) -> str:
+    """A snapshot read's processed key: unique per read position, as capture names them."""
+    return f"processed/public.{table}/date=2024-11-15/snapshot-{lsn}-{table}-{name}.parquet"
+
+
+def snapshot_files(conn: Any, tables: Sequence[str], lsn: int = 1000, file_rows: int = 0,
+                   markers: bool = False, resync: bool = False) -> dict[str, bytes]:
     """A snapshot of ``tables`` in ``conn`` as processed files: op r, seq = snapshot_seq(ordinal by
-    key), as capture numbers snapshot reads."""
+    key), as capture numbers snapshot reads; files of ``file_rows`` reads (0: one per table), then
+    with ``markers`` each table's completion marker."""
     files = {}
     for table in tables:
         columns = source_columns(conn, table)
         names = [c.name for c in columns]
         keys = [c.name for c in columns if c.key]
         with conn.cursor() as cur:
-            cur.execute("SELECT {} FROM public.{} ORDER BY {}".format(
+            cur.execute("SELECT {} FROM public.{} ORDER BY {}".format(  # nosec B608
                 ", ".join(f'"{n}"::text' for n in names), table, ", ".join(keys)))
             rows = [event("r", lsn, snapshot_seq(i), dict(zip(names, values, strict=True)))
                     for i, values in enumerate(cur.fetchall(), start=1)]
-        files[object_key(table, 1, len(rows))] = parquet_bytes(columns, rows)
+        conn.commit()
+        size = file_rows or max(len(rows), 1)
+        listed = []
+        for first in range(0, len(rows), size):
+            key = snapshot_key(table, lsn, f"{first + 1}-{first + len(rows[first:first + size])}")
+            files[key] = parquet_bytes(columns, rows[first:first + size])
+            listed.append(key)
+        if markers:
+            marker = SnapshotMarker("public", table, lsn, tuple(listed), len(rows), resync)
+            files[snapshot_key(table, lsn, "done")] = marker_parquet(marker, columns)
     return files

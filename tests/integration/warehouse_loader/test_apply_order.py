@@ -8,21 +8,23 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
+from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes, snapshot_key
 from tests.integration.warehouse_loader.test_apply import design, payment, query, sales_order
 from tests.integration.warehouse_loader.test_current_state import assert_current_is_derived
 from totes_cdc.contract import snapshot_seq
+from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 from warehouse_loader.apply import apply_file
 from warehouse_loader.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
-File = tuple[str, list[dict[str, Any]]]  # (source table, processed rows)
+File = tuple[str, list[dict[str, Any]] | SnapshotMarker]  # (source table, processed rows or marker)
 TABLES = ("SELECT table_schema, table_name FROM information_schema.tables "
           "WHERE table_schema IN ('mirror', 'mirror_history', 'public') AND table_type = 'BASE TABLE' "
           "AND table_name <> 'schema_migrations' ORDER BY 1, 2")
 # Columns whose values depend on when a row was written, not on what the warehouse holds.
-IGNORED = ("loaded_at", "sales_record_id", "purchase_record_id", "payment_record_id")
+IGNORED = ("loaded_at", "sales_record_id", "purchase_record_id", "payment_record_id", "applied_at",
+           "swept_at")
 
 
 def state(conn: Any) -> dict[str, list[str]]:
@@ -43,11 +45,18 @@ def empty(conn: Any) -> None:
 
 
 def apply_all(conn: Any, columns: dict[str, Any], files: list[File], order: tuple[int, ...]) -> None:
+    """Apply ``files`` in ``order``; a file given as a SnapshotMarker is that completion marker,
+    which may list the others by their index (file i's key is ``object_key(table, i, i)``)."""
+    stored = {}
+    for i, (table, rows) in enumerate(files):
+        if isinstance(rows, SnapshotMarker):
+            stored[snapshot_key(table, rows.lsn, "done")] = marker_parquet(rows, columns[table])
+        else:  # truncate-only files carry the metadata columns alone, as the processor writes them
+            cols = () if all(r["_op"] == "t" for r in rows) else columns[table]
+            stored[object_key(table, i, i)] = parquet_bytes(cols, rows)
+    keys = list(stored)
     for i in order:
-        table, rows = files[i]
-        # Truncate-only files carry the metadata columns alone, as the stream processor writes them.
-        cols = () if all(r["_op"] == "t" for r in rows) else columns[table]
-        apply_file(conn, object_key(table, i, i), parquet_bytes(cols, rows))
+        apply_file(conn, keys[i], stored[keys[i]], fetch=stored.__getitem__)
 
 
 def assert_order_does_not_matter(conn: Any, columns: dict[str, Any], files: list[File]) -> None:

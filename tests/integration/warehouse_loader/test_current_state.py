@@ -143,7 +143,9 @@ def test_the_migration_fills_the_current_tables_from_the_history(
         warehouse_dsn, totesys_columns, monkeypatch):
     """A warehouse loaded before migration 007 has the same current state after it."""
     every = migrate_module.available()
-    monkeypatch.setattr(migrate_module, "available", lambda: [m for m in every if m.version < 7])
+    # The loader of today needs the tables of snapshot reads (migration 019) to apply any file.
+    before_007 = [m for m in every if m.version < 7 or m.name == "snapshot_reads"]
+    monkeypatch.setattr(migrate_module, "available", lambda: before_007)
     conn = psycopg2.connect(warehouse_dsn)
     try:
         migrate(conn)
@@ -153,7 +155,8 @@ def test_the_migration_fills_the_current_tables_from_the_history(
                                                     event("d", 200, 2, {"sales_order_id": "2"})])
         before = query(conn, "SELECT * FROM fact_sales_order_current ORDER BY sales_order_id")
         monkeypatch.undo()
-        assert [m.version for m in migrate(conn)] == [m.version for m in every if m.version >= 7]
+        assert [m.version for m in migrate(conn)] == [m.version for m in every
+                                                      if m not in before_007]
         assert query(conn, "SELECT relkind::text FROM pg_class "
                            "WHERE relname = 'fact_sales_order_current'") == [("r",)]
         assert current(conn, FACTS[0]) == before

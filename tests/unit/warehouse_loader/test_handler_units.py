@@ -56,8 +56,9 @@ def message(key: str = KEY) -> SQSRecord:
 def loader(s3, monkeypatch, outcome) -> tuple[Loader, list[tuple[str, str, float]]]:
     published: list[tuple[str, str, float]] = []
 
-    def apply_file(conn, key, data):
+    def apply_file(conn, key, data, fetch):
         assert (key, data) == (KEY, b"data")
+        assert fetch(KEY) == b"data"  # a marker's listed files come from the same bucket
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
