@@ -10,7 +10,7 @@ CHECKOV := build/checkov-venv/bin/checkov
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[local,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

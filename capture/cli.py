@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -64,7 +63,7 @@ def register_resync(subparsers: Any) -> None:
 
 
 def _source_dsn(args: argparse.Namespace) -> str:
-    dsn = args.source_dsn or (source_dsn_from_secret(args.source_secret) if args.source_secret else None)
+    dsn = args.source_dsn or (db.dsn_from_secret_name(args.source_secret) if args.source_secret else None)
     if not dsn:
         raise ConfigError("no source database given: set TOTES_CDC_SOURCE_DSN (or --source-dsn), "
                           "or --source-secret in AWS")
@@ -100,21 +99,6 @@ def run_resync(args: argparse.Namespace) -> int:
         print(f"{table}: {progress.rows} rows read at {format_lsn(state.snapshot_lsn)}, "
               f"marker {progress.marker}")
     return 0
-
-
-def source_dsn_from_secret(name: str, client: Any = None) -> str:
-    """The DSN of the database whose Secrets Manager secret is ``name`` (:func:`db.dsn_from_secret`)."""
-    import boto3
-    import botocore.exceptions
-
-    try:
-        secret = json.loads((client or boto3.client("secretsmanager")).get_secret_value(
-            SecretId=name)["SecretString"])
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise ConfigError(f"cannot read the secret {name!r}: {exc}") from None
-    except ValueError:
-        raise ConfigError(f"the secret {name!r} is not JSON") from None
-    return db.dsn_from_secret(secret, name)
 
 
 def run(args: argparse.Namespace) -> int:

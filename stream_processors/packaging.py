@@ -82,13 +82,13 @@ def _canonical(name: str) -> str:
 
 
 def pinned(names: Iterable[str], pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """The requirement lines of pyproject.toml (runtime and dev) for these distributions."""
-    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    lines = [*project["dependencies"], *project.get("optional-dependencies", {}).get("dev", [])]
+    """The requirement lines of pyproject.toml's runtime dependencies for these distributions (an
+    artifact never installs a pin of the ``local`` or ``dev`` extras)."""
+    lines = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
     by_name = {_canonical(re.split(r"[\[=<>!~ ;]", line, maxsplit=1)[0]): line for line in lines}
     missing = [n for n in names if _canonical(n) not in by_name]
     if missing:
-        raise ConfigError(f"not pinned in {pyproject}: {', '.join(missing)}")
+        raise ConfigError(f"not pinned among the runtime dependencies of {pyproject}: {', '.join(missing)}")
     return [by_name[_canonical(n)] for n in names]
 
 

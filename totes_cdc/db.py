@@ -128,6 +128,38 @@ def dsn_from_secret(secret: Mapping[str, Any], name: str) -> str:
         raise ConfigError(f"the database secret {name!r} has no {exc.args[0]!r} field") from None
 
 
+def dsn_from_secret_name(name: str, client: Any = None) -> str:
+    """The DSN of the database whose Secrets Manager secret is ``name`` (:func:`dsn_from_secret`)."""
+    import json
+
+    import boto3
+    import botocore.exceptions
+
+    try:
+        secret = json.loads((client or boto3.client("secretsmanager")).get_secret_value(
+            SecretId=name)["SecretString"])
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise ConfigError(f"cannot read the secret {name!r}: {exc}") from None
+    except ValueError:
+        raise ConfigError(f"the secret {name!r} is not JSON") from None
+    return dsn_from_secret(secret, name)
+
+
+def slot_lag_bytes(dsn: str, slot: str) -> int | None:
+    """How far ``slot`` trails the source's WAL (None before its first confirmation); LookupError
+    when there is no such slot."""
+    conn = connect(dsn, "source", connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SLOT_LAG_BYTES_SQL, (slot,))
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise LookupError(f"no replication slot {slot!r} yet")
+    return None if row[0] is None else int(row[0])
+
+
 def secret_from_dsn(dsn: str) -> dict[str, str]:
     """The secret JSON of a DSN, in the layout :func:`dsn_from_secret` reads back."""
     p = psycopg2.extensions.parse_dsn(dsn)

@@ -1,14 +1,21 @@
-"""What every command shares on the machine it runs on: the state dir, the DSN variables, their options.
+"""What every command line shares: the state dir, the DSN variables, their options, the main loop.
 
-The components' commands (``capture``, ``warehouse ...``) and the operator shell declare their
-options through these, so a component never imports the shell to learn where its state lives.
+The components' commands (``capture``, ``warehouse ...``) declare their options through these, and
+each entry point (the operator shell's ``totes-cdc``, the capture image's) runs them with
+:func:`run`, so a component never imports the shell to learn where its state lives.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+from totes_cdc.errors import ConfigError, TransientError
 
 STATE_DIR_ENV = "TOTES_CDC_STATE_DIR"
 DEFAULT_STATE_DIR = ".totes-cdc"
@@ -55,3 +62,49 @@ def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default=default_state_dir(),
                         help="folder for local state: stack.json, checkpoints, logs "
                              f"(default: ${STATE_DIR_ENV} or {DEFAULT_STATE_DIR})")
+
+
+def command_parser(prog: str, description: str,
+                   registers: Iterable[Callable[[Any], None]]) -> argparse.ArgumentParser:
+    """A parser with ``--log-level`` and one subcommand per command each ``register`` declares."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in registers:
+        register(subparsers)
+    return parser
+
+
+def require_dsns(args: argparse.Namespace, hint: str = "") -> None:
+    """ConfigError when a command's required DSN was given neither as an option nor a variable."""
+    for role, required in getattr(args, "dsn_roles", {}).items():
+        if required and getattr(args, f"{role}_dsn") is None:
+            raise ConfigError(f"{args.command} needs the {role} database: give --{role}-dsn, set "
+                              f"${DSN_ENV[role]}{hint}")
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+        prepare: Callable[[argparse.Namespace], None] | None = None, dsn_hint: str = "") -> int:
+    """Parse ``argv`` and run its command; exit status 2, with no traceback, for an error a user
+    can fix (ConfigError) and for a service the command needs being out of reach (TransientError).
+
+    ``prepare`` may fill what was not given (the shell takes DSNs from a running local stack)
+    before the required DSNs are checked; ``dsn_hint`` ends the message of a missing one.
+    """
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":  # botocore's INFO lines (where it found credentials) are noise
+        logging.getLogger("botocore").setLevel(logging.WARNING)
+    try:
+        if prepare is not None:
+            prepare(args)
+        require_dsns(args, dsn_hint)
+        result: int | None = args.func(args)
+    except (ConfigError, TransientError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result or 0

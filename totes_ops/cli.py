@@ -2,9 +2,8 @@
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its
 ``cli`` module; ``register`` only declares arguments (heavy imports happen when a command runs).
-Errors a user can fix (ConfigError) and a service the command needs being out of reach
-(TransientError, e.g. a database that cannot be connected to) are printed as one line and exit 2,
-with no traceback.
+:func:`totes_cdc.runtime.run` runs the command: errors a user can fix and services out of reach
+are printed as one line and exit 2, with no traceback.
 
 Every command but ``up``/``demo`` finds a running local stack by its ``<state-dir>/stack.json``
 (see :mod:`totes_ops.stackfile`) and takes from it the DSNs and AWS settings it was not given.
@@ -14,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from totes_cdc.errors import ConfigError, TransientError
-from totes_cdc.runtime import DEFAULT_STATE_DIR, DSN_ENV, STATE_DIR_ENV, default_state_dir
+from totes_cdc.runtime import DEFAULT_STATE_DIR, STATE_DIR_ENV, command_parser, default_state_dir, run
 from totes_ops import stackfile
 
 COMMAND_MODULES = (
@@ -31,7 +28,7 @@ COMMAND_MODULES = (
     "warehouse_loader.cli",
     "totes_ops.ops_cli",
     "totes_ops.lake_cli",
-    "totes_ops.source_check",
+    "warehouse_loader.source_check",
     "totes_ops.replay",
     "local_aws.cli",
 )
@@ -40,15 +37,10 @@ STACK_STARTERS = ("up", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="totes-cdc",
-        description="Change data capture from totesys (PostgreSQL) to a live star-schema warehouse.")
+    parser = command_parser(
+        "totes-cdc", "Change data capture from totesys (PostgreSQL) to a live star-schema warehouse.",
+        [importlib.import_module(name).register for name in COMMAND_MODULES])
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('totes-cdc')}")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
     return parser
 
 
@@ -77,32 +69,10 @@ def use_running_stack(args: argparse.Namespace) -> None:
         print(f"totes-cdc: {taken.describe()}", file=sys.stderr)
 
 
-def require_dsns(args: argparse.Namespace) -> None:
-    for role, required in getattr(args, "dsn_roles", {}).items():
-        if required and getattr(args, f"{role}_dsn") is None:
-            raise ConfigError(
-                f"{args.command} needs the {role} database: give --{role}-dsn, set "
-                f"${DSN_ENV[role]}, or run it where `totes-cdc up` is running "
-                f"(its {stackfile.FILE_NAME} in --state-dir, ${STATE_DIR_ENV} or "
-                f"{DEFAULT_STATE_DIR})")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.log_level != "DEBUG":  # botocore's INFO lines (where it found credentials) are noise
-        logging.getLogger("botocore").setLevel(logging.WARNING)
-    try:
-        use_running_stack(args)
-        require_dsns(args)
-        result: int | None = args.func(args)
-    except (ConfigError, TransientError) as exc:
-        print(f"totes-cdc: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return result or 0
+    return run(build_parser(), argv, prepare=use_running_stack,
+               dsn_hint=f", or run it where `totes-cdc up` is running (its {stackfile.FILE_NAME} in "
+                        f"--state-dir, ${STATE_DIR_ENV} or {DEFAULT_STATE_DIR})")
 
 
 if __name__ == "__main__":

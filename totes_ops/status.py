@@ -43,9 +43,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
 from capture.progress import TableProgress
-from totes_cdc import metric_names
+from totes_cdc import db, metric_names
 from totes_cdc.contract import OP_SNAPSHOT
-from totes_cdc.db import SLOT_LAG_BYTES_SQL, connect
+from totes_cdc.db import connect
 from totes_cdc.errors import TotesError, first_line
 from totes_cdc.runtime import alive
 from totes_cdc.settings import settings
@@ -111,19 +111,6 @@ def _latest_metric(name: str, since: timedelta, statistic: str,
         return None
     newest = max(points, key=lambda p: p["Timestamp"])
     return newest["Timestamp"], float(newest[statistic])
-
-
-def slot_lag_bytes(source_dsn: str) -> int | None:
-    conn = connect(source_dsn, "source", connect_timeout=3)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(SLOT_LAG_BYTES_SQL, (settings()["capture"]["slot"],))
-            row = cur.fetchone()
-    finally:
-        conn.close()
-    if row is None:
-        raise LookupError(f"no replication slot {settings()['capture']['slot']!r} yet")
-    return None if row[0] is None else int(row[0])
 
 
 def heartbeat_age_s() -> float | None:
@@ -288,7 +275,8 @@ def collect(source_dsn: str | None, warehouse_dsn: str | None, state_dir: Path) 
     """Read every piece that can be read now."""
     status = Status()
     if source_dsn:
-        status.slot_lag_bytes = _read(status, "slot_lag_bytes", lambda: slot_lag_bytes(source_dsn))
+        status.slot_lag_bytes = _read(status, "slot_lag_bytes", lambda: db.slot_lag_bytes(
+            source_dsn, settings()["capture"]["slot"]))
     else:
         status.unknown["slot_lag_bytes"] = "no source DSN"
     status.capture = _read(status, "capture", lambda: capture_progress(state_dir))

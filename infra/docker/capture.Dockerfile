@@ -9,12 +9,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The runtime dependencies exactly as pinned in pyproject.toml (the one list of pins).
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+# Capture's and the source check's dependencies (infra/docker/capture.requirements), exactly as
+# pinned in pyproject.toml (the one list of pins).
+COPY pyproject.toml infra/docker/capture.requirements /tmp/
+RUN python -c "import re, tomllib; \
+names = {n.strip() for n in open('/tmp/capture.requirements') if n.strip() and not n.startswith('#')}; \
+pins = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; \
+print('\n'.join(p for p in pins if re.split(r'[\[=<>!~ ;]', p, maxsplit=1)[0] in names))" \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt /tmp/pyproject.toml
+    && rm /tmp/requirements.txt /tmp/pyproject.toml /tmp/capture.requirements
 
 # The RDS certificate authorities, so sslmode=verify-full can check the source's certificate.
 ADD --chmod=444 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /app/rds-ca.pem
@@ -22,16 +26,13 @@ ADD --chmod=444 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pe
 # The source tree as in the repository: totes_cdc.settings finds infra/settings.json beside it.
 COPY infra/settings.json infra/settings.json
 COPY totes_cdc totes_cdc
-COPY totes_ops totes_ops
-COPY local_aws local_aws
 COPY capture capture
-COPY stream_processors stream_processors
 COPY warehouse_loader warehouse_loader
-COPY dashboard dashboard
+COPY infra/docker/entrypoint.py entrypoint.py
 COPY infra/docker/capture_health.py capture_health.py
 RUN python -m compileall -q /app && useradd --system --uid 10001 --no-create-home totes
 
 # ECS runs it with a read-only root filesystem; the state folder and /tmp are task volumes.
 USER 10001
-ENTRYPOINT ["python", "-m", "totes_ops"]
+ENTRYPOINT ["python", "/app/entrypoint.py"]
 CMD ["capture"]

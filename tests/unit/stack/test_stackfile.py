@@ -19,7 +19,9 @@ AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", 
 def clean_env(monkeypatch, tmp_path):
     """No DSN or AWS variable set; the state dir is tmp_path (restored afterwards)."""
     for name in (*AWS_VARIABLES, *runtime.DSN_ENV.values()):
-        monkeypatch.delenv(name, raising=False)
+        # set first, so that teardown also removes what a command under test sets in os.environ
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv(runtime.STATE_DIR_ENV, str(tmp_path))
     return tmp_path
 
@@ -96,13 +98,14 @@ def test_a_stale_stack_json_is_reported_and_not_used(clean_env, capsys):
     err = capsys.readouterr().err
     assert f"is stale: the `totes-cdc up` that wrote it (pid {pid}) is gone" in err
     with pytest.raises(ConfigError, match="reconcile needs the source database"):
-        cli.require_dsns(args)
+        runtime.require_dsns(args)
 
 
 def test_a_required_dsn_missing_everywhere_exits_2_with_one_line(clean_env, capsys):
     assert cli.main(["reconcile"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("totes-cdc: error: reconcile needs the source database")
+    assert "where `totes-cdc up` is running (its stack.json in --state-dir" in err[0]
 
 
 def test_up_and_demo_do_not_use_a_stack_json(clean_env, capsys, up_pid):

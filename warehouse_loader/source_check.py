@@ -31,24 +31,24 @@ def register(subparsers: Any) -> None:
 
 
 def _dsn(dsn: str | None, secret: str | None, role: str) -> str:
-    from capture.cli import source_dsn_from_secret
+    from totes_cdc.db import dsn_from_secret_name
     from totes_cdc.errors import ConfigError
 
     if dsn:
         return dsn
     if secret:
-        return source_dsn_from_secret(secret)
+        return dsn_from_secret_name(secret)
     raise ConfigError(f"source-check needs the {role} database: --{role}-dsn or --{role}-secret")
 
 
 def check(source_dsn: str, warehouse_dsn: str, cloudwatch: Any, history: bool = True) -> tuple[int, int]:
     """(slot lag bytes, reconcile differences), both put to ``cloudwatch``."""
     from totes_cdc import metric_names
+    from totes_cdc.db import slot_lag_bytes
     from totes_cdc.settings import settings
-    from totes_ops.status import slot_lag_bytes
     from warehouse_loader.reconcile import RawZone, reconcile
 
-    lag = slot_lag_bytes(source_dsn) or 0
+    lag = slot_lag_bytes(source_dsn, settings()["capture"]["slot"]) or 0
     report = reconcile(source_dsn, warehouse_dsn, RawZone.from_settings() if history else None)
     differences = sum(table.differences for table in report.tables)
     units = metric_names.units("source_check")
