@@ -166,7 +166,7 @@ class Filters:
 
         Hour charts read the hourly time rows and the daily member rows; day charts the daily
         rows; month charts the monthly rows from the first whole month in the range, and the
-        daily rows of the days before it.
+        daily rows of the days before it; all time, the monthly time rows and the members' totals.
         """
         days, bucket = RANGES[self.range]
         params: dict[str, Any] = {"bucket": bucket}
@@ -175,7 +175,8 @@ class Filters:
             conditions.append(sql.SQL("{} = %(currency)s").format(sql.SQL(FILTER_COLUMNS["currency"])))
             params["currency"] = self.currency
         if days is None:
-            conditions.append(sql.SQL("s.resolution = 'month'"))
+            conditions.append(sql.SQL("(s.resolution = 'total' OR s.resolution = 'month' "
+                                      "AND s.grain = 'time')"))
             return sql.SQL(" AND ").join(conditions), params
         params["date_from"] = date_from = today - timedelta(days=days - 1)
         if bucket == "hour":

@@ -8,12 +8,14 @@
 -- 'design' and 'staff' (the member is that id). Members are dimension ids, not names: the
 -- dimensions are type 1 and a rename must show at once, so names are joined when read. Buckets
 -- are the order's created date and time truncated to the hour ('time' only), the day and the
--- month: a date range reads whole months plus the days of its first, partial month. One
--- partition per resolution, so a read of the months does not pick its rows out of the days'.
+-- month, and for the members also all time in one ('total', no bucket): a date range reads whole
+-- months plus the days of its first, partial month; all time reads the time grain's months and
+-- the members' totals. One partition per resolution, so a read of one does not pick its rows
+-- out of another's.
 CREATE TABLE dashboard_sales (
     resolution text NOT NULL,
     grain text NOT NULL CHECK (grain IN ('time', 'location', 'design', 'staff')),
-    bucket timestamp,  -- null for orders without a created date
+    bucket timestamp,  -- null for 'total' rows and for orders without a created date
     currency_id integer,
     member_id integer,
     orders bigint NOT NULL,
@@ -25,6 +27,7 @@ CREATE TABLE dashboard_sales (
 CREATE TABLE dashboard_sales_hour PARTITION OF dashboard_sales FOR VALUES IN ('hour');
 CREATE TABLE dashboard_sales_day PARTITION OF dashboard_sales FOR VALUES IN ('day');
 CREATE TABLE dashboard_sales_month PARTITION OF dashboard_sales FOR VALUES IN ('month');
+CREATE TABLE dashboard_sales_total PARTITION OF dashboard_sales FOR VALUES IN ('total');
 
 -- Emptied buckets are removed at once; this finds them without a scan.
 CREATE INDEX dashboard_sales_empty ON dashboard_sales (grain) WHERE orders = 0;
@@ -46,7 +49,10 @@ CREATE FUNCTION dashboard_sales_rows(changes text) RETURNS text
         '  (''day'', ''design'', date_trunc(''day'', r.at), r.design_id), '
         '  (''month'', ''design'', date_trunc(''month'', r.at), r.design_id), '
         '  (''day'', ''staff'', date_trunc(''day'', r.at), r.sales_staff_id), '
-        '  (''month'', ''staff'', date_trunc(''month'', r.at), r.sales_staff_id)'
+        '  (''month'', ''staff'', date_trunc(''month'', r.at), r.sales_staff_id), '
+        '  (''total'', ''location'', NULL, r.agreed_delivery_location_id), '
+        '  (''total'', ''design'', NULL, r.design_id), '
+        '  (''total'', ''staff'', NULL, r.sales_staff_id)'
         ') g (resolution, grain, bucket, member_id) '
         'GROUP BY 1, 2, 3, 4, 5', changes) $$;
 
