@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "totes_ops.lake_cli",
     "warehouse_loader.source_check",
     "totes_ops.replay",
+    "totes_ops.resync_cli",
     "local_aws.cli",
 )
 # The commands that start a stack (and write stack.json) rather than use one.

@@ -1,0 +1,64 @@
+"""`totes-cdc resync`: the tables read into the lake with their completion marker saying resync,
+progress in log lines and in status/resync.json, clear exit codes; the temporary slot it reads
+from is gone afterwards."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import query
+from tests.integration.capture.conftest import seed_designs
+from totes_cdc.settings import settings
+from totes_cdc.snapshot_marker import read_marker
+from totes_ops.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers() -> Iterator[None]:
+    """The command stops on SIGTERM/SIGINT by handlers of its own: give the test runner its back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_resync_reads_a_table_into_the_lake_with_its_marker_and_shows_progress(
+        totesys_dsn: str, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    seed_designs(totesys_dsn, 250)
+    caplog.set_level(logging.INFO, logger="capture")
+    assert main(["resync", "--table", "design", "--source-dsn", totesys_dsn,
+                 "--state-dir", str(tmp_path)]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("public.design: 250 rows read at ")
+    assert "copy of public.design 250 rows, done" in caplog.text
+
+    [copy] = json.loads((tmp_path / "status" / "resync.json").read_text())["copies"]
+    assert (copy["table"], copy["rows_done"], copy["finished"]) == ("public.design", 250, True)
+
+    key = line.rsplit(" ", 1)[1]
+    body = boto3.client("s3").get_object(Bucket=settings()["buckets"]["processed"], Key=key)["Body"]
+    marker = read_marker(pq.read_schema(io.BytesIO(body.read())).metadata)
+    assert marker is not None
+    assert (marker.schema, marker.table, marker.rows, marker.resync) == ("public", "design", 250, True)
+    assert query(totesys_dsn, "SELECT count(*) FROM pg_replication_slots")[0][0] == 0
+
+
+def test_resync_of_a_table_that_is_not_there_exits_2_with_one_line(
+        totesys_dsn: str, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resync", "--table", "no_such_table", "--source-dsn", totesys_dsn,
+                 "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("totes-cdc: error: ") and len(err.splitlines()) == 1
