@@ -32,10 +32,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stream_processors import emf
-from stream_processors.checkpoint import Checkpoint, CheckpointStore
+from local_aws import emf
+from local_aws.checkpoint import Checkpoint, CheckpointStore
+from local_aws.events import ACCOUNT, kinesis_event, on_failure_record
 from stream_processors.config import MappingConfig
-from stream_processors.events import ACCOUNT, kinesis_event, on_failure_record
 from totes_cdc.jsonfile import write_atomically
 
 log = logging.getLogger(__name__)

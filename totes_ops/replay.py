@@ -81,7 +81,7 @@ def read_range(kinesis: Any, stream: str, shard_id: str, start: str, end: str) -
 
 def replay_stream_ranges(sqs: Any, kinesis: Any, handle: Callable[[dict[str, Any]], Any],
                          result: Replayed) -> None:
-    from stream_processors.events import kinesis_event
+    from local_aws.events import kinesis_event
     from totes_cdc.settings import settings
 
     cfg = settings()

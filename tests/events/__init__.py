@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stream_processors.events import kinesis_event, stream_arn
+from local_aws.events import kinesis_event, stream_arn
 from totes_cdc import contract, kpl
 from totes_cdc.contract import ChangeEvent, Column
 

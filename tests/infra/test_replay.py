@@ -9,8 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
+from local_aws.events import on_failure_record, stream_arn
 from stream_processors import handler as stream_handler
-from stream_processors.events import on_failure_record, stream_arn
 from tests.events import aggregated, sales_orders
 from totes_cdc.settings import settings
 from totes_ops.cli import main

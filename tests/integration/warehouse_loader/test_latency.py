@@ -16,8 +16,8 @@ import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
+from local_aws.events import kinesis_event
 from stream_processors import handler as stream_handler
-from stream_processors.events import kinesis_event
 from tests.events import ARN, Context, aggregated, change, sales_order_values
 from totes_cdc.settings import settings
 from totes_cdc.stages import METADATA_KEY, STAGES

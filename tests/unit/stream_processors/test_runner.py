@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from local_aws.checkpoint import Checkpoint, CheckpointStore
 from local_aws.kinesis_runner import Runner, lowest_failure, take_batch
-from stream_processors.checkpoint import Checkpoint, CheckpointStore
 from stream_processors.config import MappingConfig
 
 NOW = dt.datetime.now(dt.UTC)
