@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+from collections.abc import Iterator
 
 import boto3
 import pyarrow.parquet as pq
@@ -22,7 +23,8 @@ from tests.events import (
     sales_order_values,
     sales_orders,
 )
-from totes_cdc.settings import settings
+from totes_cdc.settings import OVERRIDES_ENV, settings
+from warehouse_loader.apply import table_of
 
 
 @pytest.fixture
@@ -125,3 +127,28 @@ def test_an_event_whose_image_names_an_undeclared_column_is_dead_lettered_not_a_
     [processed] = keys(s3, "totes-cdc-processed")
     body = s3.get_object(Bucket="totes-cdc-processed", Key=processed)["Body"].read()
     assert pq.read_table(io.BytesIO(body)).num_rows == 4
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    settings.cache_clear()
+    yield
+    settings.cache_clear()  # the next test reads the file as it is
+
+
+@pytest.mark.parametrize("environment", [
+    {"TOTES_CDC_PROCESSED_PREFIX": "elsewhere/"},
+    {OVERRIDES_ENV: json.dumps({"prefixes": {"processed": "elsewhere/"}})},
+], ids=["per-field variable", "settings override"])
+def test_the_loader_takes_every_file_the_processor_writes(monkeypatch, s3, fresh_settings, environment):
+    """The processor once read its prefixes from per-field variables that the loader and the S3
+    notification (Terraform, the local stack: settings.json) never read: a processed prefix set
+    that way made the loader dead-letter every file, or never hear of it."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings.cache_clear()
+    handler(lambda_event(aggregated(sales_orders(2))), Context())
+    cfg = settings()
+    [key] = keys(s3, cfg["buckets"]["processed"])
+    assert key.startswith(cfg["prefixes"]["processed"]) and key.endswith(cfg["suffixes"]["processed"])
+    assert table_of(key) == "sales_order"
