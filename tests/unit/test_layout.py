@@ -17,6 +17,8 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 CORE = "totes_cdc"
 COMPONENTS = ("capture", "stream_processors", "warehouse_loader")
@@ -33,7 +35,7 @@ IMAGE = {"infra/docker/capture_health.py": {CORE},
 
 def imports(path: Path) -> set[str]:
     """The project modules ``path`` imports (absolute or relative, at any depth)."""
-    found = set()
+    found: set[str] = set()
     package = path.relative_to(ROOT).parent.as_posix().replace("/", ".")
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
@@ -67,7 +69,8 @@ def test_each_package_imports_only_what_its_layer_may() -> None:
     assert violations() == []
 
 
-def test_the_check_sees_an_upward_import_even_inside_a_function(tmp_path, monkeypatch) -> None:
+def test_the_check_sees_an_upward_import_even_inside_a_function(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     core = tmp_path / CORE
     core.mkdir()
     (core / "bad.py").write_text("def f():\n    from capture import service\n    from . import errors\n")
