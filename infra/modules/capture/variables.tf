@@ -14,7 +14,7 @@ variable "image_tag" {
 }
 
 variable "command" {
-  description = "Arguments to `python -m totes_ops` in the container."
+  description = "Arguments to the image's entry point (infra/docker/entrypoint.py: capture, source-check)."
   type        = list(string)
 }
 

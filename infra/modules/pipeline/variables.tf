@@ -87,7 +87,7 @@ variable "capture_image_tag" {
 }
 
 variable "capture_command" {
-  description = "Arguments to `python -m totes_ops` in the capture container."
+  description = "Arguments to the capture image's entry point (infra/docker/entrypoint.py: capture, source-check)."
   type        = list(string)
   default     = ["capture"]
 }
