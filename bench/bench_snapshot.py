@@ -1,13 +1,15 @@
-"""Initial snapshot rate: capture's consistent snapshot of a large sales_order into Kinesis.
+"""Initial snapshot rate: capture's consistent snapshot of a large sales_order straight to the lake.
 
 A fresh database on a logical-replication server gets the totesys schema, one row in each
-reference table and ROWS sales_order rows from generate_series. Per run, a fresh 2-shard stream on
-the emulator and ``totes-cdc capture`` (its own OS process, as deployed) with a new slot; the
-snapshot counts from capture's "created slot" log line (process start-up excluded) to its
-"initial snapshot complete" line, which it writes only after Kinesis accepted every snapshot event.
-Reference, same run: ``COPY (SELECT * FROM sales_order) TO STDOUT`` of the same table, read by
-psycopg2 and discarded (the floor for reading those rows out of PostgreSQL).
-``BENCH_SNAPSHOT_ROWS`` sets the size.
+reference table and N sales_order rows from generate_series, for N in ``BENCH_SNAPSHOT_ROWS``
+(comma-separated; default 1,000,000 and 10,000,000). Per run, capture (``python -m capture
+capture``, its own OS process, as deployed, default settings: 4 workers, 100,000-row files) with a
+new slot takes the initial snapshot into the raw and processed buckets of the emulator; the
+snapshot counts from capture's "created slot" log line (process start-up excluded) to its "initial
+snapshot complete" line, written once every file and marker is in S3. Its peak RSS is sampled
+while it runs. Reference, same run: ``COPY (SELECT * FROM sales_order) TO STDOUT`` of the same
+table, read by psycopg2 and discarded (the floor for reading those rows out of PostgreSQL).
+Then one 100,000-row file's steps, timed in this process: where the snapshot's time goes.
 """
 
 from __future__ import annotations
@@ -21,17 +23,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import psycopg2
+import pyarrow as pa
 
 from bench import peak_rss_mib, source_and_emulator
+from capture import source
+from capture.snapshot import text_columns
+from totes_cdc.contract import SEQ_RANGE, Column
+from totes_cdc.lakefiles import LakeLocation, avro_container, parquet_bytes
+from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
 from totes_ops.stack import seed
 from totes_ops.stack.emulator import Emulator, client_env
 from totes_ops.stack.postgres import LocalPostgres
 
-ROWS = int(os.environ.get("BENCH_SNAPSHOT_ROWS", "1000000"))
-RUNS = 3
+SIZES = [int(n) for n in os.environ.get("BENCH_SNAPSHOT_ROWS", "1000000,10000000").split(",")]
+RUNS = {1_000_000: 3}  # runs per size; larger sizes run once (minutes each)
+PROFILE_ROWS = 100_000
 REFERENCE_ROWS = """
 INSERT INTO address (address_id, address_line_1, city, postal_code, country, phone, last_updated)
     VALUES (1, '1 High Street', 'Leeds', 'LS1 1AA', 'United Kingdom', '0113 000000', now());
@@ -55,13 +67,13 @@ FROM generate_series(1, %(rows)s) g,
 """
 
 
-def _source(server: LocalPostgres) -> str:
-    dsn = server.create_database("bench_snapshot")
+def _source(server: LocalPostgres, rows: int) -> str:
+    dsn = server.create_database(f"bench_snapshot_{rows}")
     conn = psycopg2.connect(dsn)
     seed.create_schema(conn)
     with conn.cursor() as cur:
         cur.execute(REFERENCE_ROWS)
-        cur.execute(SALES_ORDERS, {"rows": ROWS})
+        cur.execute(SALES_ORDERS, {"rows": rows})
     conn.commit()
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -90,15 +102,22 @@ class _Discard(io.RawIOBase):
         return len(data)
 
 
-def _capture(dsn: str, emulator: Emulator, run: int, state_root: Path) -> tuple[float, float]:
+def _empty_lake(emulator: Emulator, lake: LakeLocation) -> None:
+    """Remove what a run wrote (the emulator keeps objects in memory)."""
+    s3 = emulator.client("s3")
+    for bucket in (lake.raw_bucket, lake.processed_bucket):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+
+
+def _capture(dsn: str, emulator: Emulator, run: str, state_root: Path) -> tuple[float, float]:
     """(seconds of the snapshot, peak RSS MiB of the capture process)."""
-    stream, slot = f"bench-snapshot-{run}", f"bench_snapshot_{run}"
-    kinesis = emulator.client("kinesis")
-    kinesis.create_stream(StreamName=stream, ShardCount=2)
-    kinesis.get_waiter("stream_exists").wait(StreamName=stream)
+    slot = f"bench_snapshot_{run}"
     env = {**os.environ, **client_env(emulator.endpoint), "TOTES_CDC_SOURCE_DSN": dsn}
     process = subprocess.Popen(  # nosec B603
-        [sys.executable, "-m", "totes_ops", "capture", "--stream", stream, "--slot", slot,
+        [sys.executable, "-m", "capture", "capture", "--tables", "sales_order", "--slot", slot,
          "--publication", slot, "--state-dir", str(state_root / slot)],
         env=env, stderr=subprocess.PIPE, text=True)
     marks: dict[str, float] = {}
@@ -119,7 +138,7 @@ def _capture(dsn: str, emulator: Emulator, run: int, state_root: Path) -> tuple[
     threading.Thread(target=watch, daemon=True).start()
     peak = 0.0
     try:
-        while not done.wait(0.5):
+        while not done.wait(0.2):
             peak = max(peak, peak_rss_mib(process.pid))
         peak = max(peak, peak_rss_mib(process.pid))
         if "end" not in marks:
@@ -133,35 +152,101 @@ def _capture(dsn: str, emulator: Emulator, run: int, state_root: Path) -> tuple[
         cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         cur.execute(f'DROP PUBLICATION "{slot}"')  # nosec B608: our own constant name
     conn.close()
-    kinesis.delete_stream(StreamName=stream)
     return marks["end"] - marks["start"], peak
+
+
+def _profile(dsn: str) -> list[tuple[str, float]]:
+    """Seconds of each step of one PROFILE_ROWS-row file, in this process (best of 3)."""
+    conn = psycopg2.connect(dsn, options=source.SESSION_OPTIONS)
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        taken_at = cur.fetchone()[0]
+        described, key = source.table_columns(cur, "public.sales_order")
+    columns = tuple(Column(n, t, n in (key or [])) for n, t, _ in described)
+    names = [c.name for c in columns]
+    copy = (f"COPY (SELECT * FROM public.sales_order WHERE sales_order_id <= {PROFILE_ROWS}) "  # nosec B608
+            "TO STDOUT WITH (FORMAT csv)")
+    best: dict[str, float] = {}
+
+    def timed(step: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = work()
+        best[step] = min(best.get(step, float("inf")), time.perf_counter() - start)
+        return out
+
+    seqs = np.arange(1, PROFILE_ROWS + 1, dtype=np.int64) - SEQ_RANGE
+    for _ in range(3):
+        buf = io.BytesIO()
+
+        def read(buf: io.BytesIO = buf) -> None:
+            with conn.cursor() as cur:
+                cur.copy_expert(copy, buf)
+
+        timed("COPY ... TO STDOUT (csv) into memory", read)
+        values = timed("CSV -> string columns (pyarrow.csv)",
+                       lambda: text_columns(pa.py_buffer(buf.getbuffer()), names))  # noqa: B023
+        bodies = timed("Avro record bodies (Arrow joins)", lambda: record_bodies(
+            "public", "sales_order", columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023
+        body_data, sizes = bodies_and_sizes(bodies)
+        timed("Avro container (deflate 1)", lambda: avro_container(body_data, sizes, "k"))  # noqa: B023
+        table = timed("typed processed columns", lambda: processed_table(
+            columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023
+        timed("Parquet file", lambda: parquet_bytes(table))  # noqa: B023
+    conn.close()
+    return list(best.items())
 
 
 def run() -> str:
     load = [os.getloadavg()[0]]
+    lake = LakeLocation.from_settings()
+    rows_out: list[str] = []
+    figures: dict[int, tuple[float, float, float]] = {}
     with source_and_emulator() as (base, server, emulator):
-        dsn = _source(server)
-        copies, snapshots, peaks = [], [], []
+        s3 = emulator.client("s3")
+        for bucket in (lake.raw_bucket, lake.processed_bucket):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={
+                "LocationConstraint": s3.meta.region_name})
+        profile: list[tuple[str, float]] = []
         with tempfile.TemporaryDirectory(dir=base) as state_root:
-            for n in range(RUNS):
-                copies.append(_copy_out(dsn))
-                seconds, peak = _capture(dsn, emulator, n, Path(state_root))
-                snapshots.append(seconds)
-                peaks.append(peak)
-                load.append(os.getloadavg()[0])
-                print(f"   run {n + 1}: COPY {copies[-1]:.1f} s, capture snapshot {seconds:.1f} s, "
-                      f"peak RSS {peak:.0f} MiB", flush=True)
-    copy_s, snap_s = statistics.median(copies), statistics.median(snapshots)
+            for size in SIZES:
+                dsn = _source(server, size)
+                if not profile:
+                    profile = _profile(dsn)
+                copies, snapshots, peaks = [], [], []
+                for n in range(RUNS.get(size, 1)):
+                    copies.append(_copy_out(dsn))
+                    seconds, peak = _capture(dsn, emulator, f"{size}_{n}", Path(state_root))
+                    _empty_lake(emulator, lake)
+                    snapshots.append(seconds)
+                    peaks.append(peak)
+                    load.append(os.getloadavg()[0])
+                    print(f"   {size:,} rows, run {n + 1}: COPY {copies[-1]:.1f} s, capture snapshot "
+                          f"{seconds:.1f} s, peak RSS {peak:.0f} MiB", flush=True)
+                copy_s, snap_s = statistics.median(copies), statistics.median(snapshots)
+                figures[size] = (copy_s, snap_s, max(peaks))
+                rows_out.append(f"| {size:,} | {len(copies)} | {snap_s:.1f} | {size / snap_s:,.0f} | "
+                                f"{copy_s:.1f} | {size / copy_s:,.0f} | {copy_s / snap_s:.2f} | "
+                                f"{max(peaks):.0f} MiB |")
+                conn = psycopg2.connect(server.dsn("postgres"))
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(f"DROP DATABASE bench_snapshot_{size}")  # nosec B608: an int
+                conn.close()
+    peaks_text = ""
+    if len(figures) > 1:
+        low, high = min(figures), max(figures)
+        peaks_text = (f" Peak RSS at {high:,} rows / at {low:,} rows: "
+                      f"{figures[high][2] / figures[low][2]:.2f}.")
+    steps = "\n".join(f"| {step} | {seconds * 1000:.0f} |" for step, seconds in profile)
     return (f"## Initial snapshot (as of {dt.date.today().isoformat()})\n\n"
-            f"Capture's consistent initial snapshot of a {ROWS:,}-row sales_order (totesys schema, "
-            "one row per reference table) into a fresh 2-shard Kinesis stream on the emulator, "
-            "from slot creation to the last snapshot event accepted by Kinesis; capture is its own "
-            "OS process. Reference: `COPY (SELECT * FROM sales_order) TO STDOUT` of the same table "
-            f"in the same run. Medians of {RUNS} runs; load average (1 min) "
-            f"{', '.join(f'{x:.1f}' for x in load)}.\n\n"
-            "| measurement | seconds | rows/s |\n|---|---:|---:|\n"
-            f"| capture snapshot into Kinesis | {snap_s:.1f} | {ROWS / snap_s:,.0f} |\n"
-            f"| reference: COPY ... TO STDOUT | {copy_s:.1f} | {ROWS / copy_s:,.0f} |\n\n"
-            f"Ratio capture / COPY: {copy_s / snap_s:.2f} (capture reaches "
-            f"{100 * copy_s / snap_s:.0f}% of the rate of reading the rows out with COPY). "
-            f"Peak RSS of the capture process: {max(peaks):.0f} MiB.\n")
+            "Capture's consistent initial snapshot of a sales_order (totesys schema, one row per "
+            "reference table) straight to the lake's raw and processed buckets on the emulator, "
+            "from slot creation to the last file and marker in S3, default settings (4 workers, "
+            "100,000-row files); capture is its own OS process. Reference: "
+            "`COPY (SELECT * FROM sales_order) TO STDOUT` of the same table in the same run. "
+            f"Medians; load average (1 min) {', '.join(f'{x:.1f}' for x in load)}.\n\n"
+            "| rows | runs | capture snapshot s | rows/s | COPY s | COPY rows/s | ratio capture / COPY "
+            "| capture peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            + "\n".join(rows_out) + f"\n\n{peaks_text.strip()}\n\n"
+            f"Where one {PROFILE_ROWS:,}-row file's time goes (one core, this process, best of 3):\n\n"
+            "| step | ms |\n|---|---:|\n" + steps + "\n")

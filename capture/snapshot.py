@@ -6,17 +6,18 @@ resync), and writes its rows to the raw zone (Avro container of ``r`` events) an
 zone (Parquet), under the same keys and conditional puts as the stream processor's files, so
 replay and the loader treat them like any other file.
 
-- **Ranges.** A table is split in ranges of its heap blocks (``ctid``, read by TID range scans),
-  each read by one of ``workers`` connections that import the exported snapshot, with
-  ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``; the text is cut into files of at most
-  ``file_rows`` rows, each typed column by column (totes_cdc.snapshot_files), so memory is bounded
-  by a file per worker, whatever the table's size.
+- **Ranges.** A table is split in ranges of its heap blocks (``ctid``, read by TID range scans)
+  of about ``file_rows`` rows (by the table's rows per block: its statistics, or counted in its
+  first blocks), each read by one of ``workers`` connections that import the exported snapshot,
+  with one ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` into memory, then written as one file,
+  built column by column (totes_cdc.snapshot_files): memory is bounded by a range per worker,
+  whatever the table's size.
 - **Positions.** A read has lsn = C and seq = snapshot_seq(ordinal): every read sorts before every
   change committed at C. Ordinals are unique within a table's read at C: a range starting at block
   b numbers its rows from b x (most tuples a heap page can hold) + 1, in scan order.
-- **Resumable by range.** A range is saved as done once its files are in the lake. After a crash
+- **Resumable by range.** A range is saved as done once its file is in the lake. After a crash
   the exported snapshot is gone: unfinished ranges are read again in a fresh snapshot at C2 (their
-  rows at (C2, ...)); files of a range read at C but not saved stay in the lake (harmless: every
+  rows at (C2, ...)); the file of a range read at C but not saved stay in the lake (harmless: every
   change after C is on the stream, and position order gives the current state either way).
 - **Completion marker.** Once every range of a table is in the lake, one more processed object,
   totes_cdc.snapshot_marker: the loader then tombstones what the read did not see.
@@ -60,20 +61,19 @@ from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 log = logging.getLogger(__name__)
 
 _PAGE_HEADER, _LINE_POINTER, _TUPLE_HEADER = 24, 4, 24  # bytes (the tuple header MAXALIGNed)
-_DEFAULT_ROWS_PER_BLOCK = 60  # a table the server has no statistics for yet
+_SAMPLE_BLOCKS = 128  # counted to size the ranges of a table the server has no statistics for
 
 
 @dataclass(frozen=True)
 class RangeFile:
-    """Names a file of a range: ``snapshot-<LSN>-<range>-<part>``."""
+    """Names the file of a range read: ``snapshot-<LSN>-<range>``."""
 
     lsn: int
     range: int
-    part: int
 
     @property
     def name(self) -> str:
-        return f"snapshot-{self.lsn:016X}-{self.range:06d}-{self.part:04d}"
+        return f"snapshot-{self.lsn:016X}-{self.range:06d}"
 
 
 @dataclass(frozen=True)
@@ -103,42 +103,15 @@ def plan_ranges(blocks: int, rows_per_block: float, range_rows: int) -> list[Blo
     return [(first, starts[i + 1] if i + 1 < len(starts) else None) for i, first in enumerate(starts)]
 
 
-class _CopySink:
-    """The file object ``COPY ... TO STDOUT`` writes into, one row per call: hands on every
-    ``rows`` rows, so a range of any size is held a file at a time."""
-
-    def __init__(self, rows: int, on_rows: Callable[[bytes, int], None], stop: threading.Event) -> None:
-        self._rows = rows
-        self._on_rows = on_rows
-        self._stop = stop
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        parts = self._parts
-        parts.append(data)
-        if len(parts) >= self._rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._stop.is_set():
-            raise Stopped("stopped during the snapshot")
-        if self._parts:
-            data, count = b"".join(self._parts), len(self._parts)
-            self._parts.clear()
-            self._on_rows(data, count)
-
-
-def _text_columns(data: bytes, names: Sequence[str], count: int) -> list[pa.Array]:
+def text_columns(data: pa.Buffer, names: Sequence[str]) -> list[pa.Array]:
     """COPY's CSV as one string array per column: an unquoted empty field is NULL, a quoted one ''."""
     table = pacsv.read_csv(
-        io.BytesIO(data),
+        pa.BufferReader(data),
         read_options=pacsv.ReadOptions(column_names=list(names)),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, strings_can_be_null=True,
             quoted_strings_can_be_null=False, null_values=[""]))
-    if table.num_rows != count:
-        raise CaptureError(f"COPY sent {count} rows, their CSV holds {table.num_rows}")
     return [column.combine_chunks() for column in table.columns]
 
 
@@ -243,10 +216,16 @@ class LakeSnapshot:
             cur.execute("SELECT pg_relation_size(%s::regclass), relpages, reltuples FROM pg_class "
                         "WHERE oid = %s::regclass", (ident, ident))
             size, pages, tuples = cur.fetchone()
-            estimate = int(tuples) if tuples >= 0 else None
-            per_block = tuples / pages if pages > 0 and tuples > 0 else _DEFAULT_ROWS_PER_BLOCK
-            progress.ranges = plan_ranges(size // block_size, per_block, self._file_rows)
-            progress.estimate = estimate
+            blocks = size // block_size
+            if pages > 0 and tuples > 0:
+                per_block = tuples / pages
+            else:  # never analysed: count the rows of its first blocks (a TID range scan)
+                sample = min(max(blocks, 1), _SAMPLE_BLOCKS)
+                cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE ctid < {}::tid").format(
+                    sql.Identifier(schema, table), sql.Literal(f"({sample},0)")))
+                per_block = cur.fetchone()[0] / sample
+            progress.ranges = plan_ranges(blocks, per_block, self._file_rows)
+            progress.estimate = int(tuples) if tuples >= 0 else None
         return _Table(name, schema, table, tuple(Column(n, t, n in keys) for n, t, _ in described))
 
     def _read_range(self, conn: Any, table: _Table, index: int, blocks: BlockRange, *, lsn: int,
@@ -259,40 +238,34 @@ class LakeSnapshot:
         copy = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT WITH (FORMAT csv)").format(
             sql.SQL(", ").join(sql.Identifier(n) for n in names),
             sql.Identifier(table.schema, table.table), where)
-        partition = Partition(table.schema, table.table, taken_at.astimezone(dt.UTC).date())
-        files: list[str] = []
-        rows = 0
-
-        def write(data: bytes, count: int) -> None:
-            nonlocal rows
-            ordinals = np.arange(first_ordinal + rows + 1, first_ordinal + rows + count + 1, dtype=np.int64)
-            contract.snapshot_seq(int(ordinals[-1]))  # ContractError past the contract's range
-            seqs = ordinals - contract.SEQ_RANGE
-            values = _text_columns(data, names, count)
-            name = RangeFile(lsn, index, len(files))
-            raw_key = partition.key(self._lake.raw_prefix, name, ".avro")
-            body_data, sizes = bodies_and_sizes(record_bodies(
-                table.schema, table.table, table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at,
-                values=values))
-            try:
-                parquet = parquet_bytes(processed_table(table.columns, lsn=lsn, seqs=seqs,
-                                                        taken_at=taken_at, values=values))
-            except ContractError as exc:
-                raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
-            key = partition.key(self._lake.processed_prefix, name, self._lake.processed_suffix)
-            # Raw first: whatever the loader is told of is already in the raw zone.
-            self._objects.put_new(self._lake.raw_bucket, raw_key, avro_container(body_data, sizes, raw_key),
-                                  AVRO_CONTENT_TYPE)
-            self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
-            files.append(key)
-            rows += count
-            self._progress.advance(table.name, count)
-
-        sink = _CopySink(self._file_rows, write, self._stop)
+        buf = io.BytesIO()  # COPY writes it row by row in C: no Python call per row
         with conn.cursor() as cur:
-            cur.copy_expert(copy.as_string(conn), sink)
-        sink.flush()
-        return RangeRead(lsn, rows, files)
+            cur.copy_expert(copy.as_string(conn), buf)
+        if self._stop.is_set():
+            raise Stopped("stopped during the snapshot")
+        values = text_columns(pa.py_buffer(buf.getbuffer()), names)
+        rows = len(values[0]) if values else 0
+        if not rows:
+            return RangeRead(lsn, 0, [])
+        ordinals = np.arange(first_ordinal + 1, first_ordinal + rows + 1, dtype=np.int64)
+        contract.snapshot_seq(int(ordinals[-1]))  # ContractError past the contract's range
+        seqs = ordinals - contract.SEQ_RANGE
+        partition = Partition(table.schema, table.table, taken_at.astimezone(dt.UTC).date())
+        raw_key = partition.key(self._lake.raw_prefix, RangeFile(lsn, index), ".avro")
+        body_data, sizes = bodies_and_sizes(record_bodies(
+            table.schema, table.table, table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at, values=values))
+        try:
+            parquet = parquet_bytes(processed_table(table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at,
+                                                    values=values))
+        except ContractError as exc:
+            raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
+        key = partition.key(self._lake.processed_prefix, RangeFile(lsn, index), self._lake.processed_suffix)
+        # Raw first: whatever the loader is told of is already in the raw zone.
+        self._objects.put_new(self._lake.raw_bucket, raw_key, avro_container(body_data, sizes, raw_key),
+                              AVRO_CONTENT_TYPE)
+        self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
+        self._progress.advance(table.name, rows)
+        return RangeRead(lsn, rows, [key])
 
     def _range_done(self, state: SnapshotState, table: _Table, index: int, read: RangeRead,
                     taken_at: dt.datetime) -> None:

@@ -13,6 +13,7 @@ import uuid
 import psycopg2
 import pytest
 
+from tests.conftest import query
 from tests.integration.capture.conftest import (
     FlakySink,
     Writer,
@@ -75,6 +76,11 @@ def test_kill_9_repeatedly_loses_nothing(totesys_dsn, aws_env, tmp_path):
         with Writer(totesys_dsn) as writer:
             for kill_after in (1.0, 1.5, 2.0):
                 process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+                # Until the slot exists, "caught up" would hold at once (a new slot starts at the
+                # current WAL position) and a kill would only test process start-up.
+                wait_for(lambda: bool(query(totesys_dsn, "SELECT 1 FROM pg_replication_slots "
+                                                         "WHERE slot_name = %s", (slot,))),
+                         what="the slot")
                 seen = writer.transactions
                 wait_for(lambda: writer.transactions > seen + 100, what="source writes")
                 time.sleep(kill_after)
