@@ -35,7 +35,7 @@ class CaptureConfig:
     flush_bytes: int = 4 * 1024 * 1024
     """Put to the stream as soon as this many bytes are buffered (bounds memory in big transactions)."""
     snapshot_chunk_rows: int = 100_000
-    """Rows per snapshot file, and about per snapshot range (progress is saved per range)."""
+    """About how many rows a snapshot range holds (one file each; progress is saved per range)."""
     snapshot_workers: int = 4
     """Connections reading a snapshot's ranges in parallel."""
     metrics_seconds: float = 5.0
