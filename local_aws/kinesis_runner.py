@@ -19,7 +19,6 @@ import datetime as dt
 import io
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -32,11 +31,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local_aws import emf
+from local_aws import emf, process_status
 from local_aws.checkpoint import Checkpoint, CheckpointStore
 from local_aws.events import ACCOUNT, kinesis_event, on_failure_record
 from stream_processors.config import MappingConfig
-from totes_cdc.jsonfile import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +122,8 @@ class Runner:
         self.invoke_handler = invoke
         self.kinesis, self.sqs, self.cloudwatch = kinesis, sqs, cloudwatch
         self.namespace = namespace
+        self.state_dir = state_dir
         self.checkpoints = CheckpointStore(state_dir / "checkpoints" / config.stream)
-        self.status_path = state_dir / "status" / "process.json"
         self.readers: dict[str, ShardReader] = {}
         self.finished: set[str] = set()
         self.counts = {"batches": 0, "records": 0, "item_failures": 0, "function_errors": 0,
@@ -420,17 +418,9 @@ class Runner:
             readers = list(self.readers.values())
             finished = sorted(self.finished)
             counts = dict(self.counts)
-        write_atomically(self.status_path, {
-            "component": "process",
-            "pid": os.getpid(),
-            "updated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "stream": self.config.stream,
-            "shards": {r.shard_id: {
-                "checkpoint": self.checkpoints.load(r.shard_id).sequence_number,
-                "millis_behind_latest": r.millis_behind_latest,
-                "buffered_records": len(r.buffer)} for r in readers},
-            "finished_shards": finished,
-            "counts": counts,
-            "last_error": self.last_error,
-        })
+        process_status.write(self.state_dir, self.config.stream, {r.shard_id: {
+            "checkpoint": self.checkpoints.load(r.shard_id).sequence_number,
+            "millis_behind_latest": r.millis_behind_latest,
+            "buffered_records": len(r.buffer)} for r in readers},
+            finished_shards=finished, counts=counts, last_error=self.last_error)
         self._next_status = time.monotonic() + STATUS_INTERVAL_SECONDS

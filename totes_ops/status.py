@@ -43,6 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
 from capture.progress import TableProgress
+from local_aws import process_status
 from totes_cdc import db, metric_names
 from totes_cdc.contract import OP_SNAPSHOT
 from totes_cdc.db import connect
@@ -150,13 +151,10 @@ def stream_lag_ms(state_dir: Path) -> float:
     point = _latest_metric("IteratorAgeMilliseconds", LATENCY_WINDOW, "Maximum")
     if point is not None:
         return point[1]
-    path = state_dir / "status" / "process.json"
-    if not path.is_file():
-        raise LookupError("no IteratorAgeMilliseconds metric and no local process status")
-    shards = json.loads(path.read_text(encoding="utf-8"))["shards"].values()
-    if not shards:
-        raise LookupError("the local stream runner reads no shard yet")
-    return float(max(shard["millis_behind_latest"] for shard in shards))
+    try:
+        return process_status.largest_lag_ms(state_dir)
+    except LookupError as exc:
+        raise LookupError(f"no IteratorAgeMilliseconds metric and {exc}") from None
 
 
 def _queue_depth(name: str) -> int:
