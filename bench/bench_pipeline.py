@@ -1,35 +1,45 @@
-"""End-to-end latency (source commit -> warehouse ``loaded_at``) on the local stack, by rate and size.
+"""The whole local pipeline against issue 15's goals: source commit -> warehouse row, burst drain,
+highest sustained rate, with where the time and the CPU go.
 
 One stack (``totes_ops.stack.up``: source and warehouse PostgreSQL, the emulator, and capture,
 process, load and dashboard as their own OS processes) is seeded with the real totesys data (or the
-synthetic seed when it is absent). Once the initial snapshot is in the warehouse, steady simulated
-traffic (``totes_ops.simulate``, in as many processes as the rate needs) runs in windows of
-WINDOW_SECONDS; after each window the pipeline is drained (every fact version of the window is in
-the warehouse) before the next starts. Latency is ``loaded_at - source_commit_ts`` over the window's
-non-snapshot fact rows. Each rate's figures are medians over its windows.
+synthetic seed when it is absent). Traffic comes from a second process, ``pgbench``, as single-row
+INSERT transactions of sales orders at a fixed rate (``--rate``), in windows of WINDOW_SECONDS;
+after each window the pipeline drains (every order of the window is a fact row) before the next.
 
-- 200 and 1,000 changes/s, REPEATS windows each;
-- the search for the highest sustainable rate: rates in SEARCH_RATES, one window each, until one is
-  not sustained (the simulator cannot make the rate, or the window does not drain within
-  DRAIN_LIMIT_SECONDS, or its p99 passes the end-to-end latency alarm threshold);
-- size: 200 changes/s again after FACT_ROWS fact rows are put straight into fact_sales_order;
-- peak RSS (VmHWM, reset before each workload through /proc/<pid>/clear_refs) of each component.
+- steady: 200 and 2,000 changes/s, REPEATS windows each: p50/p95/p99 of ``loaded_at -
+  source_commit_ts`` over the window's fact rows (goals: p99 <= 1 s at 200/s, <= 2 s at 2,000/s),
+  and the latency waterfall of the files loaded in the window (``pipeline_latency``, as status
+  shows it), so the slow hop has a name;
+- burst: capture paused (SIGSTOP), BURST transactions committed, capture resumed: the transactions
+  per second from its resumption to the last fact row, against ``pg_recvlogical`` reading the same
+  WAL (a second pgoutput slot made just before the burst) in the same run (goal >= 0.25);
+- the highest sustained rate: one window per rate in SEARCH_RATES until one is not sustained
+  (pgbench cannot make 95 % of the rate, the window does not drain within DRAIN_LIMIT_SECONDS, or
+  its p99 passes the end-to-end latency alarm threshold); goal >= 10,000 changes/s;
+- size: 200 changes/s again after FACT_ROWS historical fact rows are put into fact_sales_order
+  (the goal: its p99 within 20 % of the first 200/s row's);
+- a candidate configuration (``CANDIDATE``: settings a tuning would change) at 200 and 2,000
+  changes/s on a second stack in the same run, through ``$TOTES_CDC_SETTINGS_OVERRIDES``, beside
+  the settings as they are.
 
-The same run measures the reference configuration (``BEFORE``: the settings as they were before
-tuning) at 200 changes/s on a second stack, through ``$TOTES_CDC_SETTINGS_OVERRIDES``.
-``BENCH_PIPELINE_WINDOW`` (seconds) and ``BENCH_PIPELINE_FACT_ROWS`` shrink the run.
+For each window, the CPU seconds each process used (``/proc/<pid>/stat``; PostgreSQL with every
+backend of its server) over the window's wall time: on 2 cores, where the time goes.
+``BENCH_PIPELINE_WINDOW`` (seconds) and ``BENCH_PIPELINE_FACT_ROWS`` (0: no size workload) shrink
+the run.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import datetime as dt
 import json
 import math
-import multiprocessing
 import os
+import re
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,24 +48,26 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
 from totes_cdc.settings import OVERRIDES_ENV, settings
-from totes_ops import simulate
+from totes_cdc.stages import STAGES
 from totes_ops.stack import seed
 from totes_ops.stack.up import PIPELINE, Stack, StackOptions, new_stack, start
-from warehouse_loader.derivation import FACTS
 
 WINDOW_SECONDS = float(os.environ.get("BENCH_PIPELINE_WINDOW", "20"))
 REPEATS = 3
-STEADY_RATES = (200, 1_000)
-SEARCH_RATES = (1_250, 1_500, 2_000, 3_000)
+STEADY_RATES = (200, 2_000)
+GOAL_P99_MS = {200: 1_000, 2_000: 2_000}
+SEARCH_RATES = (4_000, 6_000, 8_000, 10_000, 12_000)
+BURST = 40_000
 FACT_ROWS = int(os.environ.get("BENCH_PIPELINE_FACT_ROWS", "5000000"))
-CHANGES_PER_PROCESS = 500  # what one simulator connection makes comfortably on this machine
 DRAIN_LIMIT_SECONDS = 10.0
 LOAD_TIMEOUT_SECONDS = 300.0
-FACT_TABLES = tuple(fact.table for fact in FACTS)
-# The settings the pipeline ran with before tuning (the reference of the before/after table).
-BEFORE = {"capture": {"max_batch_delay_ms": 200}}
+CLIENTS = 4  # pgbench connections: enough for 12,000 single-row transactions/s here
+REFERENCE_SLOT = "bench_pipeline_reference"
+# Settings measured against settings.json in the same run (the candidate/settings table).
+CANDIDATE = {"stream_processor_mapping": {"maximum_batching_window_seconds": 0}}
 
 
 @dataclass
@@ -64,27 +76,55 @@ class Window:
 
     target: float
     achieved: float
-    facts: int
+    orders: int
     drain_s: float | None  # None: not drained within DRAIN_LIMIT_SECONDS
     p50: float = math.nan
     p95: float = math.nan
     p99: float = math.nan
     max_ms: float = math.nan
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> p50, p99 ms
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # process -> on CPU, waiting
 
 
 @dataclass
 class Workload:
     name: str
+    rate: float
     windows: list[Window] = field(default_factory=list)
-    rss_mb: dict[str, tuple[float, float]] = field(default_factory=dict)  # peak, current
 
     def median(self, attr: str) -> float:
         values = [getattr(w, attr) for w in self.windows]
         values = [v for v in values if v is not None and not math.isnan(v)]
         return statistics.median(values) if values else math.nan
 
+    def median_stage(self, stage: str, which: int) -> float:
+        values = [w.stages[stage][which] for w in self.windows if stage in w.stages]
+        values = [v for v in values if not math.isnan(v)]
+        return statistics.median(values) if values else math.nan
 
-def _query(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    def median_cpu(self, process: str) -> tuple[float, float]:
+        values = [w.cpu.get(process, (0.0, 0.0)) for w in self.windows]
+        return (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+
+
+@dataclass
+class Burst:
+    transactions: int = 0
+    commit_s: float = 0.0  # pgbench's time to commit them
+    drain_s: float = math.nan  # capture resumed -> last fact row
+    reference_s: float = math.nan  # pg_recvlogical over the same WAL
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.transactions / self.drain_s
+
+    @property
+    def reference_rate(self) -> float:
+        return self.transactions / self.reference_s
+
+
+def _query(dsn: str, statement: str | sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:
     conn = psycopg2.connect(dsn)
     try:
         with conn, conn.cursor() as cur:
@@ -94,57 +134,158 @@ def _query(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]
         conn.close()
 
 
-def _facts_since(stack: Stack, since: dt.datetime) -> int:
-    union = " UNION ALL ".join(
-        f"SELECT count(*) AS n FROM {t} WHERE source_op <> 'r' AND source_commit_ts >= %(since)s"
-        for t in FACT_TABLES)
-    return int(_query(stack.warehouse_dsn, f"SELECT sum(n) FROM ({union}) f", {"since": since})[0][0])
+# --- traffic --------------------------------------------------------------------------------------
+
+def _insert_script(stack: Stack, directory: Path) -> Path:
+    """The pgbench script: one sales order per transaction, referencing rows the seed has."""
+    design, staff, counterparty, currency, address = _query(stack.source_dsn, """
+        SELECT (SELECT min(design_id) FROM design), (SELECT min(staff_id) FROM staff),
+               (SELECT min(counterparty_id) FROM counterparty),
+               (SELECT min(currency_id) FROM currency), (SELECT min(address_id) FROM address)""")[0]
+    # The seed may load ids explicitly: new orders take ids after the highest.
+    _query(stack.source_dsn, "SELECT setval(pg_get_serial_sequence('sales_order', 'sales_order_id'),"
+                             " (SELECT max(sales_order_id) FROM sales_order))")
+    script = directory / "insert_sales_order.sql"
+    script.write_text(
+        "\\set units random(1, 100000)\n"
+        "INSERT INTO sales_order (last_updated, design_id, staff_id, counterparty_id, units_sold,"
+        " unit_price, currency_id, agreed_delivery_date, agreed_payment_date,"
+        f" agreed_delivery_location_id) VALUES (now(), {design}, {staff}, {counterparty}, :units,"
+        f" 2.50, {currency}, '2026-12-01', '2026-12-15', {address});\n")
+    return script
+
+
+def _pgbench(stack: Stack, script: Path, *limits: str) -> tuple[int, float]:
+    """Run pgbench with ``limits`` (rate, duration or count): (transactions, seconds)."""
+    server = stack.servers[0]
+    done = subprocess.run(
+        [str(server.bindir / "pgbench"), "-n", "-f", str(script), "-c", str(CLIENTS), "-j", "2",
+         *limits, stack.source_dsn],
+        capture_output=True, text=True, check=True, timeout=600,
+        env={**os.environ, "PGPASSWORD": server.password})
+    transactions = int(re.search(r"actually processed: (\d+)", done.stdout)[1])  # type: ignore[index]
+    tps = float(re.search(r"tps = ([\d.]+)", done.stdout)[1])  # type: ignore[index]
+    return transactions, transactions / tps
+
+
+# --- CPU by process -------------------------------------------------------------------------------
+
+def _sched(pid: int) -> tuple[float, float]:
+    """Seconds a process ran on a CPU (its threads that ended included: /proc/<pid>/stat), and its
+    live threads waited on a run queue for one (their schedstat)."""
+    ran = waited = 0.0
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ran = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                waited += int(task.joinpath("schedstat").read_text().split()[1]) / 1e9
+    return ran, waited
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _processes(stack: Stack) -> dict[str, list[int]]:
+    assert stack.supervisor is not None and stack.emulator is not None
+    found = {name: [pid] for name, pid in stack.supervisor.pids().items()}
+    if stack.emulator.process is not None:
+        found["emulator"] = [stack.emulator.process.pid]
+    for name, server in zip(("source PostgreSQL", "warehouse PostgreSQL"), stack.servers, strict=False):
+        postmaster = server.pid()
+        if postmaster is not None:
+            found[name] = [postmaster, *_children(postmaster)]
+    return found
+
+
+@contextlib.contextmanager
+def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
+    """Fill ``into`` with each process's time on a CPU and waiting for one, over the block's wall
+    time (1.0 = one core's worth). Backends that exit within the block (pgbench's) are not seen."""
+    def sample() -> dict[str, tuple[float, float]]:
+        found = {}
+        for name, pids in _processes(stack).items():
+            times = [_sched(p) for p in pids]
+            found[name] = (sum(t[0] for t in times), sum(t[1] for t in times))
+        return found
+
+    before, began = sample(), time.monotonic()
+    yield
+    wall = time.monotonic() - began
+    for name, (ran, waited) in sample().items():
+        ran0, waited0 = before.get(name, (0.0, 0.0))
+        into[name] = ((ran - ran0) / wall, (waited - waited0) / wall)
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+def _orders_since(stack: Stack, since: dt.datetime) -> int:
+    return int(_query(stack.warehouse_dsn, "SELECT count(*) FROM fact_sales_order WHERE "
+                      "source_op = 'c' AND source_commit_ts >= %s", (since,))[0][0])
 
 
 def _wait_snapshot(stack: Stack) -> float:
     """Seconds from now until every source fact row of the seed is in the warehouse."""
-    expected = sum(stack.counts.get(t.removeprefix("fact_"), 0) for t in FACT_TABLES)
-    union = " UNION ALL ".join(f"SELECT count(*) AS n FROM {t} WHERE source_op = 'r'"
-                               for t in FACT_TABLES)
+    expected = stack.counts.get("sales_order", 0)
     begin = time.monotonic()
     while time.monotonic() - begin < LOAD_TIMEOUT_SECONDS:
-        if int(_query(stack.warehouse_dsn, f"SELECT sum(n) FROM ({union}) f")[0][0]) >= expected:
+        if int(_query(stack.warehouse_dsn, "SELECT count(*) FROM fact_sales_order "
+                      "WHERE source_op = 'r'")[0][0]) >= expected:
             return time.monotonic() - begin
         time.sleep(0.2)
-    raise RuntimeError(f"the initial snapshot ({expected} fact rows) did not reach the warehouse "
+    raise RuntimeError(f"the initial snapshot ({expected} sales orders) did not reach the warehouse "
                        f"in {LOAD_TIMEOUT_SECONDS:.0f} s; see {stack.run_dir / 'logs'}")
 
 
-def _simulate(dsn: str, rate: float, seconds: float, seed_value: int) -> simulate.SimulationStats:
-    return simulate.run(dsn, rate=rate, duration=seconds, seed=seed_value)
+def _wait_orders(stack: Stack, since: dt.datetime, expected: int, limit: float) -> float | None:
+    """Seconds until ``expected`` orders committed since ``since`` are fact rows (None: not in
+    ``limit`` seconds)."""
+    begin = time.monotonic()
+    while time.monotonic() - begin < limit:
+        if _orders_since(stack, since) >= expected:
+            return time.monotonic() - begin
+        time.sleep(0.05)
+    return None
 
 
-def _window(stack: Stack, pool: concurrent.futures.Executor, rate: float, number: int) -> Window:
-    processes = max(1, math.ceil(rate / CHANGES_PER_PROCESS))
-    since = _query(stack.warehouse_dsn, "SELECT now()")[0][0]
-    futures = [pool.submit(_simulate, stack.source_dsn, rate / processes, WINDOW_SECONDS,
-                           number * 100 + i) for i in range(processes)]
-    runs = [f.result() for f in futures]
-    ended = time.monotonic()
-    expected = sum(r.fact_versions for r in runs)
-    achieved = sum(r.changes for r in runs) / max(r.seconds for r in runs)
-    drain: float | None = None
-    while time.monotonic() - ended < DRAIN_LIMIT_SECONDS * 6:  # wait longer, to measure the rest
-        if _facts_since(stack, since) >= expected:
-            drain = time.monotonic() - ended
-            break
-        time.sleep(0.1)
-    window = Window(rate, achieved, expected, drain if drain is not None and
-                    drain <= DRAIN_LIMIT_SECONDS else None)
-    union = " UNION ALL ".join(
-        f"SELECT extract(epoch FROM loaded_at - source_commit_ts) * 1000 AS ms FROM {t} "
-        "WHERE source_op <> 'r' AND source_commit_ts >= %(since)s" for t in FACT_TABLES)
-    percentiles, top = _query(stack.warehouse_dsn, (
-        "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms) "
-        f"FROM ({union}) f"), {"since": since})[0]
+def _waterfall(stack: Stack, since: dt.datetime) -> dict[str, tuple[float, float]]:
+    """Each stage's p50 and p99 over the files loaded since ``since`` (as status reads them)."""
+    columns = [sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY {}), "
+                       "percentile_cont(0.99) WITHIN GROUP (ORDER BY {})").format(
+                           sql.Identifier(s.p50_column), sql.Identifier(s.p99_column))
+               for s in STAGES]
+    row = _query(stack.warehouse_dsn, sql.SQL(
+        "SELECT {} FROM public.pipeline_latency WHERE loaded_at >= %s AND streamed_events > 0"
+    ).format(sql.SQL(", ").join(columns)), (since,))[0]
+    return {s.name: (math.nan if p50 is None else float(p50), math.nan if p99 is None else float(p99))
+            for s, p50, p99 in zip(STAGES, row[::2], row[1::2], strict=True)}
+
+
+def _window(stack: Stack, script: Path, rate: float) -> Window:
+    since = _query(stack.source_dsn, "SELECT now()")[0][0]
+    cpu: dict[str, tuple[float, float]] = {}
+    with _cpu(stack, cpu):
+        orders, seconds = _pgbench(stack, script, "-R", str(rate), "-T", str(int(WINDOW_SECONDS)))
+    drain = _wait_orders(stack, since, orders, DRAIN_LIMIT_SECONDS * 6)  # longer, to measure the rest
+    window = Window(rate, orders / seconds, orders,
+                    drain if drain is not None and drain <= DRAIN_LIMIT_SECONDS else None, cpu=cpu)
+    percentiles, top = _query(stack.warehouse_dsn, """
+        SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms)
+        FROM (SELECT extract(epoch FROM loaded_at - source_commit_ts) * 1000 AS ms
+              FROM fact_sales_order WHERE source_op = 'c' AND source_commit_ts >= %s) f""",
+                              (since,))[0]
     if percentiles is not None:
         window.p50, window.p95, window.p99 = (float(p) for p in percentiles)
         window.max_ms = float(top)
+    window.stages = _waterfall(stack, since)
     return window
 
 
@@ -153,38 +294,49 @@ def _sustained(window: Window) -> bool:
             and window.p99 <= settings()["alarms"]["end_to_end_latency_p99_ms"])
 
 
-# --- memory ---------------------------------------------------------------------------------------
-
-def _reset_peaks(stack: Stack) -> None:
-    assert stack.supervisor is not None
-    for pid in stack.supervisor.pids().values():
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-
-
-def _rss(stack: Stack) -> dict[str, tuple[float, float]]:
-    """Component -> (peak RSS MiB since the last reset, current RSS MiB)."""
-    assert stack.supervisor is not None
-    found = {}
-    for name, pid in stack.supervisor.pids().items():
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-        found[name] = tuple(int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
-    return found  # type: ignore[return-value]
-
-
-def _workload(stack: Stack, pool: concurrent.futures.Executor, name: str, rate: float,
-              windows: int) -> Workload:
-    _reset_peaks(stack)
-    workload = Workload(name)
+def _workload(stack: Stack, script: Path, name: str, rate: float, windows: int) -> Workload:
+    workload = Workload(name, rate)
     for number in range(windows):
-        window = _window(stack, pool, rate, number)
+        window = _window(stack, script, rate)
         workload.windows.append(window)
         print(f"   {name} window {number + 1}: {window}", flush=True)
-    workload.rss_mb = _rss(stack)
     return workload
 
 
-# --- the 5M-row warehouse -------------------------------------------------------------------------
+def _burst(stack: Stack, script: Path) -> Burst:
+    """Capture paused while BURST transactions commit; then how fast the pipeline drains them,
+    and how fast pg_recvlogical reads the same WAL."""
+    assert stack.supervisor is not None
+    server = stack.servers[0]
+    publication = settings()["capture"]["publication"]
+    _query(stack.source_dsn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
+           (REFERENCE_SLOT,))
+    capture = stack.supervisor.pids()["capture"]
+    burst = Burst()
+    try:
+        since = _query(stack.source_dsn, "SELECT now()")[0][0]
+        os.kill(capture, signal.SIGSTOP)
+        try:
+            burst.transactions, burst.commit_s = _pgbench(
+                stack, script, "-t", str(BURST // CLIENTS))
+            end = _query(stack.source_dsn, "SELECT pg_current_wal_lsn()::text")[0][0]
+        finally:
+            os.kill(capture, signal.SIGCONT)
+        with _cpu(stack, burst.cpu):
+            drain = _wait_orders(stack, since, burst.transactions, LOAD_TIMEOUT_SECONDS)
+        burst.drain_s = math.nan if drain is None else drain
+        began = time.monotonic()
+        subprocess.run(
+            [str(server.bindir / "pg_recvlogical"), "-d", stack.source_dsn, "--slot", REFERENCE_SLOT,
+             "--start", "-o", "proto_version=1", "-o", f"publication_names={publication}",
+             "-E", end, "-f", "/dev/null"],
+            check=True, env={**os.environ, "PGPASSWORD": server.password}, timeout=600)
+        burst.reference_s = time.monotonic() - began
+    finally:
+        _query(stack.source_dsn, "SELECT pg_drop_replication_slot(%s)", (REFERENCE_SLOT,))
+    print(f"   burst: {burst}", flush=True)
+    return burst
+
 
 def _fill_facts(stack: Stack, rows: int) -> float:
     """Put ``rows`` historical fact versions into fact_sales_order with their own source positions
@@ -209,7 +361,19 @@ def _fill_facts(stack: Stack, rows: int) -> float:
     return time.monotonic() - begin
 
 
-# --- the stacks -----------------------------------------------------------------------------------
+@dataclass
+class Results:
+    seeded: str = ""
+    seed_rows: int = 0
+    snapshot_s: float = 0.0
+    fill_s: float = 0.0
+    steady: list[Workload] = field(default_factory=list)
+    search: list[Window] = field(default_factory=list)
+    burst: Burst | None = None
+    sized: Workload | None = None
+    candidate: list[Workload] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
+
 
 @contextlib.contextmanager
 def _stack(state_dir: Path, overrides: dict[str, Any] | None = None) -> Iterator[Stack]:
@@ -232,146 +396,190 @@ def _stack(state_dir: Path, overrides: dict[str, Any] | None = None) -> Iterator
         settings.cache_clear()
 
 
-@dataclass
-class Results:
-    seeded: str = ""
-    seed_rows: int = 0
-    snapshot_s: float = 0.0
-    fill_s: float = 0.0
-    snapshot_rss: dict[str, tuple[float, float]] = field(default_factory=dict)
-    workloads: list[Workload] = field(default_factory=list)
-    search: list[Window] = field(default_factory=list)
-    before: Workload | None = None
-    load: list[float] = field(default_factory=list)
-
-
 def measure(root: Path) -> Results:
     results = Results()
-    ctx = multiprocessing.get_context("spawn")
-    processes = math.ceil(max(SEARCH_RATES) / CHANGES_PER_PROCESS)
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-        with _stack(root / "before", BEFORE) as stack:
-            _wait_snapshot(stack)
-            results.before = _workload(stack, pool, "200/s, settings before tuning", 200, REPEATS)
-        with _stack(root / "after") as stack:
-            results.seeded, results.seed_rows = stack.seeded_with, sum(stack.counts.values())
+    with _stack(root / "candidate", CANDIDATE) as stack:
+        _wait_snapshot(stack)
+        script = _insert_script(stack, root)
+        for rate in STEADY_RATES:
             results.load.append(os.getloadavg()[0])
-            results.snapshot_s = _wait_snapshot(stack)
-            results.snapshot_rss = _rss(stack)
-            for rate in STEADY_RATES:
-                results.workloads.append(_workload(stack, pool, f"{rate:,}/s", rate, REPEATS))
-                results.load.append(os.getloadavg()[0])
-            _reset_peaks(stack)
-            for rate in SEARCH_RATES:
-                window = _window(stack, pool, rate, 0)
-                print(f"   search: {window}", flush=True)
-                results.search.append(window)
-                if not _sustained(window):
-                    break
+            results.candidate.append(_workload(stack, script, f"{rate:,}/s, candidate", rate,
+                                               REPEATS))
+    with _stack(root / "after") as stack:
+        results.seeded, results.seed_rows = stack.seeded_with, sum(stack.counts.values())
+        results.snapshot_s = _wait_snapshot(stack)
+        script = _insert_script(stack, root)
+        for rate in STEADY_RATES:
             results.load.append(os.getloadavg()[0])
-            results.workloads.append(Workload("highest-rate search", rss_mb=_rss(stack)))
+            results.steady.append(_workload(stack, script, f"{rate:,}/s", rate, REPEATS))
+        results.load.append(os.getloadavg()[0])
+        results.burst = _burst(stack, script)
+        for rate in SEARCH_RATES:
+            results.load.append(os.getloadavg()[0])
+            window = _window(stack, script, rate)
+            print(f"   search: {window}", flush=True)
+            results.search.append(window)
+            if not _sustained(window):
+                break
+        if FACT_ROWS:
             results.fill_s = _fill_facts(stack, FACT_ROWS)
-            results.workloads.append(_workload(
-                stack, pool, f"200/s, {FACT_ROWS:,} fact rows loaded", 200, REPEATS))
             results.load.append(os.getloadavg()[0])
+            results.sized = _workload(stack, script, f"200/s, {FACT_ROWS:,} fact rows loaded", 200,
+                                      REPEATS)
     return results
 
 
 # --- the section ----------------------------------------------------------------------------------
 
+def _share(times: tuple[float, float]) -> str:
+    return f"{times[0]:.2f} / {times[1]:.2f}"
+
+
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:,.0f}"
 
 
-def _latency_row(label: str, w: Workload) -> str:
-    drains = [x.drain_s for x in w.windows]
-    drain = ("not drained" if any(d is None for d in drains)
-             else f"{statistics.median(d for d in drains if d is not None):.1f}")
-    return (f"| {label} | {w.median('achieved'):,.0f} | {_ms(w.median('p50'))} | "
+def _drain(windows: list[Window]) -> str:
+    drains = [w.drain_s for w in windows]
+    if any(d is None for d in drains):
+        return "not drained"
+    return f"{statistics.median(d for d in drains if d is not None):.1f}"
+
+
+def _latency_row(w: Workload, goal: str) -> str:
+    return (f"| {w.name} | {w.median('achieved'):,.0f} | {_ms(w.median('p50'))} | "
             f"{_ms(w.median('p95'))} | {_ms(w.median('p99'))} | {_ms(w.median('max_ms'))} | "
-            f"{drain} | {len(w.windows)} |")
+            f"{_drain(w.windows)} | {len(w.windows)} | {goal} |")
+
+
+def _cpu_columns(results: Results) -> list[str]:
+    seen: dict[str, None] = {}
+    for w in [*results.steady, *([results.sized] if results.sized else [])]:
+        for window in w.windows:
+            seen.update(dict.fromkeys(window.cpu))
+    for window in results.search:
+        seen.update(dict.fromkeys(window.cpu))
+    return list(seen)
 
 
 def render(r: Results) -> str:
     mapping = settings()["stream_processor_mapping"]
     loader = settings()["loader_mapping"]
+    alarm = settings()["alarms"]["end_to_end_latency_p99_ms"]
     lines = [
         f"## End-to-end pipeline (as of {dt.date.today().isoformat()})",
         "",
         f"The local stack (`totes_ops.stack.up`, each component its own OS process) seeded with the "
         f"{'real totesys data' if r.seeded == 'totesys' else 'synthetic data'} ({r.seed_rows:,} "
-        f"rows). Traffic: `totes_ops.simulate` (new orders with transaction and payment, payments "
-        f"paid, reference edits), {CHANGES_PER_PROCESS:,} changes/s per simulator process, in "
-        f"windows of {WINDOW_SECONDS:.0f} s; after each window the pipeline drains before the next. "
-        "Latency = `loaded_at - source_commit_ts` of the window's fact rows (every insert and update "
-        "of sales_order, purchase_order, payment), in ms. Each row: medians over its windows. "
-        "Drain = seconds from the end of the traffic until the window's last fact row is loaded. "
-        f"Load average (1 min) during the run: {', '.join(f'{x:.1f}' for x in r.load)} (the "
-        "2 cores are shared with other work: expect noise).",
+        f"rows). Traffic from a second process: `pgbench --rate`, {CLIENTS} connections, single-row "
+        f"INSERT transactions of sales orders, in windows of {WINDOW_SECONDS:.0f} s; after each "
+        "window the pipeline drains before the next. Latency = `loaded_at - source_commit_ts` of "
+        "the window's fact_sales_order rows, in ms; each row: medians over its windows. Drain = "
+        "seconds from the end of the traffic until the window's last order is a fact row. Load "
+        f"average (1 min) during the run: {', '.join(f'{x:.1f}' for x in r.load)} (the 2 cores are "
+        "shared with other work: expect noise).",
         "",
         f"Settings: capture max_batch_delay_ms {settings()['capture']['max_batch_delay_ms']}; "
         f"stream processor batch size {mapping['batch_size']}, batching window "
-        f"{mapping['maximum_batching_window_seconds']} s; loader batch size {loader['batch_size']}.",
+        f"{mapping['maximum_batching_window_seconds']} s; loader batch size {loader['batch_size']}, "
+        f"{loader['maximum_concurrency']} workers.",
         "",
-        f"Initial snapshot, source -> warehouse: {r.snapshot_s:.1f} s after `up` returned "
-        f"(the stack's start-up, seeding and emulator resources come before that).",
+        f"Initial snapshot, source -> warehouse: {r.snapshot_s:.1f} s after `up` returned.",
         "",
-        "| workload | changes/s made | p50 | p95 | p99 | max | drain s | windows |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | changes/s made | p50 | p95 | p99 | max | drain s | windows | goal (p99) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for w in r.workloads:
-        if w.windows:
-            lines.append(_latency_row(w.name, w))
+    for w in r.steady:
+        goal = GOAL_P99_MS[int(w.rate)]
+        met = "met" if w.median("p99") <= goal else "not met"
+        lines.append(_latency_row(w, f"<= {goal:,} ms: {met}"))
+    if r.sized is not None and r.steady:
+        first = r.steady[0].median("p99")
+        ratio = r.sized.median("p99") / first
+        lines.append(_latency_row(r.sized, f"within 20 % of the 200/s row: {ratio:.2f}x, "
+                                           f"{'met' if 0.8 <= ratio <= 1.2 else 'not met'}"))
+    if r.candidate:
+        lines += [
+            "",
+            "A candidate setting against settings.json, the same run (the candidate stack, first, "
+            f"ran with `{json.dumps(CANDIDATE)}` through `$TOTES_CDC_SETTINGS_OVERRIDES`):",
+            "",
+            "| workload | changes/s made | p50 | p95 | p99 | max | drain s | windows | p99 ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for candidate, current in zip(r.candidate, r.steady, strict=False):
+            ratio = candidate.median("p99") / current.median("p99")
+            lines += [_latency_row(candidate, f"{ratio:.2f} of settings"), _latency_row(current, "")]
     lines += [
         "",
-        "Highest sustainable rate: one window per rate, rising until the simulator cannot make the "
-        f"rate, the window does not drain within {DRAIN_LIMIT_SECONDS:.0f} s or its p99 passes "
-        f"the alarm threshold ({settings()['alarms']['end_to_end_latency_p99_ms']:,} ms).",
+        "Where the latency goes: the waterfall of the files loaded in each workload's windows "
+        "(`pipeline_latency`, as `totes-cdc status` shows it; per stage p50 / p99 in ms, medians "
+        "over the windows):",
+        "",
+        "| stage | " + " | ".join(w.name for w in r.steady) + " |",
+        "|---|" + "---:|" * len(r.steady),
+    ]
+    for stage in STAGES:
+        lines.append(f"| {stage.label} | " + " | ".join(
+            f"{_ms(w.median_stage(stage.name, 0))} / {_ms(w.median_stage(stage.name, 1))}"
+            for w in r.steady) + " |")
+    if r.burst is not None:
+        b = r.burst
+        ratio = b.rate / b.reference_rate
+        lines += [
+            "",
+            f"Burst: capture paused (SIGSTOP) while pgbench committed {b.transactions:,} "
+            f"single-row transactions ({b.commit_s:.1f} s), then resumed. Drained end to end "
+            f"(resumed -> last fact row) in {b.drain_s:.1f} s: {b.rate:,.0f} transactions/s. "
+            f"Reference, same run: `pg_recvlogical` reading the same WAL from a slot made just "
+            f"before the burst, {b.reference_s:.2f} s: {b.reference_rate:,.0f} transactions/s. "
+            f"Ratio {ratio:.2f} (goal >= 0.25: {'met' if ratio >= 0.25 else 'not met'}). During "
+            "the drain, on CPU / waiting for a CPU (1.0 = one core's worth): "
+            + ", ".join(f"{name} {_share(share)}" for name, share in b.cpu.items()) + ".",
+        ]
+    lines += [
+        "",
+        "Highest sustained rate: one window per rate, rising until pgbench cannot make 95 % of "
+        f"the rate, the window does not drain within {DRAIN_LIMIT_SECONDS:.0f} s or its p99 "
+        f"passes the alarm threshold ({alarm:,} ms).",
         "",
         "| target changes/s | made | p50 | p95 | p99 | drain s | sustained |",
         "|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for w in r.search:
-        lines.append(f"| {w.target:,.0f} | {w.achieved:,.0f} | {_ms(w.p50)} | {_ms(w.p95)} | "
-                     f"{_ms(w.p99)} | {'-' if w.drain_s is None else f'{w.drain_s:.1f}'} | "
-                     f"{'yes' if _sustained(w) else 'no'} |")
-    sustained = [w.target for w in r.search if _sustained(w)] + [
-        w.windows[0].target for w in r.workloads
-        if w.windows and w is not r.workloads[-1] and all(_sustained(x) for x in w.windows)]
-    lines += ["", f"Highest sustained: {max(sustained):,.0f} changes/s." if sustained else
-              "No search rate was sustained.", ""]
+    for s in r.search:
+        lines.append(f"| {s.target:,.0f} | {s.achieved:,.0f} | {_ms(s.p50)} | {_ms(s.p95)} | "
+                     f"{_ms(s.p99)} | {'-' if s.drain_s is None else f'{s.drain_s:.1f}'} | "
+                     f"{'yes' if _sustained(s) else 'no'} |")
+    sustained = [s.target for s in r.search if _sustained(s)] + [
+        w.rate for w in r.steady if all(_sustained(x) for x in w.windows)]
+    best = max(sustained, default=0)
+    lines += ["", (f"Highest sustained: {best:,.0f} changes/s" if best else
+                   "No rate measured was sustained") + f" (goal >= 10,000: "
+              f"{'met' if best >= 10_000 else 'not met'}).", ""]
+    processes = _cpu_columns(r)
     lines += [
-        f"Size: {FACT_ROWS:,} fact rows put into fact_sales_order with SQL ({r.fill_s:.0f} s, "
-        "then VACUUM ANALYZE) before the last workload; compare its row with the first.",
+        "Where the CPU goes during the traffic: per process, time on a CPU (`/proc/<pid>/stat`) / "
+        "time its live threads were runnable but waiting for one (`/proc/<pid>/task/*/schedstat`;"
+        " the emulator's request threads end with their request, so its wait is undercounted), "
+        "as a share of the window (1.0 = one core's worth; the machine has 2; PostgreSQL with "
+        "its backends; medians over a workload's windows). Waiting far above running means the "
+        "process is starved of CPU:",
         "",
-        "Peak RSS (MiB, VmHWM reset before each workload) of each component:",
-        "",
-        "| workload | " + " | ".join(PIPELINE) + " |",
-        "|---|" + "---:|" * len(PIPELINE),
-        "| initial snapshot (peak since start) | "
-        + " | ".join(_mb(r.snapshot_rss, c) for c in PIPELINE) + " |",
+        "| workload | " + " | ".join(processes) + " |",
+        "|---|" + "---:|" * len(processes),
     ]
-    for w in r.workloads:
-        lines.append(f"| {w.name} | " + " | ".join(_mb(w.rss_mb, c) for c in PIPELINE) + " |")
-    if r.before is not None:
-        after = r.workloads[0]
-        lines += [
-            "",
-            "Before/after tuning, 200 changes/s, the same run (the reference stack ran with "
-            f"`{json.dumps(BEFORE)}` through `$TOTES_CDC_SETTINGS_OVERRIDES`):",
-            "",
-            "| configuration | changes/s made | p50 | p95 | p99 | max | drain s | windows |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-            _latency_row("before", r.before),
-            _latency_row("after", after),
-            "",
-            f"p99 ratio after/before: {after.median('p99') / r.before.median('p99'):.2f}.",
-        ]
+    for w in r.steady:
+        lines.append(f"| {w.name} | " + " | ".join(_share(w.median_cpu(p)) for p in processes)
+                     + " |")
+    for window in r.search:
+        lines.append(f"| {window.target:,.0f}/s (search) | " + " | ".join(
+            _share(window.cpu.get(p, (0.0, 0.0))) for p in processes) + " |")
+    if r.sized is not None:
+        lines += ["", f"Size: {FACT_ROWS:,} fact rows put into fact_sales_order with SQL "
+                      f"({r.fill_s:.0f} s, then VACUUM ANALYZE) before its row."]
+    lines += ["", "What bounds the goals not met, with the components' profiles: "
+                  "[`docs/benchmarks.md`](docs/benchmarks.md#what-the-figures-say-and-what-was-tuned)."]
     return "\n".join(lines) + "\n"
-
-
-def _mb(rss: dict[str, tuple[float, float]], component: str) -> str:
-    return f"{rss[component][0]:,.0f}" if component in rss else "-"
 
 
 def run() -> str:
