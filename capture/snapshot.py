@@ -158,8 +158,8 @@ class LakeSnapshot:
         work: queue.SimpleQueue[tuple[_Table, int]] = queue.SimpleQueue()
         for table in described.values():
             progress = state.tables[table.name]
-            self._progress.start(table.name, progress.estimate)
-            self._progress.advance(table.name, progress.rows)
+            # A resumed read's rows saved before count as done, not in the rate.
+            self._progress.start(table.name, progress.estimate, done=progress.rows)
             todo = [i for i in range(len(progress.ranges)) if i not in progress.done]
             log.info("snapshot of %s at %s: %d of %d ranges to read", table.name, source.format_lsn(lsn),
                      len(todo), len(progress.ranges))
