@@ -41,10 +41,6 @@ run "plan" {
     condition     = output.dashboard == "totes-cdc"
     error_message = "the dashboard is not named from settings.json"
   }
-}
-
-run "stream_processor_polls_the_stream_by_default" {
-  command = plan
 
   assert {
     condition     = output.stream_processor_stream_consumer_arn == null
