@@ -20,6 +20,11 @@ file concerns. A handful of statements per file, whatever its size:
    mirror and written only when they differ.
 
 ``touched`` (a temporary table) collects the versions added, changed or removed by steps 2-3.
+
+A file of snapshot reads (capture's lake snapshot, a resync) is loaded in bulk: the keys it is the
+first to bring take a short way from the stage (lock_keys_sql). Its table read's completion marker
+applies any listed file not applied yet, then tombstones the rows the read did not see (ghost
+rows, ghosts_sql), whichever order the files and the marker come in.
 """
 
 from __future__ import annotations
@@ -604,7 +609,7 @@ def _analyze_history(cur: Any, spec: SourceTable) -> None:
 def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bool) -> _Totals:
     """Steps 1-6 of the module docstring for the versions in ``stage`` (``staged`` rows).
 
-    ``every_row``: the file holds a truncate, which concerns every row of the table. ``fresh``: a
+    ``every_row``: a file with a truncate, or a sweep: it concerns every row of the table. ``fresh``: a
     file of snapshot reads, one per key, whose keys new to the warehouse take the short way (see
     lock_keys_sql); the others, as any file's.
     """
@@ -619,15 +624,15 @@ def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bo
         "EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s)").format(TRUNCATIONS, GHOST_SWEEPS),
         {"t": spec.name})
     truncated, swept = cur.fetchone()
+    if swept:  # before the truncates': a ghost tombstone is a deletion a later truncate follows
+        cur.execute(ghosts_sql(spec, sql.SQL("SELECT DISTINCT {} FROM touched").format(
+            _ids(spec.key))))
     if truncated:
         # A truncate concerns every row of the table; a file of rows, its own rows.
         keys = sql.SQL("SELECT {} FROM {}").format(
             _ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name) if every_row
             else sql.SQL("stage GROUP BY {}").format(_ids(spec.key)))
         cur.execute(tombstones_sql(spec, keys))
-    if swept:
-        cur.execute(ghosts_sql(spec, sql.SQL("SELECT DISTINCT {} FROM touched").format(
-            _ids(spec.key))))
     # Statistics let the planner choose index lookups into the history, mirror and facts for a
     # small batch (a temporary table has none, and is assumed large).
     cur.execute("ANALYZE touched")
@@ -711,7 +716,8 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
         {"table": spec.name, "lsn": marker.lsn, "files": list(marker.files)})
     cur.execute(ghosts_sql(spec, ghost_candidates_sql(spec)), {"lsn": marker.lsn})
     ghosts = cur.rowcount
-    return ghosts, _derive(cur, spec, 0, every_row=False, fresh=False)
+    # every_row: the truncate tombstones of the table are recomputed, the ghosts' included.
+    return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False)
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:

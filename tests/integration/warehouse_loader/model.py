@@ -34,12 +34,17 @@ from stream_processors.columnar import parse_batch
 from stream_processors.config import ProcessorConfig
 from stream_processors.files import BatchId
 from stream_processors.store import ObjectStore, write_batch
+from tests.integration.warehouse_loader.files import event as processed_row
+from tests.integration.warehouse_loader.files import parquet_bytes, snapshot_key
 from totes_cdc import contract, kpl
 from totes_cdc.contract import ChangeEvent, Column
 from totes_cdc.settings import settings
+from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
+from warehouse_loader.apply import GHOST_SEQ
 from warehouse_loader.derivation import FACTS_BY_SOURCE, UNKNOWN_CURRENCY, currency_name
 
 SCHEMA = "public"
+LIVE = (contract.OP_SNAPSHOT, contract.OP_INSERT, contract.OP_UPDATE)
 TABLES = ("address", "counterparty", "currency", "department", "staff", "sales_order", "payment")
 KEY_SPACE = 4  # keys 1..4, and foreign keys into the same range, so rows meet and joins match
 SNAPSHOT_LSN = 0x1000
@@ -74,6 +79,8 @@ class History:
     initial: tuple[Op, ...]  # committed before the snapshot: what the snapshot reads
     transactions: tuple[Transaction, ...]
     commit_at_snapshot: bool = False  # the first transaction commits at the snapshot's LSN
+    resync: tuple[str, ...] = ()  # tables read again after the transactions
+    lost: tuple[Op, ...] = ()  # deletes of resynced tables' rows while nothing listened: no event
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -120,7 +127,7 @@ class Version:
     op: str
     lsn: int
     seq: int
-    commit_ts: dt.datetime
+    commit_ts: dt.datetime | None
     values: Row  # every column: the row after the change, or the last values before a deletion
     event: bool = True
 
@@ -130,7 +137,9 @@ class Replay:
     """The history replayed against a source: its events and the versions they make."""
 
     columns: Mapping[str, tuple[Column, ...]]
-    events: list[ChangeEvent] = field(default_factory=list)
+    events: list[ChangeEvent] = field(default_factory=list)  # the stream's
+    # Each table read, to the lake: (table, lsn, its reads).
+    reads: list[tuple[str, int, list[ChangeEvent]]] = field(default_factory=list)
     versions: list[Version] = field(default_factory=list)
     rows: dict[str, dict[int, Row]] = field(default_factory=dict)
 
@@ -155,14 +164,7 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
         if op.kind in ("insert", "update"):
             source.rows[op.table][op.key] = source.new_row(op.table, op.key, op.seeds)
     for table in TABLES:
-        for ordinal, key in enumerate(sorted(source.rows[table]), start=1):
-            row = source.rows[table][key]
-            event = ChangeEvent(contract.OP_SNAPSHOT, SCHEMA, table, SNAPSHOT_LSN,
-                                contract.snapshot_seq(ordinal), SNAPSHOT_TS, columns[table],
-                                after=dict(row), snapshot=True)
-            source.events.append(event)
-            source.versions.append(Version(table, key, event.op, event.lsn, event.seq, SNAPSHOT_TS,
-                                           dict(row)))
+        _read(source, table, SNAPSHOT_LSN, SNAPSHOT_TS)
     lsn, commit_ts = SNAPSHOT_LSN, SNAPSHOT_TS
     for number, txn in enumerate(history.transactions):
         if number or not history.commit_at_snapshot:
@@ -172,7 +174,39 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
         for op in txn.ops:
             made = _change(source, op, lsn, seq + 1, commit_ts, xid=number + 1)
             seq += made
+    if history.resync:
+        for op in history.lost:
+            if op.table in history.resync:
+                source.rows[op.table].pop(op.key, None)
+        lsn, commit_ts = lsn + LSN_STEP, commit_ts + dt.timedelta(minutes=1)
+        for table in TABLES:
+            if table in history.resync:
+                _ghosts(source, table, lsn)
+                _read(source, table, lsn, commit_ts)
     return source
+
+
+def _read(source: Replay, table: str, lsn: int, commit_ts: dt.datetime) -> None:
+    """A read of ``table``'s rows at ``lsn``, written to the lake (seqs: contract.snapshot_seq)."""
+    reads = []
+    for ordinal, key in enumerate(sorted(source.rows[table]), start=1):
+        row = source.rows[table][key]
+        event = ChangeEvent(contract.OP_SNAPSHOT, SCHEMA, table, lsn, contract.snapshot_seq(ordinal),
+                            commit_ts, source.columns[table], after=dict(row), snapshot=True)
+        reads.append(event)
+        source.versions.append(Version(table, key, event.op, lsn, event.seq, commit_ts, dict(row)))
+    source.reads.append((table, lsn, reads))
+
+
+def _ghosts(source: Replay, table: str, lsn: int) -> None:
+    """The ghost tombstones of a read of ``table`` at ``lsn``: rows whose last version is live but
+    that the source no longer has (lost deletes). Their commit time is left out (None): for a
+    table read empty the loader can only give the time it swept."""
+    last = {v.key: v for v in source.versions if v.table == table}
+    for key, version in sorted(last.items()):
+        if version.op in LIVE and key not in source.rows[table]:
+            source.versions.append(Version(table, key, contract.OP_DELETE, lsn, GHOST_SEQ, None,
+                                           dict(version.values)))
 
 
 def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, xid: int) -> int:
@@ -300,10 +334,15 @@ def expected(history: History, columns: Mapping[str, tuple[Column, ...]]) -> War
     for table in ("sales_order", "payment"):
         fact = FACTS_BY_SOURCE[table].table
         model.current[fact], model.history[fact] = {}, {}
+        before: dict[int, tuple[str, tuple[Any, ...]]] = {}
         for v in source.versions:
             if v.table != table:
                 continue
             converted = fact_values(table, columns[table], v.values)
+            previous, before[v.key] = before.get(v.key), (v.op, converted)
+            if v.op == contract.OP_SNAPSHOT and previous and previous[0] in LIVE \
+                    and previous[1] == converted:
+                continue  # a read of a row that did not change is no fact version
             deleted = v.op == contract.OP_DELETE
             model.history[fact].setdefault(v.key, []).append(
                 (converted, v.op, v.lsn, v.seq if v.event else None, v.commit_ts, deleted))
@@ -358,6 +397,7 @@ class Delivery:
 
     batch_sizes: tuple[int, ...] = (1,)
     redelivered: tuple[tuple[int, int, int], ...] = ()  # (shard, first event, events), wrapped round
+    snapshot_file_rows: int = 2  # reads per lake file of a table read
 
 
 class _Shards:
@@ -440,6 +480,29 @@ def processed_files(events: Sequence[ChangeEvent], delivery: Delivery) -> list[P
     return out
 
 
+LAKE = 1000  # the "shard" of a table read's lake files: each read its own, in write order
+
+
+def lake_files(history: History, columns: Mapping[str, tuple[Column, ...]],
+               delivery: Delivery) -> list[ProcessedFile]:
+    """Each table read as capture writes it to the lake: files of ``snapshot_file_rows`` reads,
+    then the read's completion marker listing them (a resync's even when it read nothing)."""
+    out: list[ProcessedFile] = []
+    for n, (table, lsn, reads) in enumerate(replay(history, columns).reads):
+        if not reads and lsn == SNAPSHOT_LSN:
+            continue  # an empty table's first read completes nothing: its marker is left out
+        size, keys = delivery.snapshot_file_rows, []
+        for first in range(0, len(reads), size):
+            chunk = reads[first:first + size]
+            keys.append(snapshot_key(table, lsn, f"{first + 1}-{first + len(chunk)}"))
+            out.append(ProcessedFile(LAKE + n, keys[-1], parquet_bytes(columns[table], [
+                processed_row(e.op, e.lsn, e.seq, e.after, commit_ts=e.commit_ts) for e in chunk])))
+        marker = SnapshotMarker(SCHEMA, table, lsn, tuple(keys), len(reads), lsn != SNAPSHOT_LSN)
+        out.append(ProcessedFile(LAKE + n, snapshot_key(table, lsn, "done"),
+                                 marker_parquet(marker, columns[table])))
+    return out
+
+
 @dataclass(frozen=True)
 class Arrival:
     """How the files reach the loaders. ``priorities`` (cycled over the files) choose the order;
@@ -508,8 +571,11 @@ def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4,
     transactions = st.builds(Transaction, st.lists(ops(kinds, toasted_key_changes), min_size=1,
                                                    max_size=3).map(tuple),
                              st.integers(0, 8))
+    lost = st.builds(Op, st.just("delete"), st.sampled_from(TABLES), st.integers(1, KEY_SPACE))
     return st.builds(History, st.lists(ops(("insert",)), max_size=6).map(tuple),
-                     st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans())
+                     st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans(),
+                     st.lists(st.sampled_from(TABLES), unique=True, max_size=2).map(tuple),
+                     st.lists(lost, max_size=3).map(tuple))
 
 
 def arrivals(shape: str, max_loaders: int = 1) -> st.SearchStrategy[Arrival]:
@@ -521,4 +587,4 @@ def deliveries() -> st.SearchStrategy[Delivery]:
     return st.builds(
         Delivery, st.lists(st.integers(1, 8), min_size=1, max_size=4).map(tuple),
         st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(1, 4)),
-                 max_size=2).map(tuple))
+                 max_size=2).map(tuple), st.integers(1, 3))
