@@ -244,6 +244,7 @@ class LakeSnapshot:
         if self._stop.is_set():
             raise Stopped("stopped during the snapshot")
         values = text_columns(pa.py_buffer(buf.getbuffer()), names)
+        del buf  # the text, once in columns: a worker holds one copy of its range
         rows = len(values[0]) if values else 0
         if not rows:
             return RangeRead(lsn, 0, [])
