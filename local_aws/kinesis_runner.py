@@ -31,9 +31,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local_aws import emf, process_status
+from local_aws import process_status
 from local_aws.checkpoint import Checkpoint, CheckpointStore
 from local_aws.events import ACCOUNT, kinesis_event, on_failure_record
+from local_aws.metrics import MetricSink
 from stream_processors.config import MappingConfig
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,8 @@ class Runner:
                  sqs: Any, cloudwatch: Any, namespace: str) -> None:
         self.config = config
         self.invoke_handler = invoke
-        self.kinesis, self.sqs, self.cloudwatch = kinesis, sqs, cloudwatch
-        self.namespace = namespace
+        self.kinesis, self.sqs = kinesis, sqs
+        self.metrics = MetricSink(cloudwatch, namespace)
         self.state_dir = state_dir
         self.checkpoints = CheckpointStore(state_dir / "checkpoints" / config.stream)
         self.readers: dict[str, ShardReader] = {}
@@ -355,7 +356,8 @@ class Runner:
                           self.last_error)
                 return Outcome(function_error=True)
             finally:
-                emf.publish(output.getvalue(), self.cloudwatch)
+                self.metrics.add_emf(output.getvalue())
+                self.metrics.flush()
         failed_from = lowest_failure(response, records) if self.config.report_batch_item_failures else None
         if failed_from is not None:
             self._count(item_failures=1)
@@ -407,8 +409,8 @@ class Runner:
         if time.monotonic() < self._next_metric or not readers:
             return
         age = max(r.millis_behind_latest for r in readers)
-        self.cloudwatch.put_metric_data(Namespace=self.namespace, MetricData=[
-            {"MetricName": "IteratorAgeMilliseconds", "Value": float(age), "Unit": "Milliseconds"}])
+        self.metrics.add("IteratorAgeMilliseconds", "Milliseconds", age)
+        self.metrics.flush()
         self._next_metric = time.monotonic() + METRIC_INTERVAL_SECONDS
 
     def write_status(self, force: bool = False) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 
+from local_aws.metrics import MetricSink
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
@@ -35,8 +36,6 @@ POLL_WAIT_SECONDS = 2
 # Pause after a failed receive/delete before polling again.
 RETRY_DELAY_SECONDS = 1.0
 AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
-# CloudWatch accepts at most this many metric data points per put_metric_data call.
-METRICS_PER_PUT = 1000
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
@@ -54,29 +53,11 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> di
     } for m in messages]}
 
 
-class MetricBuffer:
-    """Collects a batch's metrics, then sends them to CloudWatch in one call."""
-
-    def __init__(self, cloudwatch: Any, namespace: str) -> None:
-        self._cloudwatch = cloudwatch
-        self._namespace = namespace
-        self._data: list[dict[str, Any]] = []
-
-    def add(self, name: str, unit: str, value: float) -> None:
-        self._data.append({"MetricName": name, "Unit": unit, "Value": float(value)})
-
-    def flush(self) -> None:
-        for start in range(0, len(self._data), METRICS_PER_PUT):
-            self._cloudwatch.put_metric_data(Namespace=self._namespace,
-                                             MetricData=self._data[start:start + METRICS_PER_PUT])
-        self._data = []
-
-
 class Worker:
     """One loader: polls the queue and applies batch by batch on its own warehouse connection."""
 
     def __init__(self, name: str, queue_url: str, queue_arn: str,
-                 loader_factory: Callable[[MetricBuffer, Any], Loader]) -> None:
+                 loader_factory: Callable[[MetricSink, Any], Loader]) -> None:
         cfg = settings()
         self.name = name
         self._queue_url, self._queue_arn = queue_url, queue_arn
@@ -85,7 +66,7 @@ class Worker:
         # boto3 clients are safe to share between threads, sessions are not: one session each.
         session = boto3.session.Session()
         self._sqs = session.client("sqs")
-        self.metrics = MetricBuffer(session.client("cloudwatch"), cfg["metrics_namespace"])
+        self.metrics = MetricSink(session.client("cloudwatch"), cfg["metrics_namespace"])
         self.loader = loader_factory(self.metrics, session.client("s3"))
 
     def poll_once(self, wait_seconds: int = POLL_WAIT_SECONDS) -> int:
@@ -130,7 +111,7 @@ class Runner:
     """``workers`` loaders (default: the mapping's maximum concurrency) until ``stop`` is set."""
 
     def __init__(self, dsn: str, stop: threading.Event,
-                 loader_factory: Callable[[MetricBuffer, Any], Loader] | None = None,
+                 loader_factory: Callable[[MetricSink, Any], Loader] | None = None,
                  workers: int | None = None) -> None:
         cfg = settings()
         self._dsn = dsn

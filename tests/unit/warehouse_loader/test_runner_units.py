@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from local_aws.sqs_runner import METRICS_PER_PUT, MetricBuffer, sqs_event
+from local_aws.metrics import METRICS_PER_PUT, MetricSink
+from local_aws.sqs_runner import sqs_event
 from warehouse_loader.reconcile import Report, compare, render
 
 
@@ -19,14 +20,14 @@ def test_sqs_event_has_the_shape_lambda_builds():
         "awsRegion": "eu-west-2"}]}
 
 
-def test_metric_buffer_puts_in_chunks_cloudwatch_accepts():
+def test_the_metric_sink_puts_in_chunks_cloudwatch_accepts():
     calls = []
 
     class CloudWatch:
         def put_metric_data(self, **kwargs):
             calls.append(kwargs)
 
-    buffer = MetricBuffer(CloudWatch(), "NS")
+    buffer = MetricSink(CloudWatch(), "NS")
     for _ in range(METRICS_PER_PUT + 1):
         buffer.add("FilesLoaded", "Count", 1)
     buffer.flush()
