@@ -158,7 +158,6 @@ def closure(names: Iterable[str]) -> set[str]:
     return seen
 
 
-@pytest.mark.integration
 def test_capture_image_holds_capture_the_source_check_and_the_core_and_no_local_stack(tmp_path: Path) -> None:
     requirements = image_requirements(tmp_path)
     names = [n.strip() for n in (DOCKER / "capture.requirements").read_text(encoding="utf-8").splitlines()
