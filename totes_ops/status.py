@@ -312,8 +312,9 @@ def _snapshot(capture: dict[str, Any] | None) -> str:
     if capture is None:
         return "unknown"
     rows, total = capture["snapshot_rows"], capture["snapshot_total"]
+    of = f" of {total:,}" if total else ""  # tables never analysed have no estimate
     share = f" ({100 * rows / total:.0f}%)" if total else ""
-    return (f"{capture['phase']}: {rows:,} of {total:,} rows{share}, "
+    return (f"{capture['phase']}: {rows:,}{of} rows{share}, "
             f"{capture['tables_done']} of {capture['tables']} tables done")
 
 

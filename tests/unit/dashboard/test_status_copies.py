@@ -56,3 +56,12 @@ def test_no_status_file_is_unknown(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match="no local capture or resync status"):
         copies(tmp_path)
     assert "table copies               unknown" in render(Status())
+
+
+def test_a_snapshot_of_tables_without_estimates_shows_its_rows_not_of_0() -> None:
+    """Tables never analysed have no estimate (capture's status says total null): their snapshot
+    read "48,066 of 0 rows"."""
+    capture = {"phase": "streaming", "behind_ms": None, "snapshot_rows": 48066, "snapshot_total": 0,
+               "tables_done": 11, "tables": 11}
+    assert "capture snapshot           streaming: 48,066 rows, 11 of 11 tables done" in render(
+        Status(capture=capture))
