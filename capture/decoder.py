@@ -184,8 +184,17 @@ _TRUNCATE_HEAD = struct.Struct(">IB")
 _MICROS = dt.timedelta(microseconds=1)
 
 
+_last_timestamp = [(0, PG_EPOCH)]  # one (micros, datetime) pair, replaced whole
+
+
 def _timestamp(micros: int) -> dt.datetime:
-    return PG_EPOCH + micros * _MICROS
+    # A transaction's Begin and Commit carry the same time: the second reuses the first's datetime.
+    last = _last_timestamp[0]
+    if last[0] == micros:
+        return last[1]
+    value = PG_EPOCH + micros * _MICROS
+    _last_timestamp[0] = (micros, value)
+    return value
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:
@@ -200,24 +209,26 @@ def _tuple(data: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
     pos += 2
     values: list[Value] = []
     append = values.append
+    size = len(data)
+    unpack = _I32.unpack_from
     for _ in range(count):
         kind = data[pos]
-        pos += 1
         if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary  # noqa: PLR1714
-            (length,) = _I32.unpack_from(data, pos)
-            pos += 4
+            (length,) = unpack(data, pos + 1)
+            pos += 5
             end = pos + length
-            if length < 0 or end > len(data):
+            if length < 0 or end > size:
                 raise DecodeError(f"value of {length} bytes overruns the message at offset {pos}")
-            raw = data[pos:end]
-            append(raw.decode() if kind == 0x74 else raw)
+            append(data[pos:end].decode() if kind == 0x74 else data[pos:end])
             pos = end
         elif kind == 0x6E:  # 'n'
             append(None)
+            pos += 1
         elif kind == 0x75:  # 'u'
             append(UNCHANGED)
+            pos += 1
         else:
-            raise DecodeError(f"unknown tuple value kind {kind:#04x} at offset {pos - 1}")
+            raise DecodeError(f"unknown tuple value kind {kind:#04x} at offset {pos}")
     return tuple(values), pos
 
 
@@ -229,19 +240,20 @@ def _xid(data: bytes, pos: int, in_stream: bool) -> tuple[int | None, int]:
 
 def _decode(data: bytes, in_stream: bool) -> tuple[PgOutputMessage, int]:
     kind = data[0]
+    # Inserts first: one per row; then Begin and Commit, one per transaction.
+    if kind == 0x49:  # 'I'
+        xid, pos = _xid(data, 1, in_stream) if in_stream else (None, 1)
+        (relid,) = _U32.unpack_from(data, pos)
+        if data[pos + 4] != 0x4E:  # 'N'
+            raise DecodeError(f"insert without a new tuple (byte {data[pos + 4]:#04x})")
+        new, pos = _tuple(data, pos + 5)
+        return Insert(relid, new, xid), pos
     if kind == 0x42:  # 'B'
         lsn, ts, xid = _BEGIN.unpack_from(data, 1)
         return Begin(lsn, _timestamp(ts), xid), 1 + _BEGIN.size
     if kind == 0x43:  # 'C'
         flags, lsn, end, ts = _COMMIT.unpack_from(data, 1)
         return Commit(flags, lsn, end, _timestamp(ts)), 1 + _COMMIT.size
-    if kind == 0x49:  # 'I'
-        xid, pos = _xid(data, 1, in_stream)
-        (relid,) = _U32.unpack_from(data, pos)
-        if data[pos + 4] != 0x4E:  # 'N'
-            raise DecodeError(f"insert without a new tuple (byte {data[pos + 4]:#04x})")
-        new, pos = _tuple(data, pos + 5)
-        return Insert(relid, new, xid), pos
     if kind == 0x55:  # 'U'
         xid, pos = _xid(data, 1, in_stream)
         (relid,) = _U32.unpack_from(data, pos)

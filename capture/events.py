@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from capture.decoder import UNCHANGED, Begin, Delete, Insert, Relation, Truncate, Update, Value
 from capture.errors import CaptureError
@@ -50,6 +50,8 @@ class TableShape:
     names: tuple[str, ...]
     key_positions: tuple[int, ...]
     identity_positions: tuple[int, ...]
+    key_names: tuple[str, ...]
+    table_prefix: str  # "schema.table/": a one-column key's partition key, before its value
 
 
 def shape_of(relation: Relation, type_names: Sequence[str], primary_key: Sequence[str] | None) -> TableShape:
@@ -64,7 +66,8 @@ def shape_of(relation: Relation, type_names: Sequence[str], primary_key: Sequenc
             relation.namespace, relation.name, "FULL" if relation.replica_identity == "f"
             else "none" if not identity else ", ".join(names[i] for i in identity))
     columns = tuple(Column(n, t, i in keys) for i, (n, t) in enumerate(zip(names, type_names, strict=True)))
-    return TableShape(relation.namespace, relation.name, columns, names, keys, identity)
+    return TableShape(relation.namespace, relation.name, columns, names, keys, identity,
+                      tuple(names[i] for i in keys), f"{relation.namespace}.{relation.name}/")
 
 
 class EventBuilder:
@@ -142,7 +145,10 @@ class EventBuilder:
 
 
 def _partition(shape: TableShape, image: dict[str, str | None]) -> str:
-    return partition_key(shape.schema, shape.table, [image.get(shape.names[i]) for i in shape.key_positions])
+    if len(shape.key_names) == 1:  # contract.partition_key, without its per-call formatting
+        value = image.get(shape.key_names[0])
+        return (shape.table_prefix + value)[:256] if value else shape.table_prefix[:256]
+    return partition_key(shape.schema, shape.table, [image.get(n) for n in shape.key_names])
 
 
 def _moved(shape: TableShape, before: dict[str, str | None], after: dict[str, str | None]) -> bool:
@@ -151,6 +157,9 @@ def _moved(shape: TableShape, before: dict[str, str | None], after: dict[str, st
     names = [shape.names[i] for i in shape.key_positions]
     return (all(n in before and n in after for n in names)
             and any(before[n] != after[n] for n in names))
+
+
+_TEXT = frozenset((str, type(None)))
 
 
 def _text(value: Value, shape: TableShape) -> str | None:
@@ -165,8 +174,8 @@ def _image(shape: TableShape, values: Sequence[Value]) -> tuple[dict[str, str | 
     if len(values) != len(shape.names):
         raise CaptureError(f"tuple of {len(values)} values for {shape.schema}.{shape.table}, "
                            f"whose Relation message has {len(shape.names)} columns")
-    if UNCHANGED not in values:
-        return {n: _text(v, shape) for n, v in zip(shape.names, values, strict=True)}, ()
+    if _TEXT.issuperset(map(type, values)):  # the usual case, checked in one pass over the values
+        return dict(zip(shape.names, cast("Sequence[str | None]", values), strict=True)), ()
     image: dict[str, str | None] = {}
     unchanged = []
     for name, value in zip(shape.names, values, strict=True):

@@ -106,6 +106,7 @@ class Producer:
         self._starts = [s.start_hash for s in shards]
         self._open: list[list[tuple[str, bytes]]] = [[] for _ in shards]
         self._open_size = [0] * len(shards)
+        self._open_key_size = [0] * len(shards)  # UTF-8 bytes of the open aggregate's first key
         self._read_at = [0.0] * len(shards)  # when the open aggregate's last event was added
         self._ready: list[deque[Record]] = [deque() for _ in shards]
         self.buffered_bytes = 0
@@ -139,8 +140,10 @@ class Producer:
             self._queue(index, Record(partition_key, str(self._shards[index].start_hash), data, 1))
             return
         if self._open[index] and (kpl.FIXED_OVERHEAD + self._open_size[index] + size
-                                  + len(self._open[index][0][0].encode()) > MAX_RECORD_BYTES):
+                                  + self._open_key_size[index] > MAX_RECORD_BYTES):
             self._close(index)
+        if not self._open[index]:
+            self._open_key_size[index] = len(key)
         self._open[index].append((partition_key, data))
         self._read_at[index] = time.time()
         self._open_size[index] += size

@@ -191,13 +191,15 @@ def encode(event: ChangeEvent) -> bytes:
     holds the two together); decoding stays on fastavro.
     """
     try:
+        head = _HEADS.get((event.version, event.op, event.schema, event.table)) or _head(event)
+        lsn, xid, commit_ts, snapshot, lsn_bytes, rest = _last_transaction[0]
+        if not (event.lsn is lsn and event.xid is xid and event.commit_ts is commit_ts
+                and event.snapshot is snapshot):
+            lsn_bytes, rest = _transaction(event)
         return b"".join((
-            _HEADER, avro_long(event.version), _OP_INDEX[event.op],
-            _string(event.schema), _string(event.table), avro_long(event.lsn), avro_long(event.seq),
-            _NULL if event.xid is None else _BRANCH_1 + avro_long(event.xid),
-            avro_long(_micros(event.commit_ts)), b"\x01" if event.snapshot else b"\x00",
-            _column_array(event.columns), _image(event.before), _image(event.after),
-            _string_array(event.unchanged)))
+            head, lsn_bytes, avro_long(event.seq), rest,
+            _column_array(event.columns), _NULL if event.before is None else _image(event.before),
+            _image(event.after), _string_array(event.unchanged)))
     except (KeyError, AttributeError, TypeError, OverflowError) as exc:
         raise ContractError(f"event {event.schema}.{event.table} at LSN {event.lsn:X} seq {event.seq} "
                             f"does not fit the contract: {exc!r}") from exc
@@ -217,8 +219,47 @@ _CHUNK = tuple(bytes((z & 0x7F | 0x80, z >> 7 | 0x80)) for z in range(1 << 14))
 _OP_INDEX = {op: _TAIL[i << 1] for i, op in enumerate(OPS)}
 
 
+# The fields before lsn, by (version, op, schema, table): the same few for every event.
+_HEADS: dict[tuple[int, str, str, str], bytes] = {}
+
+
+def _head(event: ChangeEvent) -> bytes:
+    data = b"".join((_HEADER, avro_long(event.version), _OP_INDEX[event.op], _string(event.schema),
+                     _string(event.table)))
+    if len(_HEADS) >= 4096:
+        _HEADS.clear()
+    _HEADS[(event.version, event.op, event.schema, event.table)] = data
+    return data
+
+
+# The last event's lsn, xid, commit_ts and snapshot, then its lsn and the fields after seq, encoded:
+# the events of a transaction come in a row and share these very objects (identity is the check,
+# so a value that merely compares equal is encoded afresh). One tuple, replaced whole: threads
+# never see the values of one event with the bytes of another.
+_last_transaction: list[tuple[object, object, object, object, bytes, bytes]] = [
+    (None, None, None, None, b"", b"")]
+
+
+def _transaction(event: ChangeEvent) -> tuple[bytes, bytes]:
+    lsn_bytes = avro_long(event.lsn)
+    rest = b"".join((_NULL if event.xid is None else _BRANCH_1 + avro_long(event.xid),
+                     avro_long(_micros(event.commit_ts)), b"\x01" if event.snapshot else b"\x00"))
+    _last_transaction[0] = (event.lsn, event.xid, event.commit_ts, event.snapshot, lsn_bytes, rest)
+    return lsn_bytes, rest
+
+
 def _varint(zigzag: int) -> bytes:
     """Little-endian base-128 of a non-negative int."""
+    # Unrolled up to 56 bits: LSNs, xids and commit times (about 2^52 zig-zagged) all fit.
+    if zigzag < 1 << 14:
+        return _TAIL[zigzag]
+    if zigzag < 1 << 28:
+        return _CHUNK[zigzag & 0x3FFF] + _TAIL[zigzag >> 14]
+    if zigzag < 1 << 42:
+        return b"".join((_CHUNK[zigzag & 0x3FFF], _CHUNK[zigzag >> 14 & 0x3FFF], _TAIL[zigzag >> 28]))
+    if zigzag < 1 << 56:
+        return b"".join((_CHUNK[zigzag & 0x3FFF], _CHUNK[zigzag >> 14 & 0x3FFF],
+                         _CHUNK[zigzag >> 28 & 0x3FFF], _TAIL[zigzag >> 42]))
     out = b""
     while zigzag >= 1 << 14:
         out += _CHUNK[zigzag & 0x3FFF]
@@ -256,23 +297,27 @@ def _image(image: Mapping[str, str | None] | None) -> bytes:
     parts = [_BRANCH_1, avro_long(len(image))] if image else [_BRANCH_1]
     append = parts.append
     for name, value in image.items():
-        key = _NAMES.get(name)
-        if key is None:
-            if len(_NAMES) >= 4096:
-                _NAMES.clear()
-            key = _NAMES[name] = _string(name)
-        append(key)
+        key = _NAMES.get(name) or _name(name)
         if value is None:
-            append(_NULL)
+            append(key[1])
         else:
             data = value.encode()
             size = len(data)
-            append(_BRANCH_1 + (_TAIL[size << 1] if size < 1 << 13 else avro_long(size)) + data)
+            append(key[0] + (_TAIL[size << 1] if size < 1 << 13 else avro_long(size)) + data)
     append(_NULL)
     return b"".join(parts)
 
 
-_NAMES: dict[str, bytes] = {}  # encoded column names: the same few in every image
+# An image entry's column name encoded, followed by the value's union branch: (string, null).
+_NAMES: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _name(name: str) -> tuple[bytes, bytes]:
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    key = _string(name)
+    entry = _NAMES[name] = (key + _BRANCH_1, key + _NULL)
+    return entry
 
 
 def _string_array(items: Sequence[str]) -> bytes:
