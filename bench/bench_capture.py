@@ -26,7 +26,7 @@ import psycopg2
 
 from bench import peak_rss_mib, source_and_emulator
 from totes_cdc import contract, kpl
-from totes_ops.stack.emulator import client_env
+from totes_ops.stack.emulator import client_env, create_resources
 
 SCALE = float(os.environ.get("BENCH_CAPTURE_SCALE", "1"))
 RUNS = 3
@@ -185,6 +185,7 @@ def run() -> str:
                  ("one big transaction", "big", int(1_000_000 * SCALE), 1)]
     rows = []
     with source_and_emulator() as (base, server, emulator):
+        create_resources(emulator, {})  # the buckets: capture writes its snapshot to the lake
         for label, kind, n, runs in workloads:
             results = [one_run(server, emulator, kind, n, base) for _ in range(runs)]
             recv = statistics.median(r[0] for r in results)
