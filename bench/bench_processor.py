@@ -8,7 +8,10 @@ runs, each a new batch so every object is really written), all in the same run:
   (columnar.parse_batch + files.batch_files, what the handler runs) and per event (records.
   parse_record + files.partitions/avro_file/parquet_file: the path the handler ran before, still
   the fallback for irregular batches);
-- reference: bare ``contract.decode`` of the same events, the floor any per-event consumer pays.
+- reference: bare ``contract.decode`` of the same events, the floor any per-event consumer pays;
+- capture: capture's own work for the same rows (the pgoutput messages of one transaction inserting
+  them decoded, events built, encoded and aggregated; no slot, no Kinesis): the handler must keep up
+  with it.
 """
 
 from __future__ import annotations
