@@ -243,6 +243,8 @@ class LakeSnapshot:
             cur.copy_expert(copy.as_string(conn), buf)
         if self._stop.is_set():
             raise Stopped("stopped during the snapshot")
+        if not buf.getbuffer().nbytes:  # an empty range (Arrow's CSV reader refuses empty input)
+            return RangeRead(lsn, 0, [])
         values = text_columns(pa.py_buffer(buf.getbuffer()), names)
         del buf  # the text, once in columns: a worker holds one copy of its range
         rows = len(values[0]) if values else 0

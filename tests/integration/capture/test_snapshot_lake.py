@@ -39,3 +39,13 @@ def test_snapshot_in_parallel_ranges_lands_in_the_lake_and_the_stream_carries_on
     assert (marker.table, marker.lsn, marker.rows, marker.resync) == ("design", lake[0].lsn, len(lake), False)
     assert set(marker.files) | {progress.marker} == set(processed_keys())
     assert_versions_exact(positioned(lake + stream), totesys_dsn)
+
+
+def test_an_empty_table_is_read_as_no_file_and_its_marker(totesys_dsn, capture_factory):
+    """Regression: Arrow's CSV reader refused the empty COPY output of an empty range, and the
+    snapshot of an empty table never completed."""
+    service = capture_factory(totesys_dsn)
+    capture_factory.start(service)
+    wait_for(lambda: service._phase == "streaming", what="streaming")
+    [marker] = markers()
+    assert (marker.rows, marker.files) == (0, ()) and read_lake() == []
