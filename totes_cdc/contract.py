@@ -46,8 +46,12 @@ OPS = (OP_SNAPSHOT, OP_INSERT, OP_UPDATE, OP_DELETE, OP_TRUNCATE)
 #   seq <= -2^31              a truncate tombstone (the warehouse's, never on the stream):
 #                             -(truncate seq * 2^31 + row id), row id in [0, 2^31); the warehouse's
 #                             fact_version_seq() maps it to the truncate's seq, and a snapshot read
-#                             to 0.
+#                             to 0;
+#   seq == 0                  a ghost tombstone (the warehouse's, never on the stream): a row live
+#                             below a completed snapshot read's lsn that the read did not see; after
+#                             every read at that lsn, before every change committed there.
 SEQ_RANGE = 2**31
+GHOST_SEQ = 0
 TOMBSTONE_SEQ_FACTOR = SEQ_RANGE
 
 _VALUES = {"type": "map", "values": ["null", "string"]}

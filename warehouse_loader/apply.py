@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from psycopg2 import sql
 
 from totes_cdc.contract import (
+    GHOST_SEQ,
     META_COLUMNS,
     OP_DELETE,
     OP_INSERT,
@@ -79,11 +80,6 @@ HISTORY_SCHEMA = "mirror_history"
 # Every truncate applied, per source table (migration 003).
 TRUNCATIONS = sql.Identifier(MIRROR_SCHEMA, "_truncations")
 POSITION_COLUMNS = ("source_lsn", "source_seq", "is_deleted")
-# The seq of a ghost tombstone: a row a completed snapshot read at lsn did not see, though it was
-# live below lsn. 0 is in none of the contract's ranges (totes_cdc.contract, SEQ_RANGE): after the
-# reads at lsn (negative seqs), before the changes committed at it (from 1); fact_version_seq()
-# maps it to itself.
-GHOST_SEQ = 0
 # Snapshot files applied, and the ghost sweeps of completed snapshot reads (migration 019).
 SNAPSHOT_FILES = sql.Identifier(MIRROR_SCHEMA, "_snapshot_files")
 GHOST_SWEEPS = sql.Identifier(MIRROR_SCHEMA, "_ghost_sweeps")

@@ -37,10 +37,9 @@ from stream_processors.store import ObjectStore, write_batch
 from tests.integration.warehouse_loader.files import event as processed_row
 from tests.integration.warehouse_loader.files import parquet_bytes, snapshot_key
 from totes_cdc import contract, kpl
-from totes_cdc.contract import ChangeEvent, Column
+from totes_cdc.contract import GHOST_SEQ, ChangeEvent, Column
 from totes_cdc.settings import settings
 from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
-from warehouse_loader.apply import GHOST_SEQ
 from warehouse_loader.derivation import FACTS_BY_SOURCE, UNKNOWN_CURRENCY, currency_name
 
 SCHEMA = "public"

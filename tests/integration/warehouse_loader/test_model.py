@@ -46,9 +46,9 @@ from hypothesis import HealthCheck, example, given, settings
 from psycopg2 import sql
 
 from tests.integration.warehouse_loader import model
-from totes_cdc.contract import Column
+from totes_cdc.contract import GHOST_SEQ, Column
 from totes_ops.stack.postgres import LocalPostgres
-from warehouse_loader.apply import GHOST_SEQ, apply_file
+from warehouse_loader.apply import apply_file
 from warehouse_loader.derivation import DIMENSIONS_BY_TABLE, FACTS_BY_SOURCE
 from warehouse_loader.errors import RetryableLoadError
 from warehouse_loader.migrate import migrate

@@ -29,11 +29,11 @@ from tests.integration.warehouse_loader.test_apply_order import (
 from tests.integration.warehouse_loader.test_apply_order import apply_all as apply_in_order
 from tests.integration.warehouse_loader.test_current_state import assert_current_is_derived
 from tests.integration.warehouse_loader.test_reconcile_history import small_seed
-from totes_cdc.contract import snapshot_seq
+from totes_cdc.contract import GHOST_SEQ, snapshot_seq
 from totes_cdc.snapshot_marker import SnapshotMarker
 from totes_ops.stack import seed
 from warehouse_loader import apply
-from warehouse_loader.apply import GHOST_SEQ, apply_file
+from warehouse_loader.apply import apply_file
 from warehouse_loader.derivation import FACTS
 from warehouse_loader.migrate import migrate
 from warehouse_loader.reconcile import reconcile
