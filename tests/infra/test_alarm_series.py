@@ -125,7 +125,7 @@ class Pipeline:
         if commit_ts is not None:
             row = event("c", self.lsn, 1, sales_order_values(self.lsn), commit_ts=commit_ts)
             at = commit_ts.timestamp()  # every stage at the commit: the stage metrics are emitted
-            times = {"kinesis_accepted": at, "processor_read": at, "file_written": at}
+            times = {"capture_read": at, "kinesis_accepted": at, "processor_read": at, "file_written": at}
             self.s3.put_object(Bucket=bucket, Key=key, Body=parquet_bytes(
                 EVENT_COLUMNS["sales_order"], [row], {stages.METADATA_KEY: json.dumps(times).encode()}))
         body = json.dumps({"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})

@@ -1,20 +1,19 @@
-"""Processed Parquet files as the stream processor writes them, built for tests and benchmarks.
+"""Processed Parquet files for tests and benchmarks, written by the stream processor's own writer.
 
 Columns and types come from a real totesys database's catalog; values are given in PostgreSQL's
-text form, as change events carry them, and typed with the contract's own parsers.
+text form, as change events carry them, and typed as the processor types them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from totes_cdc.contract import Column, arrow_type, parquet_schema, snapshot_seq
+from stream_processors.files import parquet_table
+from stream_processors.records import TypedEvent, typed_row
+from totes_cdc.contract import OP_DELETE, ChangeEvent, Column, parquet_schema, snapshot_seq
+from totes_cdc.lakefiles import parquet_bytes as lake_parquet_bytes
 from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 
 COMMIT_TS = dt.datetime(2024, 11, 15, 12, 0, tzinfo=dt.UTC)
@@ -39,22 +38,29 @@ def event(op: str, lsn: int, seq: int, values: Mapping[str, str | None] | None =
             "_snapshot": op == "r", "_unchanged": list(unchanged), **(values or {})}
 
 
+def processed_event(columns: Sequence[Column], row: Mapping[str, Any]) -> TypedEvent:
+    """The change event a processed row (see :func:`event`) stands for, typed as the processor
+    types it: the values are the old image of a delete and the new image of anything else.
+    Values of names not among ``columns`` are left out (a test writes a file short of a column so)."""
+    names = {c.name for c in columns}
+    values = {name: value for name, value in row.items() if name in names}
+    deleted = row["_op"] == OP_DELETE
+    change = ChangeEvent(row["_op"], "public", "", row["_lsn"], row["_seq"], row["_commit_ts"],
+                         tuple(columns), before=values if deleted else None,
+                         after=None if deleted else values, xid=row["_xid"],
+                         snapshot=row["_snapshot"], unchanged=tuple(row["_unchanged"]))
+    return TypedEvent({}, change, typed_row(change))
+
+
 def parquet_bytes(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]],
                   metadata: Mapping[bytes, bytes] | None = None) -> bytes:
     """A processed Parquet file of ``rows`` (see :func:`event`) for a table with ``columns``, with
-    key-value ``metadata``."""
-    schema = parquet_schema(columns)
-    arrays = {}
-    for f in schema:
-        if f.name.startswith("_"):
-            arrays[f.name] = pa.array([row[f.name] for row in rows], f.type)
-        else:
-            parse = arrow_type(f.metadata[b"pg_type"].decode())[1]
-            arrays[f.name] = pa.array(
-                [None if row.get(f.name) is None else parse(row[f.name]) for row in rows], f.type)
-    buf = io.BytesIO()
-    pq.write_table(pa.table(arrays, schema=schema.with_metadata(metadata)), buf)
-    return buf.getvalue()
+    key-value ``metadata``, written by the stream processor's own writer."""
+    table = (parquet_table([processed_event(columns, row) for row in rows]) if rows
+             else parquet_schema(columns).empty_table())
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    return lake_parquet_bytes(table)
 
 
 def object_key(table: str, first: int, last: int, shard: str = "shardId-000000000000") -> str:
