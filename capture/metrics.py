@@ -1,4 +1,4 @@
-"""Capture's metrics: CloudWatch (namespace from settings) and the local status file.
+"""Capture's metrics: CloudWatch (names from settings, totes_cdc.metric_names) and the local status file.
 
 Publishing is best effort: a failure is logged and capture goes on.
 """
@@ -20,7 +20,6 @@ import botocore.exceptions
 from capture.progress import ProgressTracker, TableProgress
 from totes_cdc import metric_names
 from totes_cdc.jsonfile import write_atomically
-from totes_cdc.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class MetricsPublisher:
         self.progress = progress or ProgressTracker()
         self._client = client
         self._status: dict[str, Any] = {}
-        self._namespace = settings()["metrics_namespace"]
+        self._namespace = metric_names.namespace()
         # The series the alarms watch (settings metrics, totes_cdc.metric_names).
         self._dimensions = [{"Name": name, "Value": value}
                             for name, value in metric_names.dimensions("capture").items()]

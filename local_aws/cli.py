@@ -42,13 +42,13 @@ def process(args: argparse.Namespace) -> int:
     from local_aws.kinesis_runner import Runner
     from stream_processors.config import MappingConfig
     from stream_processors.handler import handler
-    from totes_cdc.settings import settings
+    from totes_cdc import metric_names
 
     stop = _stop_on_signals()
     config = MappingConfig.from_settings()
     runner = Runner(config, Path(args.state_dir), handler, kinesis=boto3.client("kinesis"),
                     sqs=boto3.client("sqs"), cloudwatch=boto3.client("cloudwatch"),
-                    namespace=settings()["metrics_namespace"])
+                    namespace=metric_names.namespace())
     runner.run(stop)
     runner.write_status(force=True)
     return 0

@@ -22,6 +22,7 @@ import boto3
 import botocore.exceptions
 
 from local_aws.metrics import MetricSink
+from totes_cdc import metric_names
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
@@ -66,7 +67,7 @@ class Worker:
         # boto3 clients are safe to share between threads, sessions are not: one session each.
         session = boto3.session.Session()
         self._sqs = session.client("sqs")
-        self.metrics = MetricSink(session.client("cloudwatch"), cfg["metrics_namespace"])
+        self.metrics = MetricSink(session.client("cloudwatch"), metric_names.namespace())
         self.loader = loader_factory(self.metrics, session.client("s3"))
 
     def poll_once(self, wait_seconds: int = POLL_WAIT_SECONDS) -> int:

@@ -37,7 +37,6 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import Ki
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from totes_cdc import kpl, metric_names
-from totes_cdc.settings import settings
 
 from .columnar import parse_batch
 from .config import ProcessorConfig
@@ -49,7 +48,7 @@ SERVICE = "stream-processor"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 # The service dimension is the one the alarms watch (settings metrics, totes_cdc.metric_names).
-metrics = Metrics(namespace=settings()["metrics_namespace"], service=metric_names.service("stream_processor"))
+metrics = Metrics(namespace=metric_names.namespace(), service=metric_names.service("stream_processor"))
 
 
 @cache

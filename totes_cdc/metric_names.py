@@ -11,6 +11,11 @@ from __future__ import annotations
 from totes_cdc.settings import settings
 
 
+def namespace() -> str:
+    """The CloudWatch namespace of every metric the pipeline puts."""
+    return str(settings()["metrics_namespace"])
+
+
 def service(emitter: str) -> str:
     """The dimension value every metric of ``emitter`` carries."""
     return str(settings()["metrics"]["emitters"][emitter]["service"])

@@ -105,7 +105,7 @@ def _latest_metric(name: str, since: timedelta, statistic: str,
     series in CloudWatch is its name and dimensions) within ``since``, if any."""
     now = datetime.now(UTC)
     points = _aws("cloudwatch").get_metric_statistics(
-        Namespace=settings()["metrics_namespace"], MetricName=name, StartTime=now - since,
+        Namespace=metric_names.namespace(), MetricName=name, StartTime=now - since,
         EndTime=now + timedelta(minutes=1), Period=60, Statistics=[statistic],
         Dimensions=[{"Name": k, "Value": v} for k, v in (dimensions or {}).items()])["Datapoints"]
     if not points:

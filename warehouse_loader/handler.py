@@ -27,7 +27,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from totes_cdc import metric_names
 from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
-from totes_cdc.settings import settings
 from warehouse_loader.apply import apply_file
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RetryableLoadError
@@ -35,7 +34,7 @@ from warehouse_loader.errors import BadFileError, RetryableLoadError
 logger = Logger(service="warehouse_loader")
 tracer = Tracer(service="warehouse_loader")
 # The service dimension is the one the alarms watch (settings metrics, totes_cdc.metric_names).
-metrics = Metrics(namespace=settings()["metrics_namespace"], service=metric_names.service("loader"))
+metrics = Metrics(namespace=metric_names.namespace(), service=metric_names.service("loader"))
 
 # (metric name, CloudWatch unit, value): where a metric goes is the runtime's business.
 Publish = Callable[[str, str, float], None]

@@ -53,7 +53,7 @@ def check(source_dsn: str, warehouse_dsn: str, cloudwatch: Any, history: bool = 
     differences = sum(table.differences for table in report.tables)
     units = metric_names.units("source_check")
     dimensions = [{"Name": k, "Value": v} for k, v in metric_names.dimensions("source_check").items()]
-    cloudwatch.put_metric_data(Namespace=settings()["metrics_namespace"], MetricData=[
+    cloudwatch.put_metric_data(Namespace=metric_names.namespace(), MetricData=[
         {"MetricName": name, "Value": float(value), "Unit": units[name], "Dimensions": dimensions}
         for name, value in (("SlotLagBytes", lag), ("ReconcileDifferences", differences))])
     return lag, differences
