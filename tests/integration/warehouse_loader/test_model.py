@@ -208,6 +208,10 @@ def check(new_warehouse: Callable[[], str], columns: dict[str, tuple[Column, ...
 
 
 @MODEL_SETTINGS
+@example(  # a ghost whose only read arrives after the resync's sweep: it takes the general way
+    history=model.History((model.Op("insert", "address", 1),), (), resync=("address",),
+                          lost=(model.Op("delete", "address", 1),)),
+    delivery=model.Delivery((1,), (), 1), arrival=model.Arrival("in_order", (1,), 0, 1))
 @given(history=model.histories(), delivery=model.deliveries(), arrival=model.arrivals("in_order"))
 def test_files_in_stream_order_give_the_model_warehouse(new_warehouse, totesys_columns, history,
                                                         delivery, arrival):
