@@ -98,7 +98,7 @@ class SlowLake(ObjectStore):
         super().__init__(boto3.client("s3"))
 
     def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
-        time.sleep(0.25)
+        time.sleep(0.75)  # a range is at least a block of rows: a few files per table
         return super().put_new(bucket, key, body, content_type)
 
 
