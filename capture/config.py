@@ -54,6 +54,8 @@ class CaptureConfig:
             "publication": cfg["capture"]["publication"],
             "heartbeat_seconds": float(cfg["capture"]["heartbeat_seconds"]),
             "max_batch_delay_ms": int(cfg["capture"]["max_batch_delay_ms"]),
+            "snapshot_chunk_rows": int(cfg["capture"]["snapshot_chunk_rows"]),
+            "snapshot_workers": int(cfg["capture"]["snapshot_workers"]),
             "lake": LakeLocation.from_settings(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -45,6 +45,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_grou
 SNAPSHOT_ROWS = int(os.environ.get("TOTES_CDC_CHAOS_SNAPSHOT_ROWS", "50000"))
 TABLE = "sales_order"
 KILL_AT = (0.25, 0.6)  # kill capture when its snapshot of TABLE has read these shares of the rows
+# Ranges far smaller than the table (progress is saved per range), read one at a time: the lake
+# snapshot reads this table in seconds, and the kills must land in the middle of it.
+CAPTURE_OVERRIDES = {"snapshot_chunk_rows": max(SNAPSHOT_ROWS // 20, 500), "snapshot_workers": 1}
 DELETES_PER_TRANSACTION = 5
 DELETE_TRANSACTIONS_PER_SECOND = 20
 # The pipeline loads the snapshot at a few thousand rows a second here, reconcile reads it whole.
@@ -80,7 +83,7 @@ def large_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LargeSour
         dsn = server.create_database("totesys")
         seeded_with, first_bulk_id = _seed(dsn)
         short_wal_sender_timeout(dsn)
-        patch.setenv(OVERRIDES_ENV, json.dumps(SETTINGS_OVERRIDES))
+        patch.setenv(OVERRIDES_ENV, json.dumps({**SETTINGS_OVERRIDES, "capture": CAPTURE_OVERRIDES}))
         settings.cache_clear()
         stack = new_stack(StackOptions(
             state_dir=tmp_path_factory.mktemp("chaos-large") / "state", source_dsn=dsn, seed="none",
@@ -227,7 +230,7 @@ def test_kill_9_of_capture_during_a_large_snapshot_while_its_rows_are_deleted(
             for share in KILL_AT:
                 _wait_for_share(source.stack.run_dir, share, total)
                 # Anywhere in the next ranges: read, put in the lake, progress not yet saved.
-                time.sleep(rng.uniform(0, 1.5))
+                time.sleep(rng.uniform(0, 0.3))
                 rows = (_snapshot_progress(source.stack.run_dir) or (0, False))[0]
                 pid = chaos.kill("capture")
                 scenario.fault(f"kill -9 capture (pid {pid}) with {rows:,} of {total:,} {TABLE} rows "
