@@ -287,6 +287,18 @@ def history_insert_sql(spec: SourceTable) -> sql.Composed:
 _LIVE = sql.SQL(", ").join(sql.Literal(op) for op in (OP_SNAPSHOT, OP_INSERT, OP_UPDATE))
 
 
+def _drop_removed_facts(spec: SourceTable, fact_seq: sql.Composable) -> sql.Composable:
+    """A CTE deleting the facts of the tombstones in ``removed`` (none for a table without facts):
+    a removed tombstone's fact has its key, its lsn and the seq ``fact_seq`` computes from ``r``."""
+    fact = FACTS_BY_SOURCE.get(spec.name)
+    if not fact:
+        return sql.SQL("")
+    return sql.SQL(
+        ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.{key} = r.{key} "
+        "AND f.source_lsn = r.source_lsn AND f.source_seq = {seq}) ").format(
+            fact=sql.Identifier(fact.table), key=sql.Identifier(fact.key), seq=fact_seq)
+
+
 def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
     """Make the truncate tombstones of the rows ``keys`` selects what in-order application gives.
 
@@ -295,16 +307,10 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
     tombstones are recomputed from both: missing ones are added (their values resolved later) and
     ones a late delete or truncate makes wrong are removed, with their facts. Both go to ``touched``.
     """
-    fact = FACTS_BY_SOURCE.get(spec.name)
     history = sql.Identifier(HISTORY_SCHEMA, spec.name)
-    drop_facts = sql.SQL("")
-    if fact:
-        drop_facts = sql.SQL(
-            ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.{key} = r.{key} "
-            "AND f.source_lsn = r.source_lsn AND f.source_seq = -(r.source_seq * {factor} + r.{key})) "
-            ).format(
-                fact=sql.Identifier(fact.table), factor=sql.Literal(TOMBSTONE_SEQ_FACTOR),
-                key=sql.Identifier(fact.key))
+    fact = FACTS_BY_SOURCE.get(spec.name)
+    drop_facts = _drop_removed_facts(spec, sql.SQL("-(r.source_seq * {factor} + r.{key})").format(
+        factor=sql.Literal(TOMBSTONE_SEQ_FACTOR), key=sql.Identifier(fact.key)) if fact else sql.SQL(""))
     return sql.SQL(
         "WITH k AS ({keys}), "
         "events AS ("
@@ -497,14 +503,8 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
     so the tombstones are recomputed like the truncates': missing ones added (their values
     resolved later), wrong ones removed with their facts; both go to ``touched``.
     """
-    fact = FACTS_BY_SOURCE.get(spec.name)
     history = sql.Identifier(HISTORY_SCHEMA, spec.name)
-    drop_facts = sql.SQL("")
-    if fact:
-        drop_facts = sql.SQL(
-            ", dropped AS (DELETE FROM {fact} f USING removed r WHERE f.{key} = r.{key} "
-            "AND f.source_lsn = r.source_lsn AND f.source_seq = r.source_seq) ").format(
-                fact=sql.Identifier(fact.table), key=sql.Identifier(fact.key))
+    drop_facts = _drop_removed_facts(spec, sql.SQL("r.source_seq"))
     return sql.SQL(
         "WITH k AS ({keys}), "
         "c AS (SELECT {kkeys}, w.source_lsn AS s, w.commit_ts, "
