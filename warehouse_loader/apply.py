@@ -496,10 +496,11 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
 
     A completed read at lsn S (``_ghost_sweeps``) saw every row that existed at S, and every file
     of it was applied before its sweep was recorded. So a row has a ghost tombstone at
-    (S, GHOST_SEQ) exactly when its latest version below lsn S is live (not a delete, a
-    truncate's or another ghost tombstone) and its first version from lsn S on (its read at S
-    included; truncate tombstones aside: they are derived) is none or an insert: nothing shows
-    the row existed at S. Versions arrive in any order,
+    (S, GHOST_SEQ) exactly when its latest version below lsn S is live (not a delete or another
+    ghost tombstone) with no truncate of the table after it and below S, and its first version
+    from lsn S on (its read at S included) is none or an insert: nothing shows the row existed
+    at S. Truncate tombstones are derived from the ghosts (see _derive), so the truncates are
+    read from ``_truncations`` here, never from the tombstones. Versions arrive in any order,
     so the tombstones are recomputed like the truncates': missing ones added (their values
     resolved later), wrong ones removed with their facts; both go to ``touched``.
     """
@@ -508,8 +509,11 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
     return sql.SQL(
         "WITH k AS ({keys}), "
         "c AS (SELECT {kkeys}, w.source_lsn AS s, w.commit_ts, "
-        "  COALESCE((SELECT p.source_op FROM {history} p WHERE {pk} AND p.source_lsn < w.source_lsn "
-        "    ORDER BY p.source_lsn DESC, p.source_seq DESC LIMIT 1) IN ({live}), false) "
+        "  COALESCE((SELECT p.source_op IN ({live}) AND NOT EXISTS (SELECT 1 FROM {truncations} tr "
+        "      WHERE tr.source_table = {table} AND tr.source_lsn < w.source_lsn "
+        "      AND (tr.source_lsn, tr.source_seq) >= (p.source_lsn, p.source_seq)) "
+        "    FROM {history} p WHERE {pk} AND p.source_lsn < w.source_lsn AND p.source_op <> {t} "
+        "    ORDER BY p.source_lsn DESC, p.source_seq DESC LIMIT 1), false) "
         "  AND COALESCE((SELECT n.source_op FROM {history} n WHERE {nk} "
         "    AND n.source_lsn >= w.source_lsn AND n.source_op <> {t} "
         "    AND (n.source_lsn, n.source_seq) <> (w.source_lsn, {ghost}) "
@@ -525,7 +529,8 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
             history=history, pk=_eq("p", "k", spec.key), nk=_eq("n", "k", spec.key),
             hc=_eq("h", "c", spec.key), ghost=sql.Literal(GHOST_SEQ), live=_LIVE,
             t=sql.Literal(OP_TRUNCATE), insert=sql.Literal(OP_INSERT), delete=sql.Literal(OP_DELETE),
-            sweeps=GHOST_SWEEPS, table=sql.Literal(spec.name), drop_facts=drop_facts)
+            sweeps=GHOST_SWEEPS, truncations=TRUNCATIONS, table=sql.Literal(spec.name),
+            drop_facts=drop_facts)
 
 
 def ghost_candidates_sql(spec: SourceTable) -> sql.Composed:
@@ -603,12 +608,14 @@ def _analyze_history(cur: Any, spec: SourceTable) -> None:
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(HISTORY_SCHEMA, spec.name)))
 
 
-def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bool) -> _Totals:
+def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bool,
+            swept_now: bool = False) -> _Totals:
     """Steps 1-6 of the module docstring for the versions in ``stage`` (``staged`` rows).
 
     ``every_row``: a file with a truncate, or a sweep: it concerns every row of the table. ``fresh``: a
     file of snapshot reads, one per key, whose keys new to the warehouse take the short way (see
-    lock_keys_sql); the others, as any file's.
+    lock_keys_sql); the others, as any file's. ``swept_now``: a sweep, which has just recomputed the
+    ghost tombstones of every row that may need one.
     """
     totals = _Totals()
     if staged:
@@ -621,15 +628,15 @@ def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bo
         "EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s)").format(TRUNCATIONS, GHOST_SWEEPS),
         {"t": spec.name})
     truncated, swept = cur.fetchone()
+    every_key = sql.SQL("SELECT {} FROM {}").format(_ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name))
     if swept:  # before the truncates': a ghost tombstone is a deletion a later truncate follows
-        cur.execute(ghosts_sql(spec, sql.SQL("SELECT DISTINCT {} FROM touched").format(
-            _ids(spec.key))))
+        # A truncate below a sweep ends the rows it would have called ghosts: all are checked.
+        cur.execute(ghosts_sql(spec, every_key if every_row and not swept_now else sql.SQL(
+            "SELECT DISTINCT {} FROM touched").format(_ids(spec.key))))
     if truncated:
         # A truncate concerns every row of the table; a file of rows, its own rows.
-        keys = sql.SQL("SELECT {} FROM {}").format(
-            _ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name) if every_row
-            else sql.SQL("stage GROUP BY {}").format(_ids(spec.key)))
-        cur.execute(tombstones_sql(spec, keys))
+        cur.execute(tombstones_sql(spec, every_key if every_row else sql.SQL(
+            "SELECT {} FROM stage GROUP BY {}").format(_ids(spec.key), _ids(spec.key))))
     # Statistics let the planner choose index lookups into the history, mirror and facts for a
     # small batch (a temporary table has none, and is assumed large).
     cur.execute("ANALYZE touched")
@@ -723,7 +730,7 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
     cur.execute(ghosts_sql(spec, ghost_candidates_sql(spec)), {"lsn": marker.lsn})
     ghosts = cur.rowcount
     # every_row: the truncate tombstones of the table are recomputed, the ghosts' included.
-    return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False)
+    return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False, swept_now=True)
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
