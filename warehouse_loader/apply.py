@@ -608,7 +608,7 @@ def _analyze_history(cur: Any, spec: SourceTable) -> None:
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(HISTORY_SCHEMA, spec.name)))
 
 
-def _derive(cur: Any, spec: SourceTable, staged: int, every_row: bool, fresh: bool,
+def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh: bool,
             swept_now: bool = False) -> _Totals:
     """Steps 1-6 of the module docstring for the versions in ``stage`` (``staged`` rows).
 
