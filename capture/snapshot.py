@@ -17,8 +17,10 @@ replay and the loader treat them like any other file.
   b numbers its rows from b x (most tuples a heap page can hold) + 1, in scan order.
 - **Resumable by range.** A range is saved as done once its file is in the lake. After a crash
   the exported snapshot is gone: unfinished ranges are read again in a fresh snapshot at C2 (their
-  rows at (C2, ...)); the file of a range read at C but not saved stay in the lake (harmless: every
-  change after C is on the stream, and position order gives the current state either way).
+  rows at (C2, ...)); the files of a range read at C but not saved stay in the lake (harmless: every
+  change after C is on the stream, and position order gives the current state either way), and a
+  range whose raw file is in the lake without its processed twin is completed from the raw file
+  (see _adopt), so the loader is told of every read the raw zone holds.
 - **Completion marker.** Once every range of a table is in the lake, one more processed object,
   totes_cdc.snapshot_marker: the loader then tombstones what the read did not see.
 """
@@ -53,6 +55,7 @@ from totes_cdc.lakefiles import (
     ObjectStore,
     Partition,
     avro_container,
+    avro_events,
     parquet_bytes,
 )
 from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
@@ -154,6 +157,10 @@ class LakeSnapshot:
                              if not state.tables.setdefault(t, TableProgress()).complete}
         finally:
             conn.close()
+        for table in described.values():
+            for earlier in state.reads:
+                self._adopt(state, table, *earlier)
+        state.reads = [(lsn, taken_at.astimezone(dt.UTC).date().isoformat())]
         self._store.save(state)
         work: queue.SimpleQueue[tuple[_Table, int]] = queue.SimpleQueue()
         for table in described.values():
@@ -269,6 +276,39 @@ class LakeSnapshot:
         self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
         self._progress.advance(table.name, rows)
         return RangeRead(lsn, rows, [key])
+
+    def _adopt(self, state: SnapshotState, table: _Table, lsn: int, day: str) -> None:
+        """Save as done the ranges an earlier read at ``lsn`` put in the raw zone without saving
+        them (stopped between the raw put, the processed put and the save), writing their
+        processed file from the raw one when it is missing: every raw file has its processed twin,
+        and a row deleted after ``lsn`` keeps the version that read it."""
+        progress = state.tables[table.name]
+        partition = Partition(table.schema, table.table, dt.date.fromisoformat(day))
+        prefix = partition.key(self._lake.raw_prefix, RangeFile(lsn, 0), "")[:-len("000000")]
+        for raw_key in self._objects.keys(self._lake.raw_bucket, prefix):
+            index = int(raw_key[len(prefix):].split(".")[0])
+            if index in progress.done:
+                continue
+            events = avro_events(self._objects.get(self._lake.raw_bucket, raw_key))
+            if [(c.name, c.type) for c in events[0].columns] != [(c.name, c.type) for c in table.columns]:
+                log.warning("snapshot of %s: %s has other columns than the table now: read again",
+                            table.name, raw_key)
+                continue
+            key = partition.key(self._lake.processed_prefix, RangeFile(lsn, index),
+                                self._lake.processed_suffix)
+            values = [pa.array([(e.after or {}).get(c.name) for e in events], pa.string())
+                      for c in table.columns]
+            try:
+                parquet = parquet_bytes(processed_table(
+                    table.columns, lsn=lsn, seqs=np.array([e.seq for e in events], np.int64),
+                    taken_at=events[0].commit_ts, values=values))
+            except ContractError as exc:
+                raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
+            written = self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
+            progress.done[index] = RangeRead(lsn, len(events), [key])
+            log.info("snapshot of %s: range %d, read at %s and in the raw zone unsaved, saved as done "
+                     "(its processed file %s)", table.name, index, source.format_lsn(lsn),
+                     "written from the raw one" if written else "was in the lake")
 
     def _range_done(self, state: SnapshotState, table: _Table, index: int, read: RangeRead,
                     taken_at: dt.datetime) -> None:

@@ -61,12 +61,16 @@ class SnapshotState:
     resync: bool = False
     """A re-read of tables whose rows may already be downstream (resync, lost state): the markers
     say so, and the loader tombstones what the read did not see."""
+    reads: list[tuple[int, str]] = field(default_factory=list)
+    """The snapshots read in and not yet checked for raw files without their progress: (LSN, the
+    ISO date of their files' partition). See capture.snapshot.LakeSnapshot._adopt."""
 
     def complete(self, tables: list[str]) -> bool:
         return all(t in self.tables and self.tables[t].complete for t in tables)
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "snapshot_lsn": self.snapshot_lsn, "resync": self.resync,
+                "reads": [list(r) for r in self.reads],
                 "tables": {name: {"ranges": [list(r) for r in t.ranges], "marker": t.marker,
                                   "estimate": t.estimate,
                                   "done": {str(i): {"lsn": r.lsn, "rows": r.rows, "files": r.files}
@@ -81,7 +85,8 @@ class SnapshotState:
                 estimate=t["estimate"],
                 done={int(i): RangeRead(r["lsn"], r["rows"], list(r["files"])) for i, r in t["done"].items()})
             for name, t in data["tables"].items()}
-        return cls(data["slot"], data["snapshot_lsn"], tables, bool(data["resync"]))
+        return cls(data["slot"], data["snapshot_lsn"], tables, bool(data["resync"]),
+                   [(lsn, day) for lsn, day in data.get("reads", [])])
 
 
 class StateStore(Protocol):

@@ -119,6 +119,11 @@ def avro_container(data: bytes | memoryview, sizes: npt.NDArray[np.int64], key: 
     return b"".join(parts)
 
 
+def avro_events(container: bytes) -> list[contract.ChangeEvent]:
+    """The events of a raw-zone Avro container."""
+    return [contract.from_record(r) for r in fastavro.reader(io.BytesIO(container)) if isinstance(r, dict)]
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """A processed file's bytes."""
     buf = io.BytesIO()
@@ -151,6 +156,21 @@ class ObjectStore:
         except BotoCoreError as exc:
             raise StoreError(f"cannot write s3://{bucket}/{key}: {exc}") from exc
         return True
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """The keys under ``prefix``."""
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot list s3://{bucket}/{prefix}: {exc}") from exc
+
+    def get(self, bucket: str, key: str) -> bytes:
+        try:
+            body: bytes = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+        return body
 
     def put_all(self, puts: Sequence[Put]) -> None:
         """:meth:`put_new` every object, concurrently; the first StoreError is raised once all

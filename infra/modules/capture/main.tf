@@ -151,11 +151,30 @@ data "aws_iam_policy_document" "task" {
   }
 
   # The snapshot and resync reads go straight to the lake (raw and processed zones), as the stream
-  # processor's files do: written only, with conditional puts, never read back.
+  # processor's files do, with conditional puts.
   statement {
     sid       = "WriteSnapshotFilesToTheLake"
     actions   = ["s3:PutObject"]
     resources = ["${var.raw_bucket_arn}/${var.settings.prefixes.raw}*", "${var.processed_bucket_arn}/${var.settings.prefixes.processed}*"]
+  }
+
+  # A resumed snapshot lists and reads back the raw files an earlier read put without saving them,
+  # to write their processed twins (capture.snapshot.LakeSnapshot._adopt).
+  statement {
+    sid       = "ReadBackUnsavedSnapshotFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.raw_bucket_arn}/${var.settings.prefixes.raw}*"]
+  }
+
+  statement {
+    sid       = "ListUnsavedSnapshotFiles"
+    actions   = ["s3:ListBucket"]
+    resources = [var.raw_bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.settings.prefixes.raw}*"]
+    }
   }
 
   statement {

@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 
 import boto3
-import fastavro
 import pyarrow.parquet as pq
 
-from totes_cdc.contract import ChangeEvent, from_record
-from totes_cdc.lakefiles import LakeLocation
+from totes_cdc.contract import ChangeEvent
+from totes_cdc.lakefiles import LakeLocation, avro_events
 from totes_cdc.snapshot_marker import SnapshotMarker, read_marker
 
 
@@ -25,8 +24,8 @@ def _body(bucket: str, key: str) -> bytes:
 def read_lake() -> list[ChangeEvent]:
     """Every event of the raw zone (snapshot reads: nothing else writes it in these tests)."""
     lake = LakeLocation.from_settings()
-    return [from_record(r) for key in _keys(lake.raw_bucket, lake.raw_prefix)
-            for r in fastavro.reader(io.BytesIO(_body(lake.raw_bucket, key))) if isinstance(r, dict)]
+    return [event for key in _keys(lake.raw_bucket, lake.raw_prefix)
+            for event in avro_events(_body(lake.raw_bucket, key))]
 
 
 def processed_keys() -> list[str]:
@@ -49,3 +48,16 @@ def positioned(events: list[ChangeEvent]) -> list[ChangeEvent]:
     """Distinct events in position order: the order the loader's result equals."""
     unique = {e.identity: e for e in events}
     return sorted(unique.values(), key=lambda e: (e.lsn, e.seq))
+
+
+def snapshot_twins() -> list[tuple[list[ChangeEvent], list[dict[str, object]] | None]]:
+    """Each raw snapshot file's events beside the rows of its processed twin (None: no twin)."""
+    lake = LakeLocation.from_settings()
+    processed = set(processed_keys())
+    twins = []
+    for key in _keys(lake.raw_bucket, lake.raw_prefix):
+        twin = lake.processed_prefix + key[len(lake.raw_prefix):-len(".avro")] + lake.processed_suffix
+        rows = (pq.read_table(io.BytesIO(_body(lake.processed_bucket, twin))).to_pylist()
+                if twin in processed else None)
+        twins.append((avro_events(_body(lake.raw_bucket, key)), rows))
+    return twins

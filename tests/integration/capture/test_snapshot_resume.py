@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
+import boto3
 import pytest
 
 from capture.errors import Stopped
@@ -27,8 +28,9 @@ from tests.integration.capture.conftest import (
     slot_caught_up,
     wait_for,
 )
-from tests.integration.capture.lake import markers, positioned, read_lake
+from tests.integration.capture.lake import markers, positioned, read_lake, snapshot_twins
 from totes_cdc.contract import ChangeEvent
+from totes_cdc.lakefiles import LakeLocation, ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +51,26 @@ class KilledBeforeSaving:
         if progress is not None and len(progress.done) >= self.ranges:
             raise Stopped("killed between putting a range's files and saving its progress")
         self.store.save(state)
+
+
+class KilledBeforeProcessedPut(ObjectStore):
+    """An object store whose process dies putting the processed file of design's ``range``."""
+
+    def __init__(self, range_index: int) -> None:
+        super().__init__(boto3.client("s3"))
+        self.suffix = f"-{range_index:06d}{LakeLocation.from_settings().processed_suffix}"
+
+    def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        if "public.design/" in key and key.endswith(self.suffix):
+            raise Stopped("killed between a range's raw put and its processed put")
+        return super().put_new(bucket, key, body, content_type)
+
+
+def same_reads(twins: list[tuple[list[ChangeEvent], list[dict[str, object]] | None]]) -> bool:
+    """Every raw snapshot file has a processed twin with the same reads (positions and keys)."""
+    return all(rows is not None and [(e.lsn, e.seq, int(e.after["design_id"])) for e in events]
+               == [(r["_lsn"], r["_seq"], r["design_id"]) for r in rows]
+               for events, rows in twins if events[0].table == "design")
 
 
 def replay(events: Iterable[ChangeEvent]) -> dict[str, str | None]:
@@ -99,6 +121,37 @@ def test_resumed_snapshot_delivers_deletes_of_rows_in_ranges_whose_progress_was_
     assert marker.rows == second._store.load().tables["public.design"].rows
 
 
+def test_a_range_killed_between_its_raw_and_processed_puts_is_completed_from_its_raw_file(
+        totesys_dsn, capture_factory):
+    """The read at C1 of a range whose raw file is in the lake stands: the resumed snapshot writes
+    its processed twin from the raw file instead of reading the range again at C2, so a row of it
+    deleted after C1 keeps its read in both zones (and the loader, told only of processed files,
+    gets every version the raw zone holds)."""
+    seed_designs(totesys_dsn, 1000)
+    execute(totesys_dsn, "ANALYZE design")
+    first = capture_factory(totesys_dsn, objects=KilledBeforeProcessedPut(3), snapshot_chunk_rows=100,
+                            snapshot_workers=1)
+    first.run()
+    saved = first._store.load()
+    assert sorted(saved.tables["public.design"].done) == [0, 1, 2]
+    [orphan] = [events for events, rows in snapshot_twins() if rows is None]
+    deleted = [int(e.after["design_id"]) for e in orphan[::7]]
+    execute(totesys_dsn, f"DELETE FROM design WHERE design_id IN ({', '.join(map(str, deleted))})")
+    second = capture_factory(totesys_dsn, slot=first.config.slot, snapshot_chunk_rows=100,
+                             snapshot_workers=1)
+    capture_factory.start(second)
+    wait_for(lambda: second._phase == "streaming", what="streaming")
+    wait_for(slot_caught_up(totesys_dsn, second.config.slot), what="capture to catch up")
+    twins = snapshot_twins()
+    assert same_reads(twins)
+    read_at_c1 = {int(e.after["design_id"]) for events, _ in twins for e in events if e.lsn == orphan[0].lsn}
+    assert set(deleted) <= read_at_c1
+    assert second._store.load().tables["public.design"].done[3].lsn == orphan[0].lsn
+    replayed = replay(read_lake() + read_stream())
+    assert set(map(str, deleted)) & replayed.keys() == set()
+    assert replayed == source_designs(totesys_dsn)
+
+
 def test_full_re_read_after_lost_state_is_a_resync_and_delivers_deletes(totesys_dsn, capture_factory):
     seed_designs(totesys_dsn, 60)
     first = capture_factory(totesys_dsn)
@@ -127,7 +180,7 @@ def test_kill_9_at_random_points_of_a_parallel_snapshot_loses_nothing_deletes_in
     execute(totesys_dsn, "ANALYZE design")
     slot = f"kill_{uuid.uuid4().hex[:8]}"
     overrides = json.dumps({"state_dir": str(tmp_path), "slot": slot, "tables": ["design"],
-                            "snapshot_chunk_rows": 1000, "snapshot_workers": 3,
+                            "snapshot_chunk_rows": 500, "snapshot_workers": 3,
                             "heartbeat_seconds": 0.5, "max_batch_delay_ms": 20})
     command = [sys.executable, "-m", "tests.integration.capture.run_capture", overrides]
     env = {**aws_env, "TOTES_CDC_SOURCE_DSN": totesys_dsn}
@@ -142,10 +195,11 @@ def test_kill_9_at_random_points_of_a_parallel_snapshot_loses_nothing_deletes_in
 
     try:
         with Writer(totesys_dsn) as writer:  # updates, inserts and deletes all along
-            for target in sorted(rng.sample(range(1, 15), 3)):  # of about 20 ranges
+            for target in sorted(rng.sample(range(1, 30), 3)):  # of about 40 ranges
                 process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
                 wait_for(lambda: ranges()[0] >= target, what="ranges to be read")
-                delay = rng.uniform(0.0, 0.3)  # then somewhere in the next ranges' reads and puts
+                # then somewhere in the next ranges' reads and puts (a few: a range takes milliseconds)
+                delay = rng.uniform(0.0, 0.05)
                 time.sleep(delay)
                 process.kill()
                 process.wait()
@@ -167,3 +221,4 @@ def test_kill_9_at_random_points_of_a_parallel_snapshot_loses_nothing_deletes_in
     assert {e.op for e in lake} == {"r"} and {e.op for e in stream} <= {"c", "u", "d"}
     assert "d" in {e.op for e in stream}
     assert replay(lake + stream) == source_designs(totesys_dsn), seen
+    assert same_reads(snapshot_twins()), seen  # what the loader is told of is the raw zone
