@@ -67,7 +67,7 @@ LOAD_TIMEOUT_SECONDS = 300.0
 CLIENTS = 4  # pgbench connections: enough for 12,000 single-row transactions/s here
 REFERENCE_SLOT = "bench_pipeline_reference"
 # Settings measured against settings.json in the same run (the candidate/settings table).
-CANDIDATE = {"stream_processor_mapping": {"maximum_batching_window_seconds": 0}}
+CANDIDATE = {"stream_processor_mapping": {"maximum_batching_window_seconds": 1}}
 
 
 @dataclass
