@@ -9,7 +9,8 @@ Three comparisons, each a table of the report:
 - **history** (``<fact> history``): every change event of a fact source table in the raw zone has
   exactly one fact version at its position, with its op and commit time and the row's values
   (a delete's tombstone: the row's last values; a truncate: one tombstone per row current before
-  it), and no fact version lacks its event;
+  it; a completed snapshot read the warehouse recorded: the ghost tombstones of the rows it did
+  not see), and no fact version lacks its event;
 - **raw zone** (``raw zone <table>``): the raw zone's events, replayed in position order, give
   exactly the source table's current rows, so the raw zone (and the history above) is complete
   up to the source's state that was read: the pipeline had caught up.
@@ -20,6 +21,7 @@ whole and compared in Python: the real dataset is ~50k rows.
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,11 +35,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
 from totes_cdc.contract import (
+    GHOST_SEQ,
     OP_DELETE,
     OP_INSERT,
     OP_SNAPSHOT,
     OP_TRUNCATE,
     OP_UPDATE,
+    SEQ_RANGE,
     TOMBSTONE_SEQ_FACTOR,
 )
 from totes_cdc.db import connect
@@ -180,6 +184,11 @@ class Version:
     key: str
     values: dict[str, str | None]
 
+    @property
+    def identity(self) -> tuple[int, int, str]:
+        """Its fact row's position and row."""
+        return self.lsn, self.seq, self.key
+
 
 @dataclass
 class History:
@@ -190,20 +199,41 @@ class History:
     current: dict[str, int]
 
 
-def history(records: Iterable[dict[str, Any]], key: str) -> History:
+def _row(event: dict[str, Any], key: str) -> str:
+    return str(((event["before"] if event["op"] == OP_DELETE else event["after"]) or {})[key])
+
+
+def history(records: Iterable[dict[str, Any]], key: str, sweeps: Sequence[tuple[int, Any]] = ()) -> History:
     """Replay a table's change events (deduplicated by position, in position order).
 
     An insert, update or snapshot read is a version with its new values, TOAST-unchanged columns
     taken from the row's previous version; a delete is a tombstone with the row's last values; a
     truncate is a tombstone for every row current before it, at the position the loader gives it
-    (``source_seq = -(truncate seq * 2^31 + id)``).
+    (``source_seq = -(truncate seq * 2^31 + id)``). ``sweeps``: the table's completed reads the
+    warehouse recorded (lsn S, commit time): at (S, GHOST_SEQ) a row current with its last version
+    below S, whose first event from lsn S on is none or an insert, gets a ghost tombstone (the read
+    at S did not see it: deleted with no event), as the loader gives it.
     """
-    events = {(r["lsn"], r["seq"]): r for r in records}
+    events: dict[tuple[int, int], dict[str, Any] | None] = {(r["lsn"], r["seq"]): r for r in records}
+    later: dict[str, list[tuple[int, int, str]]] = {}  # row -> its events' positions and ops
+    for (lsn, seq), event in sorted(events.items()):
+        if event is not None and event["op"] != OP_TRUNCATE:
+            later.setdefault(_row(event, key), []).append((lsn, seq, event["op"]))
+    sweep_ts = dict(sweeps)
+    events.update({(lsn, GHOST_SEQ): None for lsn in sweep_ts})
     last: dict[str, dict[str, str | None]] = {}
     current: dict[str, int] = {}
     versions: list[Version] = []
     for lsn, seq in sorted(events):
-        event = events[(lsn, seq)]
+        if (event := events[(lsn, seq)]) is None:  # a completed read's sweep
+            for row in sorted(current, key=int):
+                if versions[current[row]].lsn >= lsn:
+                    continue
+                after = later[row][bisect.bisect_left(later[row], (lsn, -SEQ_RANGE, "")):]
+                if not after or after[0][2] == OP_INSERT:
+                    versions.append(Version(OP_DELETE, lsn, GHOST_SEQ, sweep_ts[lsn], row, last[row]))
+                    del current[row]
+            continue
         op, commit_ts = event["op"], event["commit_ts"]
         if op == OP_TRUNCATE:
             for row in sorted(current, key=int):
@@ -211,7 +241,7 @@ def history(records: Iterable[dict[str, Any]], key: str) -> History:
                                         commit_ts, row, last[row]))
             current.clear()
         elif op == OP_DELETE:
-            row = str((event["before"] or {})[key])
+            row = _row(event, key)
             versions.append(Version(op, lsn, seq, commit_ts, row, last.get(row, {key: row})))
             current.pop(row, None)
         else:
@@ -257,8 +287,11 @@ def compare_history(fact: Fact, raw: History, converted: Sequence[tuple[Any, ...
     read, an insert, an update), is that version again (a resync, or a resumed snapshot, re-reads
     rows that did not change): the loader stores the first of such a run, and exactly one of
     them must be stored.
+
+    Versions are matched by position and row: the ghost tombstones of one sweep share a position.
     """
-    have = {(row[0], row[1]): row[2:] for row in stored}
+    key_at = 5 + fact.names.index(fact.key)
+    have = {(row[0], row[1], str(row[key_at])): row[2:] for row in stored}
     groups: dict[tuple[Any, ...], list[int]] = {}
     previous: dict[str, tuple[int, tuple[Any, ...]]] = {}  # key -> (its last version, its group)
     for n, version in enumerate(raw.versions):
@@ -270,27 +303,27 @@ def compare_history(fact: Fact, raw: History, converted: Sequence[tuple[Any, ...
         groups.setdefault(group, []).append(n)
         previous[version.key] = (n, group)
     report = TableReport(f"{fact.table} history", compared=len(groups))
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int, str]] = set()
     for members in groups.values():
-        present = [n for n in members if (raw.versions[n].lsn, raw.versions[n].seq) in have]
+        present = [n for n in members if raw.versions[n].identity in have]
         first = raw.versions[members[0]]
         if not present:
             report.missing += 1
             _sample(report.sample_missing, f"{first.key}@{lsn_text(first.lsn)}:{first.seq}")
             continue
         for n in present:
-            seen.add((raw.versions[n].lsn, raw.versions[n].seq))
+            seen.add(raw.versions[n].identity)
         version = raw.versions[present[0]]
         if len(present) > 1:
             report.extra += len(present) - 1
             _sample(report.sample_extra, f"{version.key}@{lsn_text(version.lsn)}:{version.seq}")
         want = (version.op, version.commit_ts, version.op == OP_DELETE, *converted[present[0]])
-        if tuple(have[(version.lsn, version.seq)]) != want:
+        if tuple(have[version.identity]) != want:
             report.different += 1
             _sample(report.sample_different, f"{version.key}@{lsn_text(version.lsn)}:{version.seq}")
-    for lsn, seq in sorted(have.keys() - seen):
+    for lsn, seq, key in sorted(have.keys() - seen):
         report.extra += 1
-        _sample(report.sample_extra, f"{have[(lsn, seq)][3]}@{lsn_text(lsn)}:{seq}")
+        _sample(report.sample_extra, f"{key}@{lsn_text(lsn)}:{seq}")
     return report
 
 
@@ -337,7 +370,9 @@ def _histories(src: Any, wh: Any, raw: RawZone, compared: dict[str, Any]) -> Ite
         positions = {(r["lsn"], r["seq"]) for r in records}
         events += len(positions)
         newest = max(positions | ({newest} if newest else set()), default=None)
-        replay = history(records, fact.key)
+        wh.execute(sql.SQL("SELECT source_lsn, commit_ts FROM {} WHERE source_table = %s").format(
+            sql.Identifier(MIRROR_SCHEMA, "_ghost_sweeps")), (fact.source,))
+        replay = history(records, fact.key, wh.fetchall())
         converted = convert(wh, fact, _source_columns(src, fact.source), replay.versions)
         yield compare_history(fact, replay, converted, _stored_facts(wh, fact))
         yield compare(f"raw zone {fact.source}", _rows(src, _source_facts(fact)),
