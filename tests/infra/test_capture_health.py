@@ -166,7 +166,11 @@ def test_healthy_in_every_phase_of_a_capture_and_unhealthy_once_it_stops(
                                             snapshot_workers=1)
     slot = first.config.slot
     thread = capture_factory.start(first)
-    wait_for(lambda: phase(tmp_path) == "snapshot", what="the snapshot")
+    # Creating the slot holds it (active) until the server finds its consistent point, which waits
+    # for the transactions then running on the whole server; the read starts after.
+    wait_for(lambda: phase(tmp_path) == "snapshot" and query(
+        totesys_dsn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (slot,)),
+        what="the snapshot's read")
     started = time.monotonic()
 
     def in_snapshot_without_a_reader() -> None:
