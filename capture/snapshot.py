@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
@@ -116,6 +117,17 @@ def text_columns(data: pa.Buffer, names: Sequence[str]) -> list[pa.Array]:
             column_types={n: pa.string() for n in names}, strings_can_be_null=True,
             quoted_strings_can_be_null=False, null_values=[""]))
     return [column.combine_chunks() for column in table.columns]
+
+
+def _processed_file(table: _Table, *, lsn: int, seqs: npt.NDArray[np.int64], taken_at: dt.datetime,
+                    values: Sequence[pa.Array]) -> bytes:
+    """The processed zone's Parquet of a range's reads (CaptureError for a value its column's
+    type cannot hold)."""
+    try:
+        return parquet_bytes(processed_table(table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at,
+                                             values=values))
+    except ContractError as exc:
+        raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
 
 
 class LakeSnapshot:
@@ -264,11 +276,7 @@ class LakeSnapshot:
         raw_key = partition.key(self._lake.raw_prefix, RangeFile(lsn, index), ".avro")
         body_data, sizes = bodies_and_sizes(record_bodies(
             table.schema, table.table, table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at, values=values))
-        try:
-            parquet = parquet_bytes(processed_table(table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at,
-                                                    values=values))
-        except ContractError as exc:
-            raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
+        parquet = _processed_file(table, lsn=lsn, seqs=seqs, taken_at=taken_at, values=values)
         key = partition.key(self._lake.processed_prefix, RangeFile(lsn, index), self._lake.processed_suffix)
         # Raw first: whatever the loader is told of is already in the raw zone.
         self._objects.put_new(self._lake.raw_bucket, raw_key, avro_container(body_data, sizes, raw_key),
@@ -298,12 +306,8 @@ class LakeSnapshot:
                                 self._lake.processed_suffix)
             values = [pa.array([(e.after or {}).get(c.name) for e in events], pa.string())
                       for c in table.columns]
-            try:
-                parquet = parquet_bytes(processed_table(
-                    table.columns, lsn=lsn, seqs=np.array([e.seq for e in events], np.int64),
-                    taken_at=events[0].commit_ts, values=values))
-            except ContractError as exc:
-                raise CaptureError(f"snapshot of {table.name}: {exc}") from exc
+            parquet = _processed_file(table, lsn=lsn, seqs=np.array([e.seq for e in events], np.int64),
+                                      taken_at=events[0].commit_ts, values=values)
             written = self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
             progress.done[index] = RangeRead(lsn, len(events), [key])
             log.info("snapshot of %s: range %d, read at %s and in the raw zone unsaved, saved as done "
