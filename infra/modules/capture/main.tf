@@ -167,31 +167,21 @@ data "aws_iam_policy_document" "task" {
   }
 
   statement {
-    sid       = "ListUnsavedSnapshotFiles"
-    actions   = ["s3:ListBucket"]
-    resources = [var.raw_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.settings.prefixes.raw}*"]
-    }
-  }
-
-  statement {
     sid       = "DeadLetterUnsendableEvents"
     actions   = ["s3:PutObject"]
     resources = ["${var.dead_letter_bucket_arn}/${var.settings.prefixes.dead_letter_records}capture/*"]
   }
 
-  # Lets a missing state object read as "not found" (first start) rather than "access denied".
+  # The state prefix: a missing state object reads as "not found" (first start) rather than
+  # "access denied". The raw prefix: the unsaved snapshot files above are listed.
   statement {
-    sid       = "ListSnapshotProgressState"
+    sid       = "ListSnapshotProgressStateAndRawFiles"
     actions   = ["s3:ListBucket"]
     resources = [var.raw_bucket_arn]
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${local.state_prefix}*"]
+      values   = ["${local.state_prefix}*", "${var.settings.prefixes.raw}*"]
     }
   }
 

@@ -59,7 +59,7 @@ EXAMPLES = int(os.environ.get("TOTES_CDC_MODEL_EXAMPLES", "25"))
 MAX_ATTEMPTS = 20  # deliveries of one file that fail with a retryable error before the test gives up
 # derandomize: the suite runs the same generated histories every time (a gate must not pass or
 # fail by luck); set TOTES_CDC_MODEL_RANDOM=1 to search new ones (that search found the examples
-# below, and the xfail one).
+# below, and the case of test_a_row_truncated_before_a_resync_ends_at_its_truncate).
 MODEL_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
                           derandomize=os.environ.get("TOTES_CDC_MODEL_RANDOM") != "1",
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
