@@ -253,7 +253,7 @@ def lock_keys_sql(spec: SourceTable, fresh: bool = False) -> sql.Composed:
     has no version anywhere in the warehouse (a row's history is only ever written under its
     mirror row), so its one version, a snapshot read, is its final state: the mirror row inserted
     here, one history row, one fact (the loader takes this way only while no completed read of
-    the table is recorded: see _swept).
+    the table is recorded: see _apply).
     """
     statement = sql.SQL(
         "INSERT INTO {mirror} AS m ({cols}, source_lsn, source_seq, is_deleted) "
@@ -609,13 +609,14 @@ def _analyze_history(cur: Any, spec: SourceTable) -> None:
 
 
 def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh: bool,
-            swept_now: bool = False) -> _Totals:
+            truncated: bool, ghost_keys: sql.Composable | None) -> _Totals:
     """Steps 1-6 of the module docstring for the versions in ``stage`` (``staged`` rows).
 
     ``every_row``: a file with a truncate, or a sweep: it concerns every row of the table. ``fresh``: a
     file of snapshot reads, one per key, whose keys new to the warehouse take the short way (see
-    lock_keys_sql); the others, as any file's. ``swept_now``: a sweep, which has just recomputed the
-    ghost tombstones of every row that may need one.
+    lock_keys_sql); the others, as any file's. ``truncated``: a truncate of the table is recorded.
+    ``ghost_keys``: the rows whose ghost tombstones are recomputed (None: no completed read of the
+    table is recorded).
     """
     totals = _Totals()
     if staged:
@@ -623,19 +624,11 @@ def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh:
         cur.execute(history_insert_sql(spec))
         if staged >= HISTORY_ANALYZE_ROWS:
             _analyze_history(cur, spec)
-    cur.execute(sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s), "
-        "EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s)").format(TRUNCATIONS, GHOST_SWEEPS),
-        {"t": spec.name})
-    truncated, swept = cur.fetchone()
-    every_key = sql.SQL("SELECT {} FROM {}").format(_ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name))
-    if swept:  # before the truncates': a ghost tombstone is a deletion a later truncate follows
-        # A truncate below a sweep ends the rows it would have called ghosts: all are checked.
-        cur.execute(ghosts_sql(spec, every_key if every_row and not swept_now else sql.SQL(
-            "SELECT DISTINCT {} FROM touched").format(_ids(spec.key))))
+    if ghost_keys is not None:  # before the truncates': a ghost tombstone is a deletion a truncate follows
+        cur.execute(ghosts_sql(spec, ghost_keys))
     if truncated:
         # A truncate concerns every row of the table; a file of rows, its own rows.
-        cur.execute(tombstones_sql(spec, every_key if every_row else sql.SQL(
+        cur.execute(tombstones_sql(spec, _every_key(spec) if every_row else sql.SQL(
             "SELECT {} FROM stage GROUP BY {}").format(_ids(spec.key), _ids(spec.key))))
     # Statistics let the planner choose index lookups into the history, mirror and facts for a
     # small batch (a temporary table has none, and is assumed large).
@@ -684,13 +677,23 @@ def is_snapshot_file(table: pa.Table, spec: SourceTable) -> bool:
     return bool(keys.group_by(list(spec.key)).aggregate([]).num_rows == table.num_rows)
 
 
-def _swept(cur: Any, spec: SourceTable) -> bool:
-    """Whether a completed read of the table is recorded. Its sweep calls for a ghost tombstone of
-    every row it did not see, a key new to the warehouse too (a read below it arriving late), so
-    a file applied after one takes the general way, where the ghosts are recomputed."""
-    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %s)").format(GHOST_SWEEPS),
-                (spec.name,))
-    return bool(cur.fetchone()[0])
+def _recorded(cur: Any, spec: SourceTable) -> tuple[bool, bool]:
+    """Whether a truncate of the table, and a completed read of it, are recorded. Read holding the
+    table's lock: both are written only under it, exclusively, so neither changes until the commit."""
+    cur.execute(sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s), "
+        "EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s)").format(TRUNCATIONS, GHOST_SWEEPS),
+        {"t": spec.name})
+    truncated, swept = cur.fetchone()
+    return bool(truncated), bool(swept)
+
+
+def _every_key(spec: SourceTable) -> sql.Composed:
+    return sql.SQL("SELECT {} FROM {}").format(_ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name))
+
+
+def _touched_keys(spec: SourceTable) -> sql.Composed:
+    return sql.SQL("SELECT DISTINCT {} FROM touched").format(_ids(spec.key))
 
 
 def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
@@ -700,7 +703,11 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
     rows = pc.filter(table, pc.invert(is_truncate))
     _lock_table(cur, spec.name, exclusive=truncates.num_rows > 0)
     _create_temp(cur, spec)
-    snapshot = is_snapshot_file(rows, spec) and not _swept(cur, spec)
+    truncated, swept = _recorded(cur, spec)
+    # After a completed read, its sweep calls for a ghost tombstone of every row it did not see, a
+    # key new to the warehouse too (a read below it arriving late): a snapshot file takes the
+    # general way then, where the ghosts are recomputed.
+    snapshot = is_snapshot_file(rows, spec) and not swept
     if rows.num_rows:
         cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
         if snapshot:  # a bulk load: plans from the stage's real size, not a guess
@@ -711,7 +718,10 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
             TRUNCATIONS), (spec.name, lsn, seq, commit_ts))
         log.warning("truncate of %s.%s at lsn %s applied: its rows are marked deleted",
                     SOURCE_SCHEMA, spec.name, lsn)
-    return _derive(cur, spec, rows.num_rows, every_row=truncates.num_rows > 0, fresh=snapshot)
+    # A truncate below a sweep ends the rows it would have called ghosts: all are checked then.
+    ghost_keys = (_every_key(spec) if truncates.num_rows else _touched_keys(spec)) if swept else None
+    return _derive(cur, spec, rows.num_rows, every_row=truncates.num_rows > 0, fresh=snapshot,
+                   truncated=truncated or truncates.num_rows > 0, ghost_keys=ghost_keys)
 
 
 def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _Totals]:
@@ -729,8 +739,11 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
         {"table": spec.name, "lsn": marker.lsn, "files": list(marker.files)})
     cur.execute(ghosts_sql(spec, ghost_candidates_sql(spec)), {"lsn": marker.lsn})
     ghosts = cur.rowcount
-    # every_row: the truncate tombstones of the table are recomputed, the ghosts' included.
-    return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False, swept_now=True)
+    # every_row: the truncate tombstones of the table are recomputed, the ghosts' included; the
+    # ghosts of every row that may need one are just done.
+    truncated, _ = _recorded(cur, spec)
+    return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False, truncated=truncated,
+                           ghost_keys=_touched_keys(spec))
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
