@@ -59,7 +59,7 @@ from totes_cdc.lakefiles import (
     avro_events,
     parquet_bytes,
 )
-from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
+from totes_cdc.snapshot_files import NAME_PREFIX, bodies_and_sizes, processed_table, record_bodies
 from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class RangeFile:
 
     @property
     def name(self) -> str:
-        return f"snapshot-{self.lsn:016X}-{self.range:06d}"
+        return f"{NAME_PREFIX}{self.lsn:016X}-{self.range:06d}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class MarkerName:
 
     @property
     def name(self) -> str:
-        return f"snapshot-{self.lsn:016X}-complete"
+        return f"{NAME_PREFIX}{self.lsn:016X}-complete"
 
 
 @dataclass(frozen=True)

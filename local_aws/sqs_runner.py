@@ -1,9 +1,11 @@
 """``totes-cdc load``: the local stand-in for the Lambda SQS event source mapping.
 
-Like the mapping, it runs several loaders at once: ``loader_mapping.maximum_concurrency`` workers
-(the production concurrency cap, settings.json), each a thread with its own SQS, S3 and
-CloudWatch clients and its own warehouse connection, so files are applied concurrently and in any
-order, as in AWS. Each worker long-polls the processed-files queue, hands each batch to
+Like the mappings, it runs several loaders at once: ``loader_mapping.maximum_concurrency`` workers
+on the processed-files queue (the production concurrency cap, settings.json) and
+``snapshot_loader_mapping.maximum_concurrency`` on the snapshot-files queue, where the loader
+passes a snapshot read's files on to (warehouse_loader.handler), each a thread with its own SQS, S3
+and CloudWatch clients and its own warehouse connection, so files are applied concurrently and in
+any order, as in AWS. Each worker long-polls its queue, hands each batch to
 :class:`~warehouse_loader.handler.Loader` as an AWS-shaped SQS event, and deletes only the messages
 the handler did not report as failed; a failed message becomes visible again after the queue's
 visibility timeout, and after ``max_receive_count`` receives SQS moves it to the DLQ, as in AWS. A
@@ -37,6 +39,8 @@ POLL_WAIT_SECONDS = 2
 # Pause after a failed receive/delete before polling again.
 RETRY_DELAY_SECONDS = 1.0
 AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+# (metrics, S3 client, SQS client) -> the worker's loader
+LoaderFactory = Callable[[MetricSink, Any, Any], Loader]
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
@@ -57,18 +61,17 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> di
 class Worker:
     """One loader: polls the queue and applies batch by batch on its own warehouse connection."""
 
-    def __init__(self, name: str, queue_url: str, queue_arn: str,
-                 loader_factory: Callable[[MetricSink, Any], Loader]) -> None:
-        cfg = settings()
+    def __init__(self, name: str, queue: tuple[str, str], batch_size: int,
+                 loader_factory: LoaderFactory) -> None:
         self.name = name
-        self._queue_url, self._queue_arn = queue_url, queue_arn
-        self._batch_size = min(cfg["loader_mapping"]["batch_size"], 10)  # SQS receives <= 10
-        self._region = cfg["region"]
+        self._queue_url, self._queue_arn = queue
+        self._batch_size = min(batch_size, 10)  # SQS receives <= 10
+        self._region = settings()["region"]
         # boto3 clients are safe to share between threads, sessions are not: one session each.
         session = boto3.session.Session()
         self._sqs = session.client("sqs")
         self.metrics = MetricSink(session.client("cloudwatch"), metric_names.namespace())
-        self.loader = loader_factory(self.metrics, session.client("s3"))
+        self.loader = loader_factory(self.metrics, session.client("s3"), self._sqs)
 
     def poll_once(self, wait_seconds: int = POLL_WAIT_SECONDS) -> int:
         """Receive one batch, process it, delete what succeeded; the number of messages received."""
@@ -109,29 +112,29 @@ class Worker:
 
 
 class Runner:
-    """``workers`` loaders (default: the mapping's maximum concurrency) until ``stop`` is set."""
+    """The loaders of both queues until ``stop`` is set: ``workers`` (default: the mapping's
+    maximum concurrency) on the processed-files queue, the snapshot mapping's on the other."""
 
-    def __init__(self, dsn: str, stop: threading.Event,
-                 loader_factory: Callable[[MetricSink, Any], Loader] | None = None,
+    def __init__(self, dsn: str, stop: threading.Event, loader_factory: LoaderFactory | None = None,
                  workers: int | None = None) -> None:
         cfg = settings()
         self._dsn = dsn
         self._stop = stop
-        count = workers or cfg["loader_mapping"]["maximum_concurrency"]
+        live, snapshot = cfg["loader_mapping"], cfg["snapshot_loader_mapping"]
+        count = workers or live["maximum_concurrency"]
         if count < 1:
             raise ConfigError(f"the loader needs at least one worker, not {count}")
         sqs = boto3.client("sqs")
-        queue = cfg["queues"]["processed_files"]
-        try:
-            self._queue_url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-            queue_arn = sqs.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        except AWS_ERRORS as exc:
-            raise ConfigError(f"cannot use the queue {queue}: {exc}") from None
-        config = LoaderConfig.from_settings(lambda: self._dsn)
-        factory = loader_factory or (lambda metrics, s3: Loader(config, metrics.add, s3))
-        self.workers = [Worker(f"loader-{n}", self._queue_url, queue_arn, factory)
+        files = _queue(sqs, cfg["queues"]["processed_files"])
+        snapshot_files = _queue(sqs, cfg["queues"]["snapshot_files"])
+        self._polled = (f"{files[0]} with {count} workers and {snapshot_files[0]} with "
+                        f"{snapshot['maximum_concurrency']}")
+        config = LoaderConfig.from_settings(lambda: self._dsn, snapshot_queue_url=snapshot_files[0])
+        factory = loader_factory or (lambda metrics, s3, sqs: Loader(config, metrics.add, s3, sqs))
+        self.workers = [Worker(f"loader-{n}", files, live["batch_size"], factory)
                         for n in range(1, count + 1)]
+        self.workers += [Worker(f"snapshot-loader-{n}", snapshot_files, snapshot["batch_size"], factory)
+                         for n in range(1, snapshot["maximum_concurrency"] + 1)]
 
     def migrate(self) -> None:
         conn = connect(self._dsn, "warehouse")
@@ -145,7 +148,7 @@ class Runner:
         """Migrate, then run every worker until ``stop``; a worker's unexpected error stops them
         all and is raised (the process exits and its supervisor restarts it, as one would)."""
         self.migrate()
-        log.info("loader polling %s with %d workers", self._queue_url, len(self.workers))
+        log.info("loader polling %s", self._polled)
         errors: list[BaseException] = []
 
         def work(worker: Worker) -> None:
@@ -163,3 +166,13 @@ class Runner:
         if errors:
             raise errors[0]
         log.info("loader stopped")
+
+
+def _queue(sqs: Any, name: str) -> tuple[str, str]:
+    """The URL and ARN of the queue ``name``."""
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    except AWS_ERRORS as exc:
+        raise ConfigError(f"cannot use the queue {name}: {exc}") from None
+    return url, arn

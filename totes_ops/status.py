@@ -167,7 +167,9 @@ def _queue_depth(name: str) -> int:
 
 
 def files_waiting() -> int:
-    return _queue_depth(settings()["queues"]["processed_files"])
+    """Files announced and not yet applied: on the stream's queue and on the snapshot files' queue."""
+    queues = settings()["queues"]
+    return _queue_depth(queues["processed_files"]) + _queue_depth(queues["snapshot_files"])
 
 
 def dead_letter_queue_depth() -> int:

@@ -4,6 +4,12 @@ Each message is processed on its own (partial batch response): a file that break
 dead-lettered and its message succeeds, so it never blocks the queue; a failure a retry may fix
 fails the message, and SQS redelivers it (after ``max_receive_count`` receives it goes to the
 queue's DLQ). The same :class:`Loader` runs under ``totes-cdc load`` locally.
+
+The function consumes two queues. S3 announces every processed file on ``queues.processed_files``;
+a snapshot read's file or marker (seconds to minutes of bulk load each) is passed on from there to
+``queues.snapshot_files`` (``$TOTES_CDC_SNAPSHOT_QUEUE_URL``), whose own mapping and concurrency
+(``snapshot_loader_mapping``) apply it, so the stream's files never wait behind a bulk load for a
+worker.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from totes_cdc import metric_names
 from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
+from totes_cdc.snapshot_files import is_snapshot_key
 from warehouse_loader.apply import apply_file
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RetryableLoadError
@@ -43,6 +50,8 @@ DSN_ENV = "TOTES_CDC_WAREHOUSE_DSN"
 # The name of an environment variable, not a secret.
 SECRET_ENV = "TOTES_CDC_WAREHOUSE_SECRET"  # noqa: S105  # nosec B105
 SECRET_MAX_AGE_SECONDS = 300
+SNAPSHOT_QUEUE_ENV = "TOTES_CDC_SNAPSHOT_QUEUE_URL"
+AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 
 
 def warehouse_dsn() -> str:
@@ -61,10 +70,12 @@ def warehouse_dsn() -> str:
 class Loader:
     """Applies the files that S3 notifications name; keeps one warehouse connection across calls."""
 
-    def __init__(self, config: LoaderConfig, publish: Publish, s3: Any | None = None) -> None:
+    def __init__(self, config: LoaderConfig, publish: Publish, s3: Any | None = None,
+                 sqs: Any | None = None) -> None:
         self.config = config
         self._publish = publish
         self._s3 = s3 or boto3.client("s3")
+        self._sqs = sqs
         self._conn: Any = None
 
     def handle_batch(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -84,12 +95,33 @@ class Loader:
                          extra={"message_id": record.message_id, "body": record.body[:500]})
             return
         try:
-            for s3_record in S3Event(body).records:
-                self.load(s3_record.s3.bucket.name, unquote_plus(s3_record.s3.get_object.key))
+            objects = [(r.s3.bucket.name, unquote_plus(r.s3.get_object.key)) for r in S3Event(body).records]
+            if self._passes_on(record, objects):
+                self._pass_on(record, objects)
+                return
+            for bucket, key in objects:
+                self.load(bucket, key)
         except Exception:
             logger.exception("message failed; SQS will redeliver it",
                              extra={"message_id": record.message_id})
             raise
+
+    def _passes_on(self, record: SQSRecord, objects: list[tuple[str, str]]) -> bool:
+        """Whether the message names snapshot files only and came from a queue other than theirs."""
+        url = self.config.snapshot_queue_url
+        return (url is not None and bool(objects) and all(is_snapshot_key(key) for _, key in objects)
+                and record.event_source_arn.rsplit(":", 1)[-1] != url.rsplit("/", 1)[-1])
+
+    def _pass_on(self, record: SQSRecord, objects: list[tuple[str, str]]) -> None:
+        url = self.config.snapshot_queue_url
+        if self._sqs is None:
+            self._sqs = boto3.client("sqs")
+        try:
+            self._sqs.send_message(QueueUrl=url, MessageBody=record.body)
+        except AWS_ERRORS as exc:
+            raise RetryableLoadError(f"cannot pass {objects[0][1]} on to {url}: {exc}") from exc
+        logger.info("snapshot file passed on to its queue",
+                    extra={"keys": [key for _, key in objects], "queue": url})
 
     def load(self, bucket: str, key: str) -> None:
         """Apply one object; dead-letter it when it is bad; RetryableLoadError when a retry may help."""
@@ -125,7 +157,7 @@ class Loader:
                 self._s3.put_object(Bucket=self.config.dead_letter_bucket, Key=target, Body=data)
             self._s3.put_object(Bucket=self.config.dead_letter_bucket, Key=f"{target}.error.json",
                                 Body=json.dumps(record).encode(), ContentType="application/json")
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise RetryableLoadError(f"cannot dead-letter s3://{bucket}/{key}: {exc}") from exc
         self._publish("FilesDeadLettered", "Count", 1)
         logger.error("file dead-lettered", extra={
@@ -137,7 +169,7 @@ class Loader:
             body: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self._s3.exceptions.NoSuchKey:
             raise BadFileError(key, f"object s3://{bucket}/{key} does not exist") from None
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise RetryableLoadError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
         return body
 
@@ -164,7 +196,8 @@ def _publish_to_powertools(name: str, unit: str, value: float) -> None:
 
 @cache
 def _lambda_loader() -> Loader:
-    return Loader(LoaderConfig.from_settings(warehouse_dsn), _publish_to_powertools)
+    config = LoaderConfig.from_settings(warehouse_dsn, os.environ.get(SNAPSHOT_QUEUE_ENV) or None)
+    return Loader(config, _publish_to_powertools)
 
 
 @metrics.log_metrics

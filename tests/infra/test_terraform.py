@@ -160,7 +160,7 @@ def test_every_lambda_has_its_failure_destination() -> None:
     for folder, call in _function_modules().items():
         mappings = [m for m in modules()[folder].resources("aws_lambda_event_source_mapping").values()
                     if m["function_name"] == f"${{module.{call}.arn}}"]
-        assert len(mappings) == 1, folder
+        assert len(mappings) == (1 if folder == "modules/stream_processor" else 2), folder
         mapping = mappings[0]
         if folder == "modules/stream_processor":
             destination = mapping["destination_config"][0]["on_failure"][0]["destination_arn"]
@@ -177,6 +177,13 @@ def test_every_lambda_has_its_failure_destination() -> None:
             redrive = queue["redrive_policy"]
             assert "deadLetterTargetArn = aws_sqs_queue.processed_files_dlq.arn" in redrive
             assert "maxReceiveCount = var.settings.loader_mapping.max_receive_count" in redrive
+            # The snapshot files' queue: its own mapping, the same retry budget and DLQ.
+            assert mappings[1]["event_source_arn"] == "${var.snapshot_files_queue.arn}"
+            assert module("pipeline").modules["loader"]["snapshot_files_queue"] == (
+                "${module.queues.snapshot_files}")
+            snapshot = module("queues").resources("aws_sqs_queue")["snapshot_files"]
+            assert snapshot["redrive_policy"] == redrive
+            assert snapshot["visibility_timeout_seconds"] == queue["visibility_timeout_seconds"]
 
 
 def test_stream_processor_mapping_equals_settings() -> None:
@@ -219,6 +226,17 @@ def test_loader_mapping_equals_settings() -> None:
     # The local loader runner's worker count: the production environment's concurrency cap.
     assert modules()["envs/prod"].modules["pipeline"]["loader_concurrency"] == (
         RAW_SETTINGS["loader_mapping"]["maximum_concurrency"])
+    # The snapshot files' mapping: one file per invocation, its own cap, and room for both caps.
+    assert mod.locals["snapshot"] == "${var.settings.snapshot_loader_mapping}"
+    snapshot = mod.resources("aws_lambda_event_source_mapping")["snapshot_queue"]
+    assert snapshot["batch_size"] == "${local.snapshot.batch_size}"
+    assert snapshot["scaling_config"][0]["maximum_concurrency"] == "${local.snapshot.maximum_concurrency}"
+    assert set(RAW_SETTINGS["snapshot_loader_mapping"]) == {"batch_size", "maximum_concurrency"}
+    assert RAW_SETTINGS["snapshot_loader_mapping"]["maximum_concurrency"] >= 2  # the SQS mapping's minimum
+    assert mod.modules["function"]["reserved_concurrency"] == (
+        "${var.reserved_concurrency + local.snapshot.maximum_concurrency}")
+    environment = mod.modules["function"]["environment"]
+    assert "TOTES_CDC_SNAPSHOT_QUEUE_URL = var.snapshot_files_queue.url" in environment
     assert mod.modules["function"]["timeout_seconds"] == (
         "${floor(local.mapping.visibility_timeout_seconds / 6)}")
 

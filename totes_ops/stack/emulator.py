@@ -111,11 +111,12 @@ def create_resources(emulator: Emulator, secrets_values: Mapping[str, Mapping[st
     dlq_url = sqs.create_queue(QueueName=queues["processed_files_dlq"])["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
-    files_url = sqs.create_queue(QueueName=queues["processed_files"], Attributes={
+    # Both queues of files: the same visibility timeout and redrive to the same DLQ (queues module).
+    files_url, _ = (sqs.create_queue(QueueName=queues[name], Attributes={
         "VisibilityTimeout": str(cfg["loader_mapping"]["visibility_timeout_seconds"]),
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
                                      "maxReceiveCount": cfg["loader_mapping"]["max_receive_count"]}),
-    })["QueueUrl"]
+    })["QueueUrl"] for name in ("processed_files", "snapshot_files"))
     sqs.create_queue(QueueName=queues["stream_failures"])
     files_arn = sqs.get_queue_attributes(QueueUrl=files_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]

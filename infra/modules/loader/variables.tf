@@ -13,6 +13,11 @@ variable "processed_files_queue_arn" {
   type        = string
 }
 
+variable "snapshot_files_queue" {
+  description = "ARN and URL of the queue of snapshot files."
+  type        = object({ arn = string, url = string })
+}
+
 variable "bucket_arns" {
   description = "Bucket ARNs by role (processed, dead_letter)."
   type        = map(string)

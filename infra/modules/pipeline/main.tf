@@ -125,6 +125,7 @@ module "loader" {
   settings                  = local.settings
   repo_root                 = local.repo_root
   processed_files_queue_arn = module.queues.processed_files_arn
+  snapshot_files_queue      = module.queues.snapshot_files
   bucket_arns               = module.storage.arns
   artifacts_bucket          = module.storage.names.artifacts
   warehouse_secret_arn      = module.secrets.arns.warehouse

@@ -30,11 +30,24 @@ resource "aws_sqs_queue" "processed_files" {
   })
 }
 
+# Snapshot reads' files and markers, passed on by the loader from processed_files so that their
+# bulk loads have a mapping and concurrency of their own; same retry budget and DLQ.
+resource "aws_sqs_queue" "snapshot_files" {
+  name                       = var.settings.queues.snapshot_files
+  visibility_timeout_seconds = var.settings.loader_mapping.visibility_timeout_seconds
+  message_retention_seconds  = local.retention_seconds
+  sqs_managed_sse_enabled    = true
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.processed_files_dlq.arn
+    maxReceiveCount     = var.settings.loader_mapping.max_receive_count
+  })
+}
+
 resource "aws_sqs_queue_redrive_allow_policy" "processed_files_dlq" {
   queue_url = aws_sqs_queue.processed_files_dlq.id
   redrive_allow_policy = jsonencode({
     redrivePermission = "byQueue"
-    sourceQueueArns   = [aws_sqs_queue.processed_files.arn]
+    sourceQueueArns   = [aws_sqs_queue.processed_files.arn, aws_sqs_queue.snapshot_files.arn]
   })
 }
 

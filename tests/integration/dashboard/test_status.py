@@ -51,7 +51,8 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
     for n, ms in enumerate((100, 200, 300, 400, 9000), start=10):
         warehouse_rows.add_sale(warehouse_dsn, n, latency=timedelta(milliseconds=ms))
     sqs = aws.client("sqs")
-    for queue, messages in ((s["queues"]["processed_files"], 2), (s["queues"]["processed_files_dlq"], 1)):
+    for queue, messages in ((s["queues"]["processed_files"], 2), (s["queues"]["snapshot_files"], 1),
+                            (s["queues"]["processed_files_dlq"], 1)):
         url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
         sqs.purge_queue(QueueUrl=url)
         for i in range(messages):
@@ -75,7 +76,7 @@ def test_every_stage_is_read_and_thresholds_fire(aws, source_dsn, slot, warehous
 
     assert report.slot_lag_bytes > 1000
     assert report.stream_lag_ms == 75000
-    assert report.files_waiting == 2
+    assert report.files_waiting == 3  # both queues of files
     assert report.dead_letter_queue_depth == 1
     assert report.dead_lettered_objects == 1
     assert report.heartbeat_age_s is not None and not report.heartbeat_missing

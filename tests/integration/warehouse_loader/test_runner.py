@@ -17,10 +17,12 @@ from aws_lambda_powertools.utilities import parameters
 
 from local_aws.sqs_runner import Runner, Worker
 from tests.conftest import query
-from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
+from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes, snapshot_key
 from tests.integration.warehouse_loader.test_apply import design, payment
+from totes_cdc.contract import snapshot_seq
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
+from totes_cdc.snapshot_files import is_snapshot_key
 from warehouse_loader import handler
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.handler import Loader
@@ -182,9 +184,13 @@ def test_run_keeps_polling_through_aws_errors_until_stopped(aws, warehouse_dsn, 
     assert "polling" in caplog.text and "failed, retrying" in caplog.text
 
 
-def test_by_default_as_many_workers_as_the_production_mapping_runs(aws, warehouse_dsn):
+def test_by_default_as_many_workers_as_the_production_mappings_run(aws, warehouse_dsn):
     workers = Runner(warehouse_dsn, threading.Event()).workers
-    assert len(workers) == settings()["loader_mapping"]["maximum_concurrency"] >= 2
+    live = [w for w in workers if w.name.startswith("loader-")]
+    snapshot = [w for w in workers if w.name.startswith("snapshot-loader-")]
+    assert len(live) == settings()["loader_mapping"]["maximum_concurrency"] >= 2
+    assert len(snapshot) == settings()["snapshot_loader_mapping"]["maximum_concurrency"] >= 2
+    assert len(live) + len(snapshot) == len(workers)
     assert len({id(w.loader) for w in workers}) == len(workers)
 
 
@@ -216,7 +222,7 @@ def test_workers_apply_files_concurrently_each_on_its_own_connection(aws, wareho
     stop = threading.Event()
     config = LoaderConfig.from_settings(lambda: warehouse_dsn)
     runner = Runner(warehouse_dsn, stop, workers=workers,
-                    loader_factory=lambda m, s3: WaitingLoader(config, m.add, s3))
+                    loader_factory=lambda m, s3, sqs: WaitingLoader(config, m.add, s3, sqs))
     runner.migrate()
     for n in range(1, files + 1):
         put(aws, object_key("payment", n, n), parquet_bytes(totesys_columns["payment"], [
@@ -247,3 +253,47 @@ def test_a_worker_that_fails_unexpectedly_stops_the_runner(aws, warehouse_dsn, m
     monkeypatch.setattr(runner.workers[1], "poll_once", broken)
     with pytest.raises(RuntimeError, match="unexpected"):
         runner.run()
+
+
+def test_the_streams_files_load_while_a_snapshot_file_loads(aws, warehouse_dsn, totesys_columns):
+    """A snapshot read's file announced on the processed files' queue is passed on to the snapshot
+    files' queue and applied by that queue's workers: while its load is held, every file of the
+    stream is applied by the one worker of the stream's queue; then the snapshot file is applied."""
+    held, release = threading.Event(), threading.Event()
+    sqs = aws.client("sqs")
+    config = LoaderConfig.from_settings(lambda: warehouse_dsn, snapshot_queue_url=sqs.get_queue_url(
+        QueueName=settings()["queues"]["snapshot_files"])["QueueUrl"])
+
+    class HoldingLoader(Loader):
+        def load(self, bucket: str, key: str) -> None:
+            if is_snapshot_key(key):
+                held.set()
+                assert release.wait(60)
+            super().load(bucket, key)
+
+    stop = threading.Event()
+    runner = Runner(warehouse_dsn, stop, workers=1,
+                    loader_factory=lambda m, s3, sqs: HoldingLoader(config, m.add, s3, sqs))
+    runner.migrate()
+    put(aws, snapshot_key("payment", 100, "0"), parquet_bytes(totesys_columns["payment"], [
+        event("r", 100, snapshot_seq(n), payment(n)) for n in range(1, 4)]))
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert held.wait(30), "the snapshot file was not taken"
+        for n in range(4, 9):
+            put(aws, object_key("payment", n, n), parquet_bytes(totesys_columns["payment"], [
+                event("c", 200 + n, 1, payment(n))]))
+        deadline = time.monotonic() + 30
+        while count_rows(warehouse_dsn, "fact_payment") < 5:
+            assert time.monotonic() < deadline, "the stream's files waited for the snapshot file"
+            time.sleep(0.2)
+        assert count_rows(warehouse_dsn, "fact_payment") == 5  # the snapshot's 3 are not in yet
+        release.set()
+        while count_rows(warehouse_dsn, "fact_payment") < 8:
+            assert time.monotonic() < deadline + 30 and thread.is_alive(), "the snapshot file was not applied"
+            time.sleep(0.2)
+    finally:
+        release.set()
+        stop.set()
+        thread.join(timeout=30)

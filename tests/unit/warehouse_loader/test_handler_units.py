@@ -160,3 +160,58 @@ def test_batch_reports_only_the_failed_messages(s3, monkeypatch):
     bad = {"messageId": "bad", "body": message().raw_event["body"]}
     assert ldr.handle_batch({"Records": [ok, bad]}) == {
         "batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+
+SNAPSHOT_KEY = "processed/public.design/date=2024-11-15/snapshot-0000000001000000-000003.parquet"
+
+
+def arriving(key: str, queue_url: str) -> SQSRecord:
+    """``message(key)`` as the mapping of the queue at ``queue_url`` delivers it."""
+    name = queue_url.rsplit("/", 1)[-1]
+    arn = f"arn:aws:sqs:eu-west-2:123456789012:{name}"
+    return SQSRecord({**message(key).raw_event, "eventSourceARN": arn})
+
+
+@pytest.fixture
+def queues(s3):
+    sqs = boto3.client("sqs")
+    names = settings()["queues"]
+    return sqs, {role: sqs.create_queue(QueueName=names[role])["QueueUrl"]
+                 for role in ("processed_files", "snapshot_files")}
+
+
+def test_snapshot_files_are_passed_on_to_their_queue_and_applied_there(s3, monkeypatch, queues):
+    """A snapshot read's file (or marker) announced on the stream's queue is sent, as announced, to
+    the snapshot files' queue and not applied; from that queue it is applied. A stream batch's file
+    is applied where it arrives."""
+    sqs, urls = queues
+    applied: list[str] = []
+    monkeypatch.setattr(handler, "apply_file", lambda conn, key, data, fetch: applied.append(key) or
+                        FileResult(key, "design", 1, 0, None))
+    monkeypatch.setattr(handler, "connect", lambda dsn, what: FakeConnection())
+    s3.put_object(Bucket=settings()["buckets"]["processed"], Key=SNAPSHOT_KEY, Body=b"data")
+    config = LoaderConfig.from_settings(lambda: "dbname=x", snapshot_queue_url=urls["snapshot_files"])
+    ldr = Loader(config, lambda *m: None, s3, sqs)
+
+    ldr.handle_record(arriving(SNAPSHOT_KEY, urls["processed_files"]))
+    assert applied == []
+    passed = sqs.receive_message(QueueUrl=urls["snapshot_files"])["Messages"]
+    assert [m["Body"] for m in passed] == [message(SNAPSHOT_KEY).body]
+
+    ldr.handle_record(arriving(SNAPSHOT_KEY, urls["snapshot_files"]))
+    ldr.handle_record(arriving(KEY, urls["processed_files"]))
+    assert applied == [SNAPSHOT_KEY, KEY]
+    # Without a snapshot queue configured every file is applied where it arrives.
+    ldr.config = LoaderConfig.from_settings(lambda: "dbname=x")
+    ldr.handle_record(message(SNAPSHOT_KEY))
+    assert applied == [SNAPSHOT_KEY, KEY, SNAPSHOT_KEY]
+
+
+def test_a_snapshot_file_that_cannot_be_passed_on_fails_its_message(s3, monkeypatch, queues):
+    sqs, urls = queues
+    monkeypatch.setattr(handler, "apply_file", lambda *a, **k: pytest.fail("applied"))
+    gone = urls["snapshot_files"] + "-gone"
+    config = LoaderConfig.from_settings(lambda: "dbname=x", snapshot_queue_url=gone)
+    with pytest.raises(RetryableLoadError, match=f"cannot pass {SNAPSHOT_KEY} on to"):
+        Loader(config, lambda *m: None, s3, sqs).handle_record(
+            arriving(SNAPSHOT_KEY, urls["processed_files"]))
