@@ -202,3 +202,31 @@ def test_an_unfiltered_refresh_reads_no_order_rows(warehouse_dsn):
             cur.execute(sql.SQL("DROP OWNED BY {}").format(role))
             cur.execute(sql.SQL("DROP ROLE {}").format(role))
     conn.close()
+
+
+def test_a_statement_that_changes_no_fact_holds_up_no_other_writer(warehouse_dsn):
+    """The loader corrects a file's facts in statements that mostly change nothing (migration 020).
+    Such statements, in a transaction left open as a long bulk load leaves it, must not hold up a
+    new order of another transaction (its current row, the dashboard's sums); a statement that
+    changes a fact does, to its commit, as migration 010 says."""
+    warehouse_rows.create(warehouse_dsn)
+    warehouse_rows.sample(warehouse_dsn)
+    waiting = f"{warehouse_dsn} options='-c lock_timeout=3s'"
+    long = psycopg2.connect(warehouse_dsn)
+    try:
+        with long.cursor() as cur:
+            cur.execute("INSERT INTO fact_sales_order (sales_order_id) "
+                        "SELECT sales_order_id FROM fact_sales_order WHERE false")
+            cur.execute("UPDATE fact_sales_order SET units_sold = units_sold + 1 WHERE false")
+            cur.execute("DELETE FROM fact_sales_order WHERE false")
+        warehouse_rows.add_sale(waiting, 900)  # would fail on lock_timeout if held up
+        with long.cursor() as cur:
+            cur.execute("UPDATE fact_sales_order SET units_sold = units_sold + 1 "
+                        "WHERE sales_order_id = 900")
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            warehouse_rows.add_sale(waiting, 901)
+        long.commit()
+    finally:
+        long.close()
+    warehouse_rows.add_sale(waiting, 901)
+    assert_dashboard_equals_history(warehouse_dsn, date.today())
