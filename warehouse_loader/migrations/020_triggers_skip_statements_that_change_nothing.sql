@@ -6,6 +6,7 @@
 -- sales orders from that statement on. A long one (a resync's 100,000 reads of unchanged rows)
 -- made every file of the stream wait for its commit.
 
+-- Migration 008's function, returning first when the statement changed no row.
 CREATE OR REPLACE FUNCTION fact_current_refresh() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -28,19 +29,19 @@ BEGIN
     END IF;
     -- The transition tables a statement of this kind has (see the triggers of migration 007).
     changed := CASE TG_OP
-        WHEN 'INSERT' THEN format('SELECT %I FROM new_rows', id)
-        WHEN 'DELETE' THEN format('SELECT %I FROM old_rows', id)
+        WHEN 'INSERT' THEN format('SELECT DISTINCT %I FROM new_rows', id)
+        WHEN 'DELETE' THEN format('SELECT DISTINCT %I FROM old_rows', id)
         ELSE format('SELECT %1$I FROM new_rows UNION SELECT %1$I FROM old_rows', id) END;
-    EXECUTE format('DELETE FROM %s WHERE %I IN (%s)', current, id, changed);
-    -- The order of the fact index on (id, source_lsn DESC, fact_version_seq(source_seq) DESC).
+    EXECUTE format('DELETE FROM %1$s c USING (%2$s) k WHERE c.%3$I = k.%3$I', current, changed, id);
     -- Whole rows are copied: the current table has the fact table's columns, in its order.
-    EXECUTE format('INSERT INTO %1$s SELECT * FROM ('
-                   '  SELECT DISTINCT ON (%3$I) * FROM %2$s WHERE %3$I IN (%4$s)'
-                   '  ORDER BY %3$I, source_lsn DESC, fact_version_seq(source_seq) DESC) latest '
-                   'WHERE NOT is_deleted', current, history, id, changed);
+    EXECUTE format('INSERT INTO %1$s SELECT latest.* FROM (%4$s) k CROSS JOIN LATERAL ('
+                   '  SELECT * FROM %2$s f WHERE f.%3$I = k.%3$I'
+                   '  ORDER BY f.source_lsn DESC, fact_version_seq(f.source_seq) DESC LIMIT 1) latest '
+                   'WHERE NOT latest.is_deleted', current, history, id, changed);
     RETURN NULL;
 END $$;
 
+-- Migration 010's function, returning first (before its lock) when the statement changed no row.
 CREATE OR REPLACE FUNCTION dashboard_sales_refresh() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
