@@ -59,8 +59,8 @@ from totes_cdc.lakefiles import (
     avro_events,
     parquet_bytes,
 )
-from totes_cdc.snapshot_files import NAME_PREFIX, bodies_and_sizes, processed_table, record_bodies
-from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
+from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
+from totes_cdc.snapshot_marker import NAME_PREFIX, SnapshotMarker, marker_parquet
 
 log = logging.getLogger(__name__)
 

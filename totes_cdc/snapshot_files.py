@@ -23,15 +23,6 @@ from totes_cdc.contract import Column
 
 Ints = npt.NDArray[np.int64]
 
-NAME_PREFIX = "snapshot-"
-"""How the names of a read's files and of its completion marker begin (``snapshot-<LSN>-…``); a
-stream batch's files are named after their shard."""
-
-
-def is_snapshot_key(key: str) -> bool:
-    """Whether a lake object key names a snapshot read's file or its completion marker."""
-    return key.rsplit("/", 1)[-1].startswith(NAME_PREFIX)
-
 _EMPTY = pa.scalar(b"", pa.binary())
 _NULL_VALUE = pa.scalar(b"\x00", pa.binary())  # union branch 0: null
 _VALUE_BRANCH = pa.scalar(b"\x02", pa.binary())  # union branch 1: string

@@ -22,6 +22,16 @@ from totes_cdc.contract import Column, ContractError
 
 METADATA_KEY = b"totes_cdc.snapshot"
 
+NAME_PREFIX = "snapshot-"
+"""How the names of a read's files and of its completion marker begin (``snapshot-<LSN>-…``); a
+stream batch's files are named after their shard."""
+
+
+def is_snapshot_key(key: str) -> bool:
+    """Whether a lake object key names a snapshot read's file or its completion marker."""
+    return key.rsplit("/", 1)[-1].startswith(NAME_PREFIX)
+
+
 LOWEST_READ_SEQ = contract.snapshot_seq(1)
 """The lowest seq a snapshot read can have: (lsn, LOWEST_READ_SEQ) sorts before every read at lsn."""
 

@@ -33,7 +33,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from totes_cdc import metric_names
 from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
-from totes_cdc.snapshot_files import is_snapshot_key
+from totes_cdc.snapshot_marker import is_snapshot_key
 from warehouse_loader.apply import apply_file
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RetryableLoadError

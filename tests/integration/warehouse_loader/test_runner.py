@@ -22,7 +22,7 @@ from tests.integration.warehouse_loader.test_apply import design, payment
 from totes_cdc.contract import snapshot_seq
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
-from totes_cdc.snapshot_files import is_snapshot_key
+from totes_cdc.snapshot_marker import is_snapshot_key
 from warehouse_loader import handler
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.handler import Loader
