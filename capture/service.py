@@ -45,7 +45,7 @@ from capture.snapshot import LakeSnapshot
 from capture.state import MemoryStateStore, SnapshotState, StateStore
 from totes_cdc import db
 from totes_cdc.contract import encode
-from totes_cdc.errors import TransientError, first_line
+from totes_cdc.errors import DatabaseUnavailable, TransientError, first_line
 from totes_cdc.lakefiles import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,11 @@ class CaptureService:
             except TransientError as exc:
                 if not self._connected:
                     raise  # never reached the source: nothing to resume, say so and stop
-                log.warning("source connection lost (%s); reconnecting in %.1fs from the slot's "
-                            "confirmed position", first_line(exc), delay)
+                # The source, or the lake or the stream, failing for now (DatabaseUnavailable,
+                # StoreError, a Kinesis error): said as what it is.
+                what = "source connection lost" if isinstance(exc, DatabaseUnavailable) else "session failed"
+                log.warning("%s (%s); reconnecting in %.1fs from the slot's confirmed position",
+                            what, first_line(exc), delay)
                 self._phase = "reconnecting"
                 self._publisher.mark(self._phase)
                 if self.stop.wait(delay):

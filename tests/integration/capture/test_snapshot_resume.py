@@ -30,7 +30,7 @@ from tests.integration.capture.conftest import (
 )
 from tests.integration.capture.lake import markers, positioned, read_lake, snapshot_twins
 from totes_cdc.contract import ChangeEvent
-from totes_cdc.lakefiles import LakeLocation, ObjectStore
+from totes_cdc.lakefiles import LakeLocation, ObjectStore, StoreError
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,26 @@ class KilledBeforeProcessedPut(ObjectStore):
         if "public.design/" in key and key.endswith(self.suffix):
             raise Stopped("killed between a range's raw put and its processed put")
         return super().put_new(bucket, key, body, content_type)
+
+
+class FailingOnce(ObjectStore):
+    """An object store whose first list and first read fail, as S3 may (throttling, a 500)."""
+
+    def __init__(self) -> None:
+        super().__init__(boto3.client("s3"))
+        self.failed: list[str] = []
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        if "list" not in self.failed:
+            self.failed.append("list")
+            raise StoreError(f"cannot list s3://{bucket}/{prefix}: SlowDown")
+        return super().keys(bucket, prefix)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        if "read" not in self.failed:
+            self.failed.append("read")
+            raise StoreError(f"cannot read s3://{bucket}/{key}: InternalError")
+        return super().get(bucket, key)
 
 
 def same_reads(twins: list[tuple[list[ChangeEvent], list[dict[str, object]] | None]]) -> bool:
@@ -150,6 +170,28 @@ def test_a_range_killed_between_its_raw_and_processed_puts_is_completed_from_its
     replayed = replay(read_lake() + read_stream())
     assert set(map(str, deleted)) & replayed.keys() == set()
     assert replayed == source_designs(totesys_dsn)
+
+
+def test_a_failed_list_or_read_of_the_raw_zone_while_completing_a_range_is_retried(
+        totesys_dsn, capture_factory, caplog):
+    """Completing a range from its raw file lists and reads the raw zone: when S3 fails either,
+    the session ends with a warning naming the request, and the next one completes the range."""
+    seed_designs(totesys_dsn, 1000)
+    execute(totesys_dsn, "ANALYZE design")
+    first = capture_factory(totesys_dsn, objects=KilledBeforeProcessedPut(3), snapshot_chunk_rows=100,
+                            snapshot_workers=1)
+    first.run()
+    [orphan] = [events for events, rows in snapshot_twins() if rows is None]
+    store = FailingOnce()
+    second = capture_factory(totesys_dsn, slot=first.config.slot, objects=store, snapshot_chunk_rows=100,
+                             snapshot_workers=1)
+    capture_factory.start(second)
+    wait_for(lambda: second._phase == "streaming", what="streaming")
+    assert store.failed == ["list", "read"]
+    assert "session failed (cannot list s3://" in caplog.text
+    assert "session failed (cannot read s3://" in caplog.text
+    assert same_reads(snapshot_twins())
+    assert second._store.load().tables["public.design"].done[3].lsn == orphan[0].lsn
 
 
 def test_full_re_read_after_lost_state_is_a_resync_and_delivers_deletes(totesys_dsn, capture_factory):
