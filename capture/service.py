@@ -93,8 +93,8 @@ class CaptureService:
             except TransientError as exc:
                 if not self._connected:
                     raise  # never reached the source: nothing to resume, say so and stop
-                # The source, or the lake or the stream, failing for now (DatabaseUnavailable,
-                # StoreError, a Kinesis error): said as what it is.
+                # The source (DatabaseUnavailable) or the lake (StoreError) failing for now: said
+                # as what it is.
                 what = "source connection lost" if isinstance(exc, DatabaseUnavailable) else "session failed"
                 log.warning("%s (%s); reconnecting in %.1fs from the slot's confirmed position",
                             what, first_line(exc), delay)
