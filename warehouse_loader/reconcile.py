@@ -24,10 +24,11 @@ from __future__ import annotations
 import bisect
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import fastavro
@@ -58,9 +59,14 @@ from warehouse_loader.derivation import (
     iso_currency_parameters,
 )
 
+T = TypeVar("T")
 SAMPLE_KEYS = 5
 _LIVE = (OP_SNAPSHOT, OP_INSERT, OP_UPDATE)  # the operations of a version that holds a live row
 MAX_CONCURRENT_GETS = 8  # below botocore's default connection pool size (10)
+# botocore retries a failed request, but not a body that fails its checksum while it is read
+# (an empty or cut body: seen from the local emulator under load). Each list and read is tried
+# this many times, 0.2 s, 0.4 s, ... apart, before reconcile gives up on the raw zone.
+READ_ATTEMPTS = 4
 
 
 @dataclass
@@ -157,8 +163,9 @@ class RawZone:
         (a replayed batch may hold an event twice)."""
         prefix = f"{self._prefix}{SOURCE_SCHEMA}.{table}/"
         try:
-            keys = [obj["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
-                        Bucket=self._bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+            keys = _tried(lambda: [
+                obj["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=self._bucket, Prefix=prefix) for obj in page.get("Contents", [])])
             new = [key for key in keys if key not in self._read_before]
             with ThreadPoolExecutor(MAX_CONCURRENT_GETS) as pool:
                 self._read_before.update(zip(new, pool.map(self._read, new), strict=True))
@@ -167,8 +174,21 @@ class RawZone:
             raise ConfigError(f"cannot read the raw zone s3://{self._bucket}/{prefix}: {exc}") from None
 
     def _read(self, key: str) -> list[dict[str, Any]]:
-        body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        return [r for r in fastavro.reader(io.BytesIO(body)) if isinstance(r, dict)]
+        return [r for r in fastavro.reader(io.BytesIO(_tried(self._body, key))) if isinstance(r, dict)]
+
+    def _body(self, key: str) -> bytes:
+        body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return body
+
+
+def _tried(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)``, tried up to READ_ATTEMPTS times while S3 fails; the last failure is raised."""
+    for attempt in range(READ_ATTEMPTS - 1):
+        try:
+            return call(*args)
+        except (BotoCoreError, ClientError):
+            time.sleep(0.2 * 2 ** attempt)
+    return call(*args)
 
 
 # --- history: the fact versions the raw zone's events call for ------------------------------------
