@@ -131,10 +131,14 @@ class Source:
 
 
 def table_columns(cur: Any, table: str) -> tuple[list[tuple[str, str, int]], list[str] | None]:
-    """(name, type name, type oid) of a table's columns, and its primary key, seen through ``cur``."""
+    """(name, type name, type oid) of a table's columns, and its primary key, seen through ``cur``.
+
+    Generated columns are left out: pgoutput sends none (PostgreSQL 15 to 17), and a snapshot read
+    has the columns of the table's stream events."""
     ident = sql.Identifier(*qualified(table)).as_string(cur)
     cur.execute("SELECT attname, format_type(atttypid, atttypmod), atttypid FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+                "AND attgenerated = '' ORDER BY attnum",
                 (ident,))
     columns = [(n, t, o) for n, t, o in cur.fetchall()]
     cur.execute("SELECT %s::regclass::oid", (ident,))

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import NoCredentialsError, NoRegionError
+
 from totes_cdc.errors import ConfigError, TransientError
 
 STATE_DIR_ENV = "TOTES_CDC_STATE_DIR"
@@ -87,7 +89,8 @@ def require_dsns(args: argparse.Namespace, hint: str = "") -> None:
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         prepare: Callable[[argparse.Namespace], None] | None = None, dsn_hint: str = "") -> int:
     """Parse ``argv`` and run its command; exit status 2, with no traceback, for an error a user
-    can fix (ConfigError) and for a service the command needs being out of reach (TransientError).
+    can fix (ConfigError, no AWS region or credentials) and for a service the command needs being
+    out of reach (TransientError).
 
     ``prepare`` may fill what was not given (the shell takes DSNs from a running local stack)
     before the required DSNs are checked; ``dsn_hint`` ends the message of a missing one.
@@ -104,6 +107,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         result: int | None = args.func(args)
     except (ConfigError, TransientError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except (NoRegionError, NoCredentialsError) as exc:  # boto3 finds neither in its environment
+        print(f"{parser.prog}: error: {args.command}: AWS: {exc} (in AWS: set AWS_REGION and "
+              "credentials; locally: run it beside `totes-cdc up`, or set AWS_ENDPOINT_URL)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -47,3 +47,13 @@ def test_the_source_dsn_comes_from_its_secret():
         dsn_from_secret_name("text", client)
     with pytest.raises(ConfigError, match="cannot read the secret 'missing'"):
         dsn_from_secret_name("missing", client)
+
+
+def test_no_aws_region_is_a_config_error_not_a_traceback(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("TOTES_CDC_SOURCE_DSN", "host=127.0.0.1 port=1 dbname=d")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    assert main(["capture", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: capture: AWS: You must specify a region" in err and "Traceback" not in err
