@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.bench_pipeline import WINDOW_SECONDS, Window, _insert_script, _query, _window
+from bench.bench_pipeline import WINDOW_SECONDS, Window, _insert_script, _query, _window, settle
 from totes_ops.stack import seed
 from totes_ops.stack.emulator import client_env
 from totes_ops.stack.postgres import LocalPostgres, make_base_dir
@@ -128,21 +128,6 @@ def _wait_snapshot(stack: Stack) -> float:
                        f"{SNAPSHOT_TIMEOUT_SECONDS:.0f} s; see {stack.run_dir / 'logs'}")
 
 
-def _settle(stack: Stack) -> float:
-    """VACUUM ANALYZE both databases once the initial snapshot is in (seconds taken): the reference
-    windows would otherwise measure autovacuum working through the million rows just written."""
-    begin = time.monotonic()
-    for dsn in (stack.source_dsn, stack.warehouse_dsn):
-        conn = psycopg2.connect(dsn)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("VACUUM ANALYZE")
-        finally:
-            conn.close()
-    return time.monotonic() - begin
-
-
 def _resync(stack: Stack) -> subprocess.Popen[bytes]:
     assert stack.emulator is not None
     env = child_env({**client_env(stack.emulator.endpoint), "TOTES_CDC_SOURCE_DSN": stack.source_dsn,
@@ -174,7 +159,7 @@ def measure(base: Path) -> Results:
     with _stack(base) as stack:
         results.rows = _source_rows(stack)
         results.snapshot_s = _wait_snapshot(stack)
-        results.settle_s = _settle(stack)
+        results.settle_s = settle(stack)
         script = _insert_script(stack, base)
         results.load.append(os.getloadavg()[0])
         for number in range(REPEATS):
@@ -223,9 +208,9 @@ def render(r: Results) -> str:
         f"The local stack (`totes_ops.stack.up`, each component its own OS process) against a "
         f"source seeded with the {'real totesys data' if r.seeded == 'totesys' else 'synthetic data'}"
         f" and {ROWS:,} more `sales_order` rows ({r.rows:,} sales orders in all). "
-        f"Initial snapshot to the warehouse: {r.snapshot_s:.0f} s, then `VACUUM ANALYZE` of both "
-        f"databases ({r.settle_s:.0f} s), so that no window measures autovacuum working through the "
-        "rows just written. Live traffic: pgbench "
+        f"Initial snapshot to the warehouse: {r.snapshot_s:.0f} s, then `VACUUM ANALYZE` and "
+        f"`CHECKPOINT` of both databases ({r.settle_s:.0f} s), so that no window measures "
+        "autovacuum working through the rows just written. Live traffic: pgbench "
         f"single-row sales-order inserts at {RATE}/s in windows of {WINDOW_SECONDS:.0f} s, each "
         "drained before the next (the machinery of the pipeline benchmark); latency = `loaded_at - "
         "source_commit_ts` of each window's inserted orders, in ms; per row, medians over the "
