@@ -72,7 +72,7 @@ from warehouse_loader.derivation import (
     date_rows,
     iso_currency_parameters,
 )
-from warehouse_loader.errors import BadFileError, RetryableLoadError
+from warehouse_loader.errors import BadFileError, RejectedValuesError, RetryableLoadError
 
 log = logging.getLogger(__name__)
 
@@ -761,7 +761,7 @@ def _transaction(conn: Any, key: str) -> Iterator[Any]:
         with conn, conn.cursor() as cur:
             yield cur
     except psycopg2.DataError as exc:
-        raise BadFileError(key, f"the warehouse rejected its values: {first_line(exc)}") from None
+        raise RejectedValuesError(key, f"the warehouse rejected its values: {first_line(exc)}") from None
     except psycopg2.Error as exc:
         raise RetryableLoadError(f"applying {key} failed: {first_line(exc)}") from exc
 
@@ -790,6 +790,11 @@ def apply_file(conn: Any, key: str, data: bytes,
         raise BadFileError(key, str(exc)) from None
     if marker is not None:
         return apply_marker(conn, key, name, marker, fetch)
+    return _apply_rows(conn, key, name, table)
+
+
+def _apply_rows(conn: Any, key: str, name: str, table: pa.Table) -> FileResult:
+    """Apply ``table``, rows of the file ``key`` of table ``name``, in one transaction."""
     with _transaction(conn, key) as cur:
         spec = _spec(cur, key, name)
         validate(key, table, spec)
@@ -802,6 +807,57 @@ def apply_file(conn: Any, key: str, data: bytes,
                 SNAPSHOT_FILES), (key, name, pc.min(table["_commit_ts"]).as_py()))
         stages = latency.record(cur, key, name, table)
     return FileResult(key, name, table.num_rows, totals.appended, totals.latency_ms, stages)
+
+
+@dataclass(frozen=True)
+class Separated:
+    """What :func:`apply_separating` made of a file: its rows, and the rows the warehouse rejected
+    one by one as a Parquet file of the same schema (None when it rejected none on its own)."""
+
+    rows: int
+    rejected_rows: int
+    rejected: bytes | None
+    reason: str
+
+
+def apply_separating(conn: Any, key: str, data: bytes) -> Separated:
+    """Apply every row of a file refused with RejectedValuesError that the warehouse accepts, and
+    return the rows it rejects, with the first rejection's reason.
+
+    The rows are tried in halves, each in its own transaction, down to single rows, so one bad value
+    holds back its own row (and any row that takes its values from it), not the file. A file's
+    rows are events like any file's: applying some now and the others later, fixed, gives what
+    in-order application gives. Not for a snapshot read's file: its completion marker counts the
+    file applied once any part of it is (the caller dead-letters such a file whole).
+    """
+    name = table_of(key)
+    table = read_parquet(key, data)
+    rejected: list[pa.Table] = []
+    reasons: list[str] = []
+
+    def separate(rows: pa.Table) -> None:
+        try:
+            _apply_rows(conn, key, name, rows)
+        except RejectedValuesError as exc:
+            if rows.num_rows == 1:
+                rejected.append(rows)
+                reasons.append(exc.reason)
+                return
+            separate(rows.slice(0, rows.num_rows // 2))
+            separate(rows.slice(rows.num_rows // 2))
+
+    half = table.num_rows // 2
+    for part in (table.slice(0, half), table.slice(half)) if half else (table,):
+        separate(part)
+    if not rejected:
+        return Separated(table.num_rows, 0, None, "")
+    bad = pa.concat_tables(rejected)
+    out = io.BytesIO()
+    pq.write_table(bad, out)
+    log.warning("%s: %s of %s rows rejected, the others applied", key, bad.num_rows, table.num_rows)
+    return Separated(table.num_rows, bad.num_rows, out.getvalue(),
+                     f"{bad.num_rows} of {table.num_rows} rows rejected, the others applied; "
+                     f"the first: {reasons[0]}")
 
 
 def apply_marker(conn: Any, key: str, name: str, marker: SnapshotMarker,

@@ -12,5 +12,10 @@ class BadFileError(TerminalError):
         self.reason = reason
 
 
+class RejectedValuesError(BadFileError):
+    """A file the warehouse refused for its values (a malformed date text, say): the rows not at
+    fault can be applied without the others (apply.apply_separating)."""
+
+
 class RetryableLoadError(TransientError):
     """The warehouse or S3 failed (unreachable, restarting, mid-apply); the message is redelivered."""

@@ -1,7 +1,9 @@
 """The loader Lambda: SQS messages carrying S3 ObjectCreated notifications of processed files.
 
 Each message is processed on its own (partial batch response): a file that breaks the contract is
-dead-lettered and its message succeeds, so it never blocks the queue; a failure a retry may fix
+dead-lettered and its message succeeds, so it never blocks the queue (when the warehouse rejects
+some of a stream file's values, the file's other rows are applied and only the rejected rows are
+dead-lettered, as a Parquet file of the same schema); a failure a retry may fix
 fails the message, and SQS redelivers it (after ``max_receive_count`` receives it goes to the
 queue's DLQ). The same :class:`Loader` runs under ``totes-cdc load`` locally.
 
@@ -34,9 +36,9 @@ from totes_cdc import metric_names
 from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
 from totes_cdc.snapshot_marker import is_snapshot_key
-from warehouse_loader.apply import apply_file
+from warehouse_loader.apply import apply_file, apply_separating
 from warehouse_loader.config import LoaderConfig
-from warehouse_loader.errors import BadFileError, RetryableLoadError
+from warehouse_loader.errors import BadFileError, RejectedValuesError, RetryableLoadError
 
 logger = Logger(service="warehouse_loader")
 tracer = Tracer(service="warehouse_loader")
@@ -131,6 +133,12 @@ class Loader:
             # A snapshot's completion marker applies the files it lists from the same bucket.
             result = apply_file(self._connection(), key, data,
                                 fetch=lambda listed: self._get(bucket, listed))
+        except RejectedValuesError as exc:
+            if data is None or is_snapshot_key(key):
+                self.dead_letter(bucket, key, data, exc.reason)
+            else:  # the rows the warehouse accepts are applied; only the rejected ones wait
+                self._separate(bucket, key, data)
+            return
         except BadFileError as exc:
             self.dead_letter(bucket, key, data, exc.reason)
             return
@@ -146,6 +154,18 @@ class Loader:
         logger.info("file loaded", extra={"key": key, "table": result.table, "rows": result.rows,
                                           "fact_rows_appended": result.fact_rows_appended,
                                           "latency_ms": result.latency_ms})
+
+    def _separate(self, bucket: str, key: str, data: bytes) -> None:
+        try:
+            separated = apply_separating(self._connection(), key, data)
+        except RetryableLoadError:
+            self._close()
+            raise
+        if separated.rejected is not None:
+            self.dead_letter(bucket, key, separated.rejected, separated.reason)
+        self._publish("FilesLoaded", "Count", 1)
+        logger.info("file loaded in parts", extra={
+            "key": key, "rows": separated.rows, "rows_rejected": separated.rejected_rows})
 
     def dead_letter(self, bucket: str, key: str, data: bytes | None, reason: str) -> None:
         """Keep the bad object and why it was refused under the dead-letter prefix."""

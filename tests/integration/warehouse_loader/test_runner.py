@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -12,13 +13,14 @@ from types import SimpleNamespace
 
 import botocore.exceptions
 import psycopg2
+import pyarrow.parquet as pq
 import pytest
 from aws_lambda_powertools.utilities import parameters
 
 from local_aws.sqs_runner import Runner, Worker
 from tests.conftest import query
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes, snapshot_key
-from tests.integration.warehouse_loader.test_apply import design, payment
+from tests.integration.warehouse_loader.test_apply import design, payment, sales_order
 from totes_cdc.contract import snapshot_seq
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
@@ -297,3 +299,31 @@ def test_the_streams_files_load_while_a_snapshot_file_loads(aws, warehouse_dsn, 
         release.set()
         stop.set()
         thread.join(timeout=30)
+
+
+def test_a_rejected_value_holds_back_its_own_row_not_the_files_other_rows(aws, runner, warehouse_dsn,
+                                                                          totesys_columns):
+    key = object_key("sales_order", 1, 5)
+    rows = [event("c", 100 + i, 1, sales_order(i, agreed_payment_date="soon" if i == 3 else "2024-11-22"))
+            for i in range(1, 6)]
+    put(aws, key, parquet_bytes(totesys_columns["sales_order"], rows))
+
+    poll_until(runner, lambda: queue_attribute(aws, "ApproximateNumberOfMessages") == 0
+               and count_rows(warehouse_dsn, "fact_sales_order_current") == 4)
+    s3 = aws.client("s3")
+    target = settings()["prefixes"]["dead_letter_files"] + key
+    dead = pq.read_table(io.BytesIO(s3.get_object(
+        Bucket=settings()["buckets"]["dead_letter"], Key=target)["Body"].read()))
+    assert dead.column("sales_order_id").to_pylist() == [3]
+    assert dead.column("agreed_payment_date").to_pylist() == ["soon"]
+    record = json.loads(s3.get_object(Bucket=settings()["buckets"]["dead_letter"],
+                                      Key=f"{target}.error.json")["Body"].read())
+    assert record["reason"].startswith("1 of 5 rows rejected, the others applied; the first: "
+                                       "the warehouse rejected its values")
+
+    # The fix the runbook gives: the corrected rows put back at the file's key.
+    put(aws, key, parquet_bytes(totesys_columns["sales_order"], [
+        event("c", 103, 1, sales_order(3, agreed_payment_date="2024-11-23"))]))
+    poll_until(runner, lambda: count_rows(warehouse_dsn, "fact_sales_order_current") == 5)
+    assert query(warehouse_dsn, "SELECT sales_order_id, agreed_payment_date::text FROM "
+                                "fact_sales_order_current WHERE sales_order_id = 3") == [(3, "2024-11-23")]
