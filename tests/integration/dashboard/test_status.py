@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from tests.integration.dashboard import warehouse_rows
 from totes_cdc import metric_names
@@ -127,3 +128,29 @@ def test_cli_prints_text_and_json(aws, tmp_path, capsys, warehouse_dsn, monkeypa
                  "--state-dir", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["latency_ms"] is None and report["files_waiting"] is not None
+
+
+def test_the_last_load_is_read_through_the_loaded_at_index_not_the_whole_history(warehouse_dsn):
+    # The dashboard reads it every 5 s: a read of every fact row grew with the warehouse.
+    warehouse_rows.create(warehouse_dsn)
+    conn = psycopg2.connect(warehouse_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO fact_sales_order (sales_order_id, source_op, source_lsn, source_seq, "
+                "source_commit_ts, loaded_at) SELECT g, 'c', g, 1, "
+                "timestamptz '2026-01-01' + g * interval '1 second', "
+                "timestamptz '2026-01-01' + g * interval '1 second' + interval '0.2 second' "
+                "FROM generate_series(1, 100000) g")
+            cur.execute("ANALYZE fact_sales_order")
+            cur.execute(sql.SQL("EXPLAIN {}").format(status.LAST_LOAD_SQL),
+                        {"window": status.LATENCY_WINDOW})
+            plan = "\n".join(row[0] for row in cur.fetchall())
+            cur.execute("SELECT now() - timestamptz '2026-01-01' - interval '100000 seconds'")
+            expected_age = cur.fetchone()[0].total_seconds()
+    finally:
+        conn.close()
+    assert "Seq Scan on fact_sales_order" not in plan, plan
+    last_loaded, last_age, _ = status.warehouse_reading(warehouse_dsn)
+    assert last_loaded == "2026-01-02T03:46:40.200000+00:00"
+    assert last_age is not None and expected_age <= last_age < expected_age + 5
