@@ -3,6 +3,8 @@ and the same columns."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 import pytest
 
@@ -29,16 +31,25 @@ def stream_events() -> list[tuple[str, ChangeEvent]]:
     return events
 
 
-def test_composite_key_ordered_unlike_the_columns_gives_one_partition_key(source_dsn, capture_factory):
-    execute(source_dsn,
-            "CREATE TABLE pair (a integer, b integer, v text, PRIMARY KEY (b, a))",
-            "INSERT INTO pair SELECT g, g + 100, 'x' FROM generate_series(1, 3) g")
-    service = capture_factory(source_dsn, tables=("pair",))
+def captured(source_dsn: str, capture_factory: Any, table: str, setup: tuple[str, ...],
+             change: str) -> tuple[list[tuple[str, ChangeEvent]], list[ChangeEvent]]:
+    """Run ``setup``, capture ``table`` until it streams, run ``change``: (the stream's events with
+    their partition keys, the lake's snapshot reads)."""
+    execute(source_dsn, *setup)
+    service = capture_factory(source_dsn, tables=(table,))
     capture_factory.start(service)
     wait_for(lambda: service._phase == "streaming", what="streaming")
-    execute(source_dsn, "UPDATE pair SET v = 'y' WHERE a = 1")
+    execute(source_dsn, change)
     wait_for(slot_caught_up(source_dsn, service.config.slot), what="capture to catch up")
-    keyed = [(e.op, key) for key, e in stream_events()] + [(e.op, e.partition_key) for e in read_lake()]
+    return stream_events(), read_lake()
+
+
+def test_composite_key_ordered_unlike_the_columns_gives_one_partition_key(source_dsn, capture_factory):
+    streamed, reads = captured(source_dsn, capture_factory, "pair", (
+        "CREATE TABLE pair (a integer, b integer, v text, PRIMARY KEY (b, a))",
+        "INSERT INTO pair SELECT g, g + 100, 'x' FROM generate_series(1, 3) g"),
+        "UPDATE pair SET v = 'y' WHERE a = 1")
+    keyed = [(e.op, key) for key, e in streamed] + [(e.op, e.partition_key) for e in reads]
     row_1 = [(op, key) for op, key in keyed if key.endswith(("/1/101", "/101/1"))]
     assert sorted(row_1) == [("r", "public.pair/1/101"), ("u", "public.pair/1/101")]
 
@@ -46,16 +57,12 @@ def test_composite_key_ordered_unlike_the_columns_gives_one_partition_key(source
 def test_snapshot_reads_leave_out_generated_columns_as_the_stream_does(source_dsn, capture_factory):
     # pgoutput (PostgreSQL 15-17) sends no generated column; a read carrying one would give the
     # table two column sets in the lake.
-    execute(source_dsn,
-            "CREATE TABLE priced (id integer PRIMARY KEY, net numeric, "
-            "gross numeric GENERATED ALWAYS AS (net * 1.2) STORED)",
-            "INSERT INTO priced (id, net) VALUES (1, 10)")
-    service = capture_factory(source_dsn, tables=("priced",))
-    capture_factory.start(service)
-    wait_for(lambda: service._phase == "streaming", what="streaming")
-    execute(source_dsn, "INSERT INTO priced (id, net) VALUES (2, 20)")
-    wait_for(slot_caught_up(source_dsn, service.config.slot), what="capture to catch up")
-    (read,) = read_lake()
-    (insert,) = [e for _, e in stream_events() if e.op == OP_INSERT]
+    streamed, reads = captured(source_dsn, capture_factory, "priced", (
+        "CREATE TABLE priced (id integer PRIMARY KEY, net numeric, "
+        "gross numeric GENERATED ALWAYS AS (net * 1.2) STORED)",
+        "INSERT INTO priced (id, net) VALUES (1, 10)"),
+        "INSERT INTO priced (id, net) VALUES (2, 20)")
+    (read,) = reads
+    (insert,) = [e for _, e in streamed if e.op == OP_INSERT]
     assert [c.name for c in read.columns] == [c.name for c in insert.columns] == ["id", "net"]
     assert read.after == {"id": "1", "net": "10"}
