@@ -825,7 +825,7 @@ def apply_separating(conn: Any, key: str, data: bytes) -> Separated:
     return the rows it rejects, with the first rejection's reason.
 
     The rows are tried in halves, each in its own transaction, down to single rows, so one bad value
-    holds back its own row (and any row that takes its values from it), not the file. A file's
+    holds back its own row, not the file. A file's
     rows are events like any file's: applying some now and the others later, fixed, gives what
     in-order application gives. Not for a snapshot read's file: its completion marker counts the
     file applied once any part of it is (the caller dead-letters such a file whole).
