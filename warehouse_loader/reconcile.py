@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 
 import boto3
 import fastavro
-from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql
 
 from totes_cdc.contract import (
@@ -47,6 +46,7 @@ from totes_cdc.contract import (
 )
 from totes_cdc.db import connect
 from totes_cdc.errors import ConfigError
+from totes_cdc.lakefiles import ObjectStore, StoreError
 from totes_cdc.settings import settings
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
@@ -149,7 +149,7 @@ class RawZone:
     """
 
     def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
-        self._s3, self._bucket, self._prefix = s3, bucket, prefix
+        self._store, self._bucket, self._prefix = ObjectStore(s3), bucket, prefix
         self._read_before: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
@@ -163,22 +163,17 @@ class RawZone:
         (a replayed batch may hold an event twice)."""
         prefix = f"{self._prefix}{SOURCE_SCHEMA}.{table}/"
         try:
-            keys = _tried(lambda: [
-                obj["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=self._bucket, Prefix=prefix) for obj in page.get("Contents", [])])
+            keys = _tried(self._store.keys, self._bucket, prefix)
             new = [key for key in keys if key not in self._read_before]
             with ThreadPoolExecutor(MAX_CONCURRENT_GETS) as pool:
                 self._read_before.update(zip(new, pool.map(self._read, new), strict=True))
             return [record for key in keys for record in self._read_before[key]]
-        except (BotoCoreError, ClientError) as exc:
+        except StoreError as exc:
             raise ConfigError(f"cannot read the raw zone s3://{self._bucket}/{prefix}: {exc}") from None
 
     def _read(self, key: str) -> list[dict[str, Any]]:
-        return [r for r in fastavro.reader(io.BytesIO(_tried(self._body, key))) if isinstance(r, dict)]
-
-    def _body(self, key: str) -> bytes:
-        body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        return body
+        body = _tried(self._store.get, self._bucket, key)
+        return [r for r in fastavro.reader(io.BytesIO(body)) if isinstance(r, dict)]
 
 
 def _tried(call: Callable[..., T], *args: Any) -> T:
@@ -186,7 +181,7 @@ def _tried(call: Callable[..., T], *args: Any) -> T:
     for attempt in range(READ_ATTEMPTS - 1):
         try:
             return call(*args)
-        except (BotoCoreError, ClientError):
+        except StoreError:
             time.sleep(0.2 * 2 ** attempt)
     return call(*args)
 
