@@ -185,10 +185,12 @@ def dead_lettered_objects() -> int:
 
 
 def _facts_union(columns: str, where: str) -> sql.Composed:
-    """``SELECT columns FROM each fact table WHERE where`` joined by UNION ALL (constant SQL)."""
+    """``SELECT columns FROM each fact table WHERE where`` joined by UNION ALL (constant SQL; ``{t}``
+    in ``where`` names the table)."""
     return sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(columns), sql.Identifier("public", fact.table), sql.SQL(where))
+            sql.SQL(columns), sql.Identifier("public", fact.table),
+            sql.SQL(where).format(t=sql.Identifier("public", fact.table)))
         for fact in FACTS)
 
 
@@ -197,10 +199,8 @@ def _facts_union(columns: str, where: str) -> sql.Composed:
 # on every refresh (every 5 s on the dashboard), a cost that grew with the warehouse.
 LAST_LOAD_SQL = sql.SQL(
     "SELECT max(loaded_at), extract(epoch FROM now() - max(source_commit_ts)) FROM ({}) f").format(
-        sql.SQL(" UNION ALL ").join(
-            sql.SQL("SELECT loaded_at, source_commit_ts FROM {t} "
-                    "WHERE loaded_at >= (SELECT max(loaded_at) FROM {t}) - %(window)s").format(
-                        t=sql.Identifier("public", fact.table)) for fact in FACTS))
+        _facts_union("loaded_at, source_commit_ts",
+                     "loaded_at >= (SELECT max(loaded_at) FROM {t}) - %(window)s"))
 
 
 def warehouse_reading(warehouse_dsn: str) -> tuple[str | None, float | None, dict[str, float] | None]:
