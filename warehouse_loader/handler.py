@@ -36,7 +36,7 @@ from totes_cdc import metric_names
 from totes_cdc.db import connect, dsn_from_secret
 from totes_cdc.errors import ConfigError, DatabaseUnavailable
 from totes_cdc.snapshot_marker import is_snapshot_key
-from warehouse_loader.apply import apply_file, apply_separating
+from warehouse_loader.apply import FileResult, apply_file, apply_separating
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RejectedValuesError, RetryableLoadError
 
@@ -130,21 +130,15 @@ class Loader:
         data: bytes | None = None
         try:
             data = self._get(bucket, key)
-            # A snapshot's completion marker applies the files it lists from the same bucket.
-            result = apply_file(self._connection(), key, data,
-                                fetch=lambda listed: self._get(bucket, listed))
-        except RejectedValuesError as exc:
-            if data is None or is_snapshot_key(key):
-                self.dead_letter(bucket, key, data, exc.reason)
-            else:  # the rows the warehouse accepts are applied; only the rejected ones wait
-                self._separate(bucket, key, data)
-            return
+            result = self._apply(bucket, key, data)
         except BadFileError as exc:
             self.dead_letter(bucket, key, data, exc.reason)
             return
         except RetryableLoadError:
             self._close()
             raise
+        if result is None:
+            return
         self._publish("FilesLoaded", "Count", 1)
         self._publish("FactRowsAppended", "Count", result.fact_rows_appended)
         if result.latency_ms is not None:
@@ -155,17 +149,24 @@ class Loader:
                                           "fact_rows_appended": result.fact_rows_appended,
                                           "latency_ms": result.latency_ms})
 
-    def _separate(self, bucket: str, key: str, data: bytes) -> None:
+    def _apply(self, bucket: str, key: str, data: bytes) -> FileResult | None:
+        """``apply_file``; a stream file whose values the warehouse rejects is applied in parts
+        instead (``apply_separating``) and None returned: the rows it accepts are applied, only the
+        rejected ones are dead-lettered. A snapshot read's file is refused whole (BadFileError)."""
+        conn = self._connection()
         try:
-            separated = apply_separating(self._connection(), key, data)
-        except RetryableLoadError:
-            self._close()
-            raise
+            # A snapshot's completion marker applies the files it lists from the same bucket.
+            return apply_file(conn, key, data, fetch=lambda listed: self._get(bucket, listed))
+        except RejectedValuesError:
+            if is_snapshot_key(key):
+                raise
+        separated = apply_separating(conn, key, data)
         if separated.rejected is not None:
             self.dead_letter(bucket, key, separated.rejected, separated.reason)
         self._publish("FilesLoaded", "Count", 1)
         logger.info("file loaded in parts", extra={
             "key": key, "rows": separated.rows, "rows_rejected": separated.rejected_rows})
+        return None
 
     def dead_letter(self, bucket: str, key: str, data: bytes | None, reason: str) -> None:
         """Keep the bad object and why it was refused under the dead-letter prefix."""
