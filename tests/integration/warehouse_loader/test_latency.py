@@ -53,11 +53,15 @@ def test_each_loaded_file_has_its_waterfall_row_metrics_and_status_shows_each_st
     conn.close()
     stream_handler._s3.cache_clear()
     now = dt.datetime.now(dt.UTC)
-    # Changes committed over the last 200 ms, and a snapshot row read an hour ago.
+    # Changes committed over the last 200 ms, and a snapshot row read an hour ago; none before
+    # today's midnight (UTC), so that they share one date partition and the snapshot row a file
+    # with streamed rows, whenever the test runs.
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     events = [change("sales_order", sales_order_values(i + 1), 1000 + i, 1,
-                     commit_ts=now - dt.timedelta(milliseconds=200 - 10 * i)) for i in range(20)]
+                     commit_ts=max(now - dt.timedelta(milliseconds=200 - 10 * i), midnight))
+              for i in range(20)]
     events.append(change("sales_order", sales_order_values(99), 900, 1, op="r",
-                         commit_ts=now - dt.timedelta(hours=1)))
+                         commit_ts=max(now - dt.timedelta(hours=1), midnight)))
     stream_through_kinesis(events)
 
     s3 = boto3.client("s3")
