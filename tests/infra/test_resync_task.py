@@ -1,4 +1,4 @@
-"""The resync one-off task (infra/modules/capture/resync.tf): the capture container with the
+"""The resync one-off task (infra/modules/capture/tasks.tf): the capture container with the
 resync command, the capture task's roles and network, no health check; and what capture's role
 may write to the lake."""
 
@@ -9,20 +9,16 @@ from tests.infra.hcl import module, modules
 
 def test_resync_task_is_the_capture_container_with_its_roles_and_another_command() -> None:
     capture = module("capture")
-    tasks = capture.resources("aws_ecs_task_definition")
-    resync, service = tasks["resync"], tasks["capture"]
-    for same in ("execution_role_arn", "task_role_arn", "network_mode", "cpu", "memory",
-                 "requires_compatibilities", "runtime_platform", "volume"):
-        assert resync[same] == service[same], same
-    assert capture.locals["capture_container"] == (
-        "${jsondecode(aws_ecs_task_definition.capture.container_definitions)[0]}")
-    container = capture.locals["resync_container"]
-    # Everything of capture's container but the health check (it reads no slot and ends)...
-    assert 'for key, value in local.capture_container : key => value if key != "healthCheck"' in container
-    # ...with its own name, command and log streams.
-    assert 'name = "resync", command = ["resync"]' in container
-    assert 'awslogs-stream-prefix = "resync"' in container
-    assert resync["container_definitions"] == "${jsonencode([local.resync_container])}"
+    resync = capture.locals["tasks"]["resync"]
+    # Everything of the capture task: roles, cpu, memory, volumes, log group, environment...
+    assert resync.startswith("${merge(local.capture_task, {")
+    # ...and of its container but the health check (it reads no slot and ends)...
+    assert 'for key, value in local.capture_task.container : key => value if key != "healthCheck"' in resync
+    # ...with its own family, name and command, and so its own log streams.
+    assert 'family = "${local.service}-resync"' in resync
+    assert 'name = "resync", command = ["resync"]' in resync
+    containers = capture.resources("aws_ecs_task_definition")["this"]["container_definitions"]
+    assert "awslogs-stream-prefix = each.value.container.name" in containers
 
 
 def test_resync_run_task_command_uses_the_capture_services_network() -> None:
@@ -32,7 +28,7 @@ def test_resync_run_task_command_uses_the_capture_services_network() -> None:
     assert service["security_groups"] == ["${var.security_group_id}"]
     assert service["assign_public_ip"] is False
     for part in ("aws ecs run-task --cluster", "aws_ecs_cluster.capture.name",
-                 "aws_ecs_task_definition.resync.family", "--launch-type FARGATE",
+                 'aws_ecs_task_definition.this["resync"].family', "--launch-type FARGATE",
                  'subnets=[${join(",", var.subnet_ids)}]', "securityGroups=[${var.security_group_id}]",
                  "assignPublicIp=DISABLED"):
         assert part in command, part

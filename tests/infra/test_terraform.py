@@ -387,18 +387,23 @@ def test_capture_runs_exactly_one_task_and_stops_the_old_one_first() -> None:
 
 def test_capture_task_has_health_check_logs_and_no_credentials_in_plain_text() -> None:
     capture = module("capture")
-    task = capture.resources("aws_ecs_task_definition")["capture"]
+    task = capture.resources("aws_ecs_task_definition")["this"]
+    assert task["for_each"] == "${local.tasks}"
+    assert capture.locals["tasks"]["capture"] == "${local.capture_task}"
+    service = capture.locals["capture_task"]
+    assert service["container"]["healthCheck"]["command"] == ["CMD", "python", "/app/capture_health.py"]
+    assert service["log_group"] == "${aws_cloudwatch_log_group.capture.name}"
     containers = task["container_definitions"]
-    assert 'healthCheck = {command = ["CMD", "python", "/app/capture_health.py"]' in containers
     assert 'logDriver = "awslogs"' in containers
-    assert "awslogs-group = aws_cloudwatch_log_group.capture.name" in containers
+    assert "awslogs-group = each.value.log_group" in containers
     assert "readonlyRootFilesystem = true" in containers
     # snapshot progress must outlive the task: it is kept in the raw bucket, not on task storage
-    assert '{name = "TOTES_CDC_STATE_STORE", value = "s3"}' in containers
-    assert 'valueFrom = "${var.source_secret_arn}:${key}::"' in containers
+    assert {"name": "TOTES_CDC_STATE_STORE", "value": "s3"} in service["environment"]
+    assert 'valueFrom = "${var.source_secret_arn}:${key}::"' in service["container"]["secrets"]
     assert "PGPASSWORD" in capture.locals["secret_keys"]
-    assert "password" not in containers.lower()
-    assert task["execution_role_arn"] != task["task_role_arn"]
+    assert "password" not in (containers + str(service["environment"])).lower()
+    assert task["execution_role_arn"] == "${aws_iam_role.execution.arn}"
+    assert service["task_role_arn"] == "${aws_iam_role.task.arn}"
 
 
 def test_dockerfile_copies_what_exists_and_runs_capture_with_the_health_check() -> None:

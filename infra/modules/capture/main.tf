@@ -11,15 +11,6 @@ locals {
   state_prefix = var.settings.prefixes.capture_state
   log_group    = "/ecs/${local.service}"
   log_arn      = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:${local.log_group}"
-  # libpq reads the connection from PG* variables, injected from the source secret's JSON keys
-  # (the RDS secret format), so the password never appears in the task definition.
-  secret_keys = {
-    PGHOST     = "host"
-    PGPORT     = "port"
-    PGDATABASE = "dbname"
-    PGUSER     = "username"
-    PGPASSWORD = "password"
-  }
 }
 
 resource "aws_ecr_repository" "capture" {
@@ -212,76 +203,10 @@ resource "aws_ecs_cluster" "capture" {
   }
 }
 
-resource "aws_ecs_task_definition" "capture" {
-  family                   = local.service
-  requires_compatibilities = ["FARGATE"]
-  network_mode             = "awsvpc"
-  cpu                      = var.cpu
-  memory                   = var.memory_mb
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
-
-  runtime_platform {
-    operating_system_family = "LINUX"
-    cpu_architecture        = "X86_64"
-  }
-
-  # Fargate task storage for the state folder and /tmp: the root filesystem stays read-only.
-  volume {
-    name = "state"
-  }
-  volume {
-    name = "tmp"
-  }
-
-  container_definitions = jsonencode([{
-    name                   = "capture"
-    image                  = "${aws_ecr_repository.capture.repository_url}:${var.image_tag}"
-    essential              = true
-    command                = var.command
-    readonlyRootFilesystem = true
-    # SIGTERM first: capture stops reading, flushes what the stream has accepted, and exits.
-    stopTimeout = 60
-    environment = [
-      { name = "AWS_DEFAULT_REGION", value = data.aws_region.current.name },
-      { name = "TOTES_CDC_SOURCE_DSN", value = "application_name=${local.service}" },
-      { name = "PGSSLMODE", value = var.source_db_sslmode },
-      { name = "TOTES_CDC_STATE_DIR", value = local.state_dir },
-      { name = "TOTES_CDC_STATE_STORE", value = "s3" },
-      { name = "TOTES_CDC_SETTINGS_OVERRIDES", value = var.settings_overrides },
-    ]
-    secrets = [for env_name, key in local.secret_keys : {
-      name      = env_name
-      valueFrom = "${var.source_secret_arn}:${key}::"
-    }]
-    mountPoints = [
-      { sourceVolume = "state", containerPath = local.state_dir },
-      { sourceVolume = "tmp", containerPath = "/tmp" },
-    ]
-    # Healthy while this task's capture process rewrites its status file, in every phase
-    # (capture_health.py in the image; settings capture.health_max_age_seconds).
-    healthCheck = {
-      command     = ["CMD", "python", "/app/capture_health.py"]
-      interval    = 30
-      timeout     = 10
-      retries     = 3
-      startPeriod = 120
-    }
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.capture.name
-        awslogs-region        = data.aws_region.current.name
-        awslogs-stream-prefix = "capture"
-      }
-    }
-  }])
-}
-
 resource "aws_ecs_service" "capture" {
   name             = local.service
   cluster          = aws_ecs_cluster.capture.id
-  task_definition  = aws_ecs_task_definition.capture.arn
+  task_definition  = aws_ecs_task_definition.this["capture"].arn
   launch_type      = "FARGATE"
   platform_version = "LATEST"
   desired_count    = 1

@@ -17,7 +17,7 @@ output "resync_run_task" {
   description = "The `aws ecs run-task` command of a resync of every captured table; name tables with --overrides (docs/operations.md)."
   value = join(" ", [
     "aws ecs run-task --cluster", aws_ecs_cluster.capture.name,
-    "--task-definition", aws_ecs_task_definition.resync.family, "--launch-type FARGATE",
+    "--task-definition", aws_ecs_task_definition.this["resync"].family, "--launch-type FARGATE",
     "--network-configuration", "'awsvpcConfiguration={subnets=[${join(",", var.subnet_ids)}],securityGroups=[${var.security_group_id}],assignPublicIp=DISABLED}'",
   ])
 }

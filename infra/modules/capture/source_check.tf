@@ -74,47 +74,6 @@ resource "aws_iam_role_policy" "source_check" {
   policy = data.aws_iam_policy_document.source_check.json
 }
 
-resource "aws_ecs_task_definition" "source_check" {
-  family                   = local.check
-  requires_compatibilities = ["FARGATE"]
-  network_mode             = "awsvpc"
-  cpu                      = 512
-  memory                   = 1024
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.source_check.arn
-
-  runtime_platform {
-    operating_system_family = "LINUX"
-    cpu_architecture        = "X86_64"
-  }
-
-  volume {
-    name = "tmp"
-  }
-
-  container_definitions = jsonencode([{
-    name                   = "source-check"
-    image                  = "${aws_ecr_repository.capture.repository_url}:${var.image_tag}"
-    essential              = true
-    command                = ["source-check", "--source-secret", var.source_secret_arn, "--warehouse-secret", var.warehouse_secret_arn]
-    readonlyRootFilesystem = true
-    environment = [
-      { name = "AWS_DEFAULT_REGION", value = data.aws_region.current.name },
-      { name = "PGSSLROOTCERT", value = "/app/rds-ca.pem" },
-      { name = "TOTES_CDC_SETTINGS_OVERRIDES", value = var.settings_overrides },
-    ]
-    mountPoints = [{ sourceVolume = "tmp", containerPath = "/tmp" }]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.source_check.name
-        awslogs-region        = data.aws_region.current.name
-        awslogs-stream-prefix = "source-check"
-      }
-    }
-  }])
-}
-
 data "aws_iam_policy_document" "events_assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -139,7 +98,7 @@ data "aws_iam_policy_document" "events" {
   statement {
     sid       = "RunTheSourceCheckTask"
     actions   = ["ecs:RunTask"]
-    resources = [aws_ecs_task_definition.source_check.arn_without_revision]
+    resources = [aws_ecs_task_definition.this["source_check"].arn_without_revision]
     condition {
       test     = "ArnEquals"
       variable = "ecs:cluster"
@@ -172,7 +131,7 @@ resource "aws_cloudwatch_event_target" "source_check" {
   role_arn = aws_iam_role.events.arn
 
   ecs_target {
-    task_definition_arn = aws_ecs_task_definition.source_check.arn_without_revision
+    task_definition_arn = aws_ecs_task_definition.this["source_check"].arn_without_revision
     launch_type         = "FARGATE"
     task_count          = 1
     network_configuration {
