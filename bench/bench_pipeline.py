@@ -227,9 +227,16 @@ def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
 
 # --- measurements ---------------------------------------------------------------------------------
 
+# The orders committed since a window began, read through the loaded_at index (a row is loaded
+# after its commit, so the second condition drops none): without it each poll of the drain was a
+# scan of the whole fact history, which after the fill took both cores from the loader while it
+# loaded the window's last orders, and so lengthened the sized row's tail.
+_WINDOW_ORDERS = ("FROM fact_sales_order WHERE source_op = 'c' AND source_commit_ts >= %(since)s "
+                  "AND loaded_at >= %(since)s")
+
+
 def _orders_since(stack: Stack, since: dt.datetime) -> int:
-    return int(_query(stack.warehouse_dsn, "SELECT count(*) FROM fact_sales_order WHERE "
-                      "source_op = 'c' AND source_commit_ts >= %s", (since,))[0][0])
+    return int(_query(stack.warehouse_dsn, f"SELECT count(*) {_WINDOW_ORDERS}", {"since": since})[0][0])
 
 
 def _wait_snapshot(stack: Stack) -> float:
@@ -277,11 +284,10 @@ def _window(stack: Stack, script: Path, rate: float) -> Window:
     drain = _wait_orders(stack, since, orders, DRAIN_LIMIT_SECONDS * 6)  # longer, to measure the rest
     window = Window(rate, orders / seconds, orders,
                     drain if drain is not None and drain <= DRAIN_LIMIT_SECONDS else None, cpu=cpu)
-    percentiles, top = _query(stack.warehouse_dsn, """
+    percentiles, top = _query(stack.warehouse_dsn, f"""
         SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms), max(ms)
         FROM (SELECT extract(epoch FROM loaded_at - source_commit_ts) * 1000 AS ms
-              FROM fact_sales_order WHERE source_op = 'c' AND source_commit_ts >= %s) f""",
-                              (since,))[0]
+              {_WINDOW_ORDERS}) f""", {"since": since})[0]
     if percentiles is not None:
         window.p50, window.p95, window.p99 = (float(p) for p in percentiles)
         window.max_ms = float(top)
