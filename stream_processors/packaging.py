@@ -62,10 +62,10 @@ class Artifact:
 
 ARTIFACTS = (
     Artifact("stream_processor", ("stream_processors", "totes_cdc"),
-             ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "pyarrow", "numpy")),
+             ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "isal", "pyarrow", "numpy")),
     Artifact("loader", ("warehouse_loader", "totes_cdc"),
-             ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "pyarrow", "psycopg2-binary",
-              "pycountry")),
+             ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "isal", "pyarrow",
+              "psycopg2-binary", "pycountry")),
 )
 
 
