@@ -206,15 +206,30 @@ def _processes(stack: Stack) -> dict[str, list[int]]:
     return found
 
 
+REST = "rest of the machine"  # the CPU column of what no process measured ran, and the steal
+
+
+def _machine() -> tuple[float, float]:
+    """Seconds the machine's CPUs were busy (user, nice, system, irq, softirq) and stolen by the
+    hypervisor, since boot (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 @contextlib.contextmanager
 def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
     """Fill ``into`` with each process's time on a CPU and waiting for one, over the block's wall
-    time (1.0 = one core's worth). Backends that exit within the block (pgbench's) are not seen."""
+    time (1.0 = one core's worth), and under REST the machine's busy time no process measured
+    ran (the traffic generator, this benchmark, kernel threads, backends that exited within the
+    block) and the time the hypervisor stole."""
     def sample() -> dict[str, tuple[float, float]]:
         found = {}
         for name, pids in _processes(stack).items():
             times = [_sched(p) for p in pids]
             found[name] = (sum(t[0] for t in times), sum(t[1] for t in times))
+        found[REST] = _machine()
         return found
 
     before, began = sample(), time.monotonic()
@@ -223,6 +238,8 @@ def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
     for name, (ran, waited) in sample().items():
         ran0, waited0 = before.get(name, (0.0, 0.0))
         into[name] = ((ran - ran0) / wall, (waited - waited0) / wall)
+    busy, steal = into[REST]
+    into[REST] = (busy - sum(ran for name, (ran, _) in into.items() if name != REST), steal)
 
 
 # --- measurements ---------------------------------------------------------------------------------
@@ -567,7 +584,8 @@ def render(r: Results) -> str:
             f"before the burst, {b.reference_s:.2f} s: {b.reference_rate:,.0f} transactions/s. "
             f"Ratio {ratio:.2f} (goal >= 0.25: {'met' if ratio >= 0.25 else 'not met'}). During "
             "the drain, on CPU / waiting for a CPU (1.0 = one core's worth): "
-            + ", ".join(f"{name} {_share(share)}" for name, share in b.cpu.items()) + ".",
+            + ", ".join(f"{name} {_share(share)}" for name, share in b.cpu.items() if name != REST)
+            + f"; the {REST} busy / stolen {_share(b.cpu.get(REST, (0.0, 0.0)))}.",
         ]
     lines += [
         "",
@@ -595,7 +613,9 @@ def render(r: Results) -> str:
         " the emulator's request threads end with their request, so its wait is undercounted), "
         "as a share of the window (1.0 = one core's worth; the machine has 2; PostgreSQL with "
         "its backends; medians over a workload's windows). Waiting far above running means the "
-        "process is starved of CPU:",
+        f"process is starved of CPU. The last column, {REST}: the CPU time the machine was busy "
+        "(`/proc/stat`) outside the processes measured (the traffic generator, this benchmark, "
+        "kernel threads, backends that exited) / the time the hypervisor stole from its CPUs:",
         "",
         "| workload | " + " | ".join(processes) + " |",
         "|---|" + "---:|" * len(processes),
