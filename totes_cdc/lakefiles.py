@@ -88,11 +88,12 @@ def sync_marker(key: str) -> bytes:
 def avro_file(records: Sequence[dict[str, Any]], key: str) -> bytes:
     """An Avro object container file of the records, byte-identical for the same key and records."""
     buf = io.BytesIO()
-    ends = []
+    sizes = []
     for record in records:
+        start = buf.tell()
         fastavro.schemaless_writer(buf, contract.PARSED_SCHEMA, record)
-        ends.append(buf.tell())
-    return avro_container(buf.getbuffer(), np.diff(np.array([0, *ends], np.int64)), key)
+        sizes.append(buf.tell() - start)
+    return avro_container(buf.getbuffer(), np.array(sizes, np.int64), key)
 
 
 def _avro_header() -> bytes:
