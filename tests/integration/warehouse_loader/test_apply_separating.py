@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import queue
-import threading
 import time
 import uuid
 from collections import Counter
@@ -43,8 +41,8 @@ from tests.integration.warehouse_loader.files import event, object_key, parquet_
 from tests.integration.warehouse_loader.test_apply import query, sales_order
 from tests.integration.warehouse_loader.test_apply_order import state
 from tests.integration.warehouse_loader.test_model import (
-    MAX_ATTEMPTS,
     MODEL_SETTINGS,
+    apply_concurrently,
     differences,
     read_warehouse,
 )
@@ -72,11 +70,11 @@ Cell = tuple[str, int, int, str]  # (source table, lsn, seq, column): one value 
 State = dict[str, list[str]]  # test_apply_order.state's: every row of every table
 
 
-def deliver(conn: Any, key: str, data: bytes, stored: Mapping[str, bytes]) -> bytes | None:
+def deliver(conn: Any, key: str, data: bytes, fetch: Callable[[str], bytes] | None = None) -> bytes | None:
     """One delivery of a file, applied as the loader's handler applies it: whole, or, when the
     warehouse rejects values of a stream file, in parts. The rows rejected (Parquet), or None."""
     try:
-        apply_file(conn, key, data, fetch=stored.__getitem__)
+        apply_file(conn, key, data, fetch=fetch)
     except RejectedValuesError:
         if is_snapshot_key(key):
             raise
@@ -119,50 +117,6 @@ def with_values(key: str, data: bytes, values: Mapping[Cell, str]) -> bytes:
                for (lsn, seq), value in zip(events, table[column].to_pylist(), strict=True)]
         table = table.set_column(index, table.schema.field(index), pa.array(new, pa.string()))
     return file_bytes(table)
-
-
-def deliver_concurrently(dsn: str, files: Sequence[tuple[str, bytes]],
-                         loaders: int) -> list[tuple[str, bytes | None]]:
-    """Deliver ``files`` (in this order) to ``loaders`` at once, each on its own connection; each
-    completed delivery's key and rejected rows. A retryable error (a deadlock between loaders,
-    mid-split too) closes the loader's connection and puts the file back in the queue, as the
-    handler and SQS do."""
-    stored = dict(files)
-    pending: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
-    for key, data in files:
-        pending.put((key, data, 1))
-    delivered: list[tuple[str, bytes | None]] = []
-    failures: list[BaseException] = []
-
-    def loader() -> None:
-        conn = psycopg2.connect(dsn)
-        try:
-            while not failures:
-                try:
-                    key, data, attempt = pending.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    delivered.append((key, deliver(conn, key, data, stored)))
-                except RetryableLoadError as exc:
-                    if attempt == MAX_ATTEMPTS:
-                        failures.append(exc)
-                    pending.put((key, data, attempt + 1))
-                    conn.close()
-                    conn = psycopg2.connect(dsn)
-                except BaseException as exc:  # reported by the test thread
-                    failures.append(exc)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=loader, name=f"loader-{n}") for n in range(loaders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-    return delivered
 
 
 def doubled_fact_versions(dsn: str) -> list[tuple[Any, ...]]:
@@ -214,16 +168,16 @@ def check_split(new_warehouse: Callable[[], str], columns: dict[str, tuple[Colum
              if poisoned[f.key] else f for f in written]
     dsn = new_warehouse()
 
-    delivered = deliver_concurrently(
+    delivered = apply_concurrently(
         dsn, [(f.key, f.data) for f in arrival.order(files + model.lake_files(history, columns, delivery))],
-        arrival.loaders)
+        arrival.loaders, deliver)
 
     for key, rejected in delivered:
         assert positions(rejected) == poisoned.get(key, set()), f"the rows {key} had rejected"
     # The runbook's fix: the rejected rows, their values corrected, put back at the file's key.
     fixed = {key: with_values(key, rejected, {cell: originals[cell] for cell in bad})
              for key, rejected in delivered if rejected is not None}
-    again = deliver_concurrently(dsn, list(fixed.items()), arrival.loaders)
+    again = apply_concurrently(dsn, list(fixed.items()), arrival.loaders, deliver)
     assert [key for key, rejected in again if rejected is not None] == []
     diff = differences(model.expected(history, columns), read_warehouse(dsn, columns))
     assert not diff, "the warehouse differs from the model:\n" + "\n".join(diff)
@@ -367,7 +321,7 @@ def test_a_split_killed_midway_then_delivered_again_applies_each_accepted_row_on
     doomed = psycopg2.connect(warehouse_dsn, connection_factory=KilledConnection)
     doomed.doom(kill, warehouse)
     with pytest.raises(RetryableLoadError):
-        deliver(doomed, KEY, poisoned, {})
+        deliver(doomed, KEY, poisoned)
     assert doomed.killed
     doomed.close()
     committed = fact_versions(warehouse)
@@ -376,14 +330,14 @@ def test_a_split_killed_midway_then_delivered_again_applies_each_accepted_row_on
 
     conn = psycopg2.connect(warehouse_dsn)  # SQS delivers the file again, to a new connection
     try:
-        rejected = deliver(conn, KEY, poisoned, {})
+        rejected = deliver(conn, KEY, poisoned)
         assert rejected is not None
         assert positions(rejected) == {REJECTED}
         assert pq.read_table(io.BytesIO(rejected))["agreed_payment_date"].to_pylist() == [REJECTED_DATE]
         assert fact_versions(warehouse) == ACCEPTED
 
         cell = ("sales_order", *REJECTED, "agreed_payment_date")
-        assert deliver(conn, KEY, with_values(KEY, rejected, {cell: "2024-11-23"}), {}) is None
+        assert deliver(conn, KEY, with_values(KEY, rejected, {cell: "2024-11-23"})) is None
     finally:
         conn.close()
     assert fact_versions(warehouse) == VERSIONS

@@ -57,6 +57,8 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("TOTES_CDC_MODEL_EXAMPLES", "25"))
 MAX_ATTEMPTS = 20  # deliveries of one file that fail with a retryable error before the test gives up
+# How a loader applies a delivered file: (conn, key, data, fetch of a file a marker lists).
+Deliver = Callable[[Any, str, bytes, Callable[[str], bytes]], Any]
 # derandomize: the suite runs the same generated histories every time (a gate must not pass or
 # fail by luck); set TOTES_CDC_MODEL_RANDOM=1 to search new ones (that search found the examples
 # below, and the case of test_a_row_truncated_before_a_resync_ends_at_its_truncate).
@@ -97,13 +99,18 @@ def new_warehouse(warehouse_server: LocalPostgres) -> Iterator[Callable[[], str]
         conn.close()
 
 
-def apply_concurrently(dsn: str, files: Sequence[tuple[str, bytes]], workers: int) -> None:
-    """Apply ``files`` (in this order of delivery) with ``workers`` loaders at once (a snapshot's
-    marker reads the files it lists from them)."""
+def apply_concurrently(dsn: str, files: Sequence[tuple[str, bytes]], workers: int,
+                       deliver: Deliver = apply_file) -> list[tuple[str, Any]]:
+    """Deliver ``files`` (in this order of delivery) to ``workers`` loaders at once, each on its
+    own connection, with ``deliver`` (conn, key, data, fetch; a snapshot's marker reads the files
+    it lists with fetch); each completed delivery's key and what ``deliver`` returned. A
+    retryable error (a deadlock between loaders) closes the loader's connection and puts the
+    file back in the queue, as the handler and SQS do."""
     stored = dict(files)
     pending: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
     for key, data in files:
         pending.put((key, data, 1))
+    delivered: list[tuple[str, Any]] = []
     failures: list[BaseException] = []
 
     def loader() -> None:
@@ -115,12 +122,14 @@ def apply_concurrently(dsn: str, files: Sequence[tuple[str, bytes]], workers: in
                 except queue.Empty:
                     return
                 try:
-                    apply_file(conn, key, data, fetch=stored.__getitem__)
-                except RetryableLoadError as exc:  # a deadlock between loaders: SQS delivers it again
+                    delivered.append((key, deliver(conn, key, data, stored.__getitem__)))
+                except RetryableLoadError as exc:
                     if attempt == MAX_ATTEMPTS:
                         failures.append(exc)
                     pending.put((key, data, attempt + 1))
-                except BaseException as exc:
+                    conn.close()
+                    conn = psycopg2.connect(dsn)
+                except BaseException as exc:  # reported by the test thread
                     failures.append(exc)
         finally:
             conn.close()
@@ -132,6 +141,7 @@ def apply_concurrently(dsn: str, files: Sequence[tuple[str, bytes]], workers: in
         thread.join()
     if failures:
         raise failures[0]
+    return delivered
 
 
 def read_warehouse(dsn: str, columns: dict[str, tuple[Column, ...]]) -> model.Warehouse:
