@@ -585,7 +585,7 @@ def render(r: Results) -> str:
             f"Ratio {ratio:.2f} (goal >= 0.25: {'met' if ratio >= 0.25 else 'not met'}). During "
             "the drain, on CPU / waiting for a CPU (1.0 = one core's worth): "
             + ", ".join(f"{name} {_share(share)}" for name, share in b.cpu.items() if name != REST)
-            + f"; the {REST} busy / stolen {_share(b.cpu.get(REST, (0.0, 0.0)))}.",
+            + f"; the {REST} busy / stolen {_share(b.cpu[REST])}.",
         ]
     lines += [
         "",
