@@ -103,8 +103,11 @@ def _capture_process_until_it_stops(dsn: str, aws_env: dict[str, Any], tmp_path:
                                 "--slot", slot, "--state-dir", str(tmp_path)],
                                env=env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: bool(query(dsn, "SELECT 1 FROM pg_replication_slots "
-                                    "WHERE slot_name = %s AND active", (slot,))), what="streaming")
+        # The slot is active during the initial snapshot too (its creating connection holds the
+        # exported snapshot): streaming is a walsender past START_REPLICATION on it.
+        wait_for(lambda: bool(query(dsn, "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r "
+                                    "ON r.pid = s.active_pid WHERE s.slot_name = %s "
+                                    "AND r.state IN ('catchup', 'streaming')", (slot,))), what="streaming")
         break_source()
         _, stderr = process.communicate(timeout=60)
     finally:
