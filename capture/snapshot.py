@@ -27,18 +27,20 @@ replay and the loader treat them like any other file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg2.errors
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
@@ -49,6 +51,7 @@ from capture.progress import ProgressTracker
 from capture.state import BlockRange, RangeRead, SnapshotState, StateStore, TableProgress
 from totes_cdc import contract
 from totes_cdc.contract import Column, ContractError
+from totes_cdc.errors import ConfigError
 from totes_cdc.lakefiles import (
     AVRO_CONTENT_TYPE,
     PARQUET_CONTENT_TYPE,
@@ -105,6 +108,17 @@ def plan_ranges(blocks: int, rows_per_block: float, range_rows: int) -> list[Blo
     step = max(1, int(range_rows / max(rows_per_block, 1.0)))
     starts = list(range(0, max(blocks, 1), step))
     return [(first, starts[i + 1] if i + 1 < len(starts) else None) for i, first in enumerate(starts)]
+
+
+@contextlib.contextmanager
+def _present(table: str) -> Iterator[None]:
+    """Reading ``table``: dropped since the session checked it (no lock is held on a table until a
+    worker's transaction reads it), it is the error a restart would give, a setting to fix (exit 2),
+    not a crash."""
+    try:
+        yield
+    except psycopg2.errors.UndefinedTable as exc:
+        raise ConfigError(f"tables not found in the source database: {table}") from exc
 
 
 def text_columns(data: pa.Buffer, names: Sequence[str]) -> list[pa.Array]:
@@ -165,8 +179,11 @@ class LakeSnapshot:
             with conn.cursor() as cur:
                 cur.execute("SELECT now(), current_setting('block_size')::int")
                 taken_at, block_size = cur.fetchone()
-                described = {t: self._describe(cur, state, t, block_size) for t in tables
-                             if not state.tables.setdefault(t, TableProgress()).complete}
+                described = {}
+                for t in tables:
+                    if not state.tables.setdefault(t, TableProgress()).complete:
+                        with _present(t):
+                            described[t] = self._describe(cur, state, t, block_size)
         finally:
             conn.close()
         for table in described.values():
@@ -258,7 +275,7 @@ class LakeSnapshot:
             sql.SQL(", ").join(sql.Identifier(n) for n in names),
             sql.Identifier(table.schema, table.table), where)
         buf = io.BytesIO()  # COPY writes it row by row in C: no Python call per row
-        with conn.cursor() as cur:
+        with _present(table.name), conn.cursor() as cur:
             cur.copy_expert(copy.as_string(conn), buf)
         if self._stop.is_set():
             raise Stopped("stopped during the snapshot")

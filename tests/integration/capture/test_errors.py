@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 import pytest
 
 from capture.service import CaptureService
@@ -24,6 +25,7 @@ from tests.integration.capture.conftest import (
     wait_for,
 )
 from totes_cdc.errors import ConfigError
+from totes_cdc.lakefiles import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +130,35 @@ def test_a_dropped_source_table_stops_the_capture_process_with_exit_2(totesys_ds
     assert "source connection lost" in stderr
     assert stderr.strip().splitlines()[-1] == (
         "totes-cdc: error: tables not found in the source database: public.design")
+
+
+class DropsTheOtherTable(ObjectStore):
+    """An object store that drops, at the first put of design or currency, the other of the two:
+    the snapshot's one worker has read only the first, so the drop takes no lock from it."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(boto3.client("s3"))
+        self.dsn = dsn
+        self.dropped: str | None = None
+
+    def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        if self.dropped is None:
+            self.dropped = "public.currency" if "public.design/" in key else "public.design"
+            execute(self.dsn, f"DROP TABLE {self.dropped} CASCADE")
+        return super().put_new(bucket, key, body, content_type)
+
+
+def test_a_table_dropped_during_the_initial_snapshot_is_reported_as_missing(totesys_dsn, capture_factory):
+    """Regression: the snapshot's read of a table dropped after the session checked it ended
+    capture with the server's error and exit 1; a restart then said the table was missing."""
+    objects = DropsTheOtherTable(totesys_dsn)
+    service = capture_factory(totesys_dsn, tables=("design", "currency"), snapshot_workers=1,
+                              objects=objects)
+    running = Running(service)
+    running.thread.join(timeout=60)
+    assert running.ended() and objects.dropped is not None
+    assert isinstance(running.error, ConfigError)
+    assert str(running.error) == f"tables not found in the source database: {objects.dropped}"
 
 
 def test_a_publication_dropped_under_the_stream_stops_the_capture_process_with_exit_1(
