@@ -171,12 +171,16 @@ def _pgbench(stack: Stack, script: Path, *limits: str) -> tuple[int, float]:
 # --- CPU by process -------------------------------------------------------------------------------
 
 def _sched(pid: int) -> tuple[float, float]:
-    """Seconds a process ran on a CPU (its threads that ended included: /proc/<pid>/stat), and its
-    live threads waited on a run queue for one (their schedstat)."""
+    """Seconds a process ran on a CPU (its threads that ended and its children it reaped included:
+    /proc/<pid>/stat), and its live threads waited on a run queue for one (their schedstat).
+
+    The reaped children count because PostgreSQL's short sessions are children of the postmaster:
+    the status reading's new connection every 5 s, once it grew with the rate and the history, was
+    the CPU that no column showed."""
     ran = waited = 0.0
     with contextlib.suppress(OSError, IndexError, ValueError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ran = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        ran = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(OSError, ValueError, IndexError):
@@ -222,8 +226,8 @@ def _machine() -> tuple[float, float]:
 def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
     """Fill ``into`` with each process's time on a CPU and waiting for one, over the block's wall
     time (1.0 = one core's worth), and under REST the machine's busy time no process measured
-    ran (the traffic generator, this benchmark, kernel threads, backends that exited within the
-    block) and the time the hypervisor stole."""
+    ran (the traffic generator, this benchmark, kernel threads) and the time the hypervisor
+    stole."""
     def sample() -> dict[str, tuple[float, float]]:
         found = {}
         for name, pids in _processes(stack).items():
@@ -612,10 +616,11 @@ def render(r: Results) -> str:
         "time its live threads were runnable but waiting for one (`/proc/<pid>/task/*/schedstat`;"
         " the emulator's request threads end with their request, so its wait is undercounted), "
         "as a share of the window (1.0 = one core's worth; the machine has 2; PostgreSQL with "
-        "its backends; medians over a workload's windows). Waiting far above running means the "
+        "its backends, those that ended in the window included; medians over a workload's "
+        "windows). Waiting far above running means the "
         f"process is starved of CPU. The last column, {REST}: the CPU time the machine was busy "
         "(`/proc/stat`) outside the processes measured (the traffic generator, this benchmark, "
-        "kernel threads, backends that exited) / the time the hypervisor stole from its CPUs:",
+        "kernel threads) / the time the hypervisor stole from its CPUs:",
         "",
         "| workload | " + " | ".join(processes) + " |",
         "|---|" + "---:|" * len(processes),
