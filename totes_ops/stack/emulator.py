@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,19 @@ from totes_ops.stack.postgres import ensure_port_free, free_port
 
 # Credentials the emulator accepts; they grant nothing anywhere else.
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
+
+
+def wait_until_answering(url: str, timeout: float, alive: Callable[[], bool]) -> bool:
+    """Whether a local HTTP server answers ``url`` within ``timeout`` s while ``alive()`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()  # nosec B310: our own http://127.0.0.1 URL
+            return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if not alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
 
 
 def client_env(endpoint: str) -> dict[str, str]:
@@ -54,16 +67,10 @@ class Emulator:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2).close()  # nosec B310
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise ConfigError(f"the AWS emulator did not start on {self.endpoint}") from None
-                time.sleep(0.1)
+        process = self.process
+        if not wait_until_answering(f"{self.endpoint}/moto-api/", timeout, lambda: process.poll() is None):
+            self.stop()
+            raise ConfigError(f"the AWS emulator did not start on {self.endpoint}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -33,7 +33,13 @@ from totes_cdc.errors import ConfigError
 from totes_cdc.runtime import DEFAULT_STATE_DIR, STATE_DIR_ENV
 from totes_cdc.settings import settings
 from totes_ops.stack import seed as seeding
-from totes_ops.stack.emulator import EMULATOR_CREDENTIALS, Emulator, client_env, create_resources
+from totes_ops.stack.emulator import (
+    EMULATOR_CREDENTIALS,
+    Emulator,
+    client_env,
+    create_resources,
+    wait_until_answering,
+)
 from totes_ops.stack.postgres import LocalPostgres, ensure_port_free, free_port, make_base_dir
 from totes_ops.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
 from totes_ops.stackfile import FILE_NAME
@@ -41,6 +47,7 @@ from totes_ops.stackfile import FILE_NAME
 log = logging.getLogger(__name__)
 
 PIPELINE = ("capture", "process", "load", "dashboard")
+DASHBOARD_START_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -246,8 +253,14 @@ def start(stack: Stack) -> None:
                      "TOTES_CDC_SOURCE_DSN": stack.source_dsn,
                      "TOTES_CDC_WAREHOUSE_DSN": stack.warehouse_dsn,
                      "TOTES_CDC_STATE_DIR": str(run_dir)})
-    stack.supervisor = Supervisor(_components(stack), env, run_dir / "logs")
-    stack.supervisor.start()
+    supervisor = stack.supervisor = Supervisor(_components(stack), env, run_dir / "logs")
+    supervisor.start()
+    # The summary hands out the dashboard's address: it must open (its process takes a moment
+    # to import and bind, longer on a busy machine).
+    if "dashboard" in options.components and not wait_until_answering(
+            stack.dashboard_url, DASHBOARD_START_SECONDS, lambda: "dashboard" in supervisor.pids()):
+        raise ConfigError(f"the dashboard did not answer on {stack.dashboard_url} within "
+                          f"{DASHBOARD_START_SECONDS:.0f} s: see {run_dir / 'logs' / 'dashboard.log'}")
 
 
 def write_description(stack: Stack) -> Path:
