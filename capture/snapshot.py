@@ -51,7 +51,6 @@ from capture.progress import ProgressTracker
 from capture.state import BlockRange, RangeRead, SnapshotState, StateStore, TableProgress
 from totes_cdc import contract
 from totes_cdc.contract import Column, ContractError
-from totes_cdc.errors import ConfigError
 from totes_cdc.lakefiles import (
     AVRO_CONTENT_TYPE,
     PARQUET_CONTENT_TYPE,
@@ -118,7 +117,7 @@ def _present(table: str) -> Iterator[None]:
     try:
         yield
     except psycopg2.errors.UndefinedTable as exc:
-        raise ConfigError(f"tables not found in the source database: {table}") from exc
+        raise source.tables_not_found([table]) from exc
 
 
 def text_columns(data: pa.Buffer, names: Sequence[str]) -> list[pa.Array]:

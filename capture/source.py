@@ -50,6 +50,11 @@ def connect_replication(dsn: str) -> Any:
                       connection_factory=psycopg2.extras.LogicalReplicationConnection)
 
 
+def tables_not_found(tables: Sequence[str]) -> ConfigError:
+    """The error for captured tables the source does not have: a setting to fix (exit 2)."""
+    return ConfigError(f"tables not found in the source database: {', '.join(tables)}")
+
+
 class Source:
     """Queries on a normal (autocommit) connection to the source."""
 
@@ -73,7 +78,7 @@ class Source:
         missing = [t for t in tables if self._one("SELECT to_regclass(%s)", (
             sql.Identifier(*qualified(t)).as_string(self.conn),)) is None]
         if missing:
-            raise ConfigError(f"tables not found in the source database: {', '.join(missing)}")
+            raise tables_not_found(missing)
 
     def ensure_publication(self, name: str, tables: Sequence[str]) -> None:
         """Create the publication for ``tables``, or add the ones it lacks."""

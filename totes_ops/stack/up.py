@@ -259,8 +259,9 @@ def start(stack: Stack) -> None:
     # to import and bind, longer on a busy machine).
     if "dashboard" in options.components and not wait_until_answering(
             stack.dashboard_url, DASHBOARD_START_SECONDS, lambda: "dashboard" in supervisor.pids()):
-        raise ConfigError(f"the dashboard did not answer on {stack.dashboard_url} within "
-                          f"{DASHBOARD_START_SECONDS:.0f} s: see {run_dir / 'logs' / 'dashboard.log'}")
+        raise ConfigError(f"the dashboard did not answer on {stack.dashboard_url} (its process ended, "
+                          f"or {DASHBOARD_START_SECONDS:.0f} s passed): see "
+                          f"{run_dir / 'logs' / 'dashboard.log'}")
 
 
 def write_description(stack: Stack) -> Path:
