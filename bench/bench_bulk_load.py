@@ -3,10 +3,12 @@
 A ``sales_order`` table of ``ROWS`` rows (the totesys columns, synthetic values) is read in key
 ranges of ``FILE_ROWS`` rows into processed Parquet files of snapshot reads (op ``r``, one position
 per row, as capture's lake snapshot writes them), then applied by the loader's ``apply_file`` into a
-freshly migrated warehouse (mirror, history, facts, current facts, dim_date), and a completion
-marker sweeps the table. Reference, in the same run: ``COPY (SELECT * FROM sales_order) TO STDOUT``
-piped into ``COPY ... FROM STDIN`` of an unindexed table with the same columns in the warehouse.
-Medians of ``REPEATS`` runs, alternating the two. Then the loader's peak RSS at two table sizes.
+freshly migrated warehouse (mirror, history, facts, current facts, dim_date) by as many loaders at
+once as the snapshot queue's mapping runs in AWS (``snapshot_loader_mapping.maximum_concurrency``,
+each with its own connection), and by one loader; then a completion marker sweeps the table.
+Reference, in the same run: ``COPY (SELECT * FROM sales_order) TO STDOUT`` piped into
+``COPY ... FROM STDIN`` of an unindexed table with the same columns in the warehouse. Medians of
+``REPEATS`` runs, alternating the three. Then the loader's peak RSS at two table sizes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import datetime as dt
 import io
 import os
+import queue
 import shutil
 import statistics
 import subprocess  # nosec B404: runs this interpreter on this module
@@ -31,6 +34,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from totes_cdc.contract import Column, arrow_type, parquet_schema, snapshot_seq
+from totes_cdc.settings import settings
 from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
 from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 from warehouse_loader import apply
@@ -42,6 +46,7 @@ RSS_ROWS = tuple(int(n) for n in os.environ.get("TOTES_CDC_BENCH_BULK_RSS_ROWS",
                                                  "1000000,10000000").split(","))
 FILE_ROWS = 100_000
 REPEATS = 3
+LOADERS = int(settings()["snapshot_loader_mapping"]["maximum_concurrency"])
 SNAPSHOT_LSN = 10**9
 COMMIT_TS = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 TABLE = "sales_order"
@@ -137,14 +142,39 @@ def marker(keys: list[str], rows: int, columns: tuple[Column, ...]) -> tuple[str
                                columns)
 
 
-def load(warehouse_dsn: str, files: list[tuple[str, bytes]]) -> float:
-    """Apply the files and their marker; seconds."""
+def load(warehouse_dsn: str, files: list[tuple[str, bytes]], loaders: int) -> float:
+    """Apply the files, ``loaders`` at a time, each loader with its own connection, then their
+    marker (the last of ``files``); seconds."""
     conn = psycopg2.connect(warehouse_dsn)
     migrate(conn)
-    stored = dict(files)
+    pending: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    for file in files[:-1]:
+        pending.put(file)
+    failed: list[BaseException] = []
+
+    def loader() -> None:
+        own = psycopg2.connect(warehouse_dsn)
+        try:
+            while True:
+                try:
+                    key, data = pending.get_nowait()
+                except queue.Empty:
+                    return
+                apply_file(own, key, data)
+        except BaseException as exc:  # reported by the caller
+            failed.append(exc)
+        finally:
+            own.close()
+
     start = time.perf_counter()
-    for key, data in files:
-        apply_file(conn, key, data, fetch=stored.__getitem__)
+    threads = [threading.Thread(target=loader) for _ in range(loaders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
+    apply_file(conn, *files[-1], fetch=dict(files).__getitem__)
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
@@ -244,31 +274,39 @@ def run() -> str:
         files.append(marker([k for k, _ in files], ROWS, source_columns(conn)))
         conn.close()
         one_bulk, one_rows = one_file(server, *files[0])
-        loads, copies = [], []
+        loads: dict[int, list[float]] = {LOADERS: [], 1: []}
+        copies = []
         for n in range(REPEATS):
             copies.append(copy_reference(source_dsn, server.create_database(f"bulk_copy_{n}")))
-            loads.append(load(server.create_database(f"bulk_load_{n}"), files))
+            for loaders, timings in loads.items():
+                timings.append(load(server.create_database(f"bulk_load_{n}_{loaders}"), files,
+                                    loaders))
         rss = {}
         for rows in RSS_ROWS:
             create_source(source_dsn, rows)
             rss[rows] = peak_rss(source_dsn, server.create_database(f"bulk_rss_{rows}"), rows)
         load_avg = os.getloadavg()[0]
-    load_s, copy_s = statistics.median(loads), statistics.median(copies)
+    load_s = {loaders: statistics.median(timings) for loaders, timings in loads.items()}
+    copy_s = statistics.median(copies)
     lines = [
         f"## Bulk load of snapshot files ({today})",
         "",
         f"Source -> warehouse current state for a {ROWS:,}-row `sales_order` table: its snapshot "  # nosec B608
         f"as {len(files) - 1} processed files of up to {FILE_ROWS:,} reads plus the completion "
-        f"marker, applied one after the other by `apply_file` into a freshly migrated warehouse "
-        f"(mirror, mirror_history, fact_sales_order and its current table, dim_date, the marker's "
-        f"ghost sweep). Reference in the same run: `COPY (SELECT ...) TO STDOUT` of the source "
+        f"marker, applied by `apply_file` into a freshly migrated warehouse (mirror, "
+        f"mirror_history, fact_sales_order and its current table, dim_date, the marker's ghost "
+        f"sweep): {LOADERS} loaders at once, each with its own connection, as the snapshot queue's "
+        f"mapping runs them in AWS (`snapshot_loader_mapping.maximum_concurrency`), and one "
+        f"loader alone. Reference in the same run: `COPY (SELECT ...) TO STDOUT` of the source "
         f"table piped into `COPY FROM STDIN` of an unindexed table with the same columns. "
         f"Medians of {REPEATS} runs; load average {load_avg:.1f} at the end.",
         "",
         "| measurement | seconds | rows/s | ratio to reference |",
         "|---|---:|---:|---:|",
-        f"| loader: snapshot files + marker -> current state | {load_s:.2f} | "
-        f"{ROWS / load_s:,.0f} | {copy_s / load_s:.2f} |",
+        *(f"| {'one loader' if loaders == 1 else f'{loaders} loaders at once'}: snapshot files "
+          f"+ marker -> current state | "
+          f"{seconds:.2f} | {ROWS / seconds:,.0f} | {copy_s / seconds:.3f} |"
+          for loaders, seconds in load_s.items()),
         f"| reference: COPY TO + COPY FROM, unindexed | {copy_s:.2f} | {ROWS / copy_s:,.0f} | 1.00 |",
         "",
         f"One file of {FILE_ROWS:,} reads into a fresh warehouse, before and after the bulk path "

@@ -640,8 +640,12 @@ def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh:
         cur.execute(resolve_sql(spec))
     if fact := FACTS_BY_SOURCE.get(spec.name):
         if fresh:
+            # The first versions of their ids: the fact table's trigger makes them current as they
+            # are (migration 022).
+            cur.execute("SET LOCAL totes_cdc.first_versions = on")
             cur.execute(fresh_facts_sql(fact))
             totals.add(cur.fetchone())
+            cur.execute("SET LOCAL totes_cdc.first_versions = off")
         cur.execute(fact_sync_sql(fact))
         totals.add(cur.fetchone())
     cur.execute(mirror_sync_sql(spec))
