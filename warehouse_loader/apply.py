@@ -487,8 +487,7 @@ def fresh_facts_sql(fact: Fact) -> sql.Composed:
         "FROM appended").format(
             fact=sql.Identifier(fact.table), cols=_ids((*fact.names, *_FACT_META)),
             converted=fact.convert(reads, meta), key=key, date_cols=_ids(DATE_COLUMNS),
-            dates=date_rows(sql.SQL("SELECT DISTINCT d FROM ({}) AS r(d)").format(
-                fact.referenced_dates(sql.Identifier("appended")))))
+            dates=date_rows(fact.referenced_dates(sql.Identifier("appended"))))
 
 
 def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:

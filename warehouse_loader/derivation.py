@@ -198,11 +198,13 @@ FACTS_BY_SOURCE = {f.source: f for f in FACTS}
 
 # dim_date: its columns, derived from the dates in a one-column query.
 DATE_COLUMNS = ("date_id", "year", "month", "day", "day_of_week", "day_name", "month_name", "quarter")
+# The dates are made distinct before the columns are derived: a file's 100,000 versions reference
+# 400,000 dates and a few hundred distinct ones, and to_char costs.
 _DATE_DERIVATION = (
-    "SELECT DISTINCT d, extract(year FROM d)::int, extract(month FROM d)::int, "
+    "SELECT d, extract(year FROM d)::int, extract(month FROM d)::int, "
     "extract(day FROM d)::int, extract(isodow FROM d)::int, to_char(d, 'FMDay'), "
-    "to_char(d, 'FMMonth'), extract(quarter FROM d)::int FROM ({dates}) AS dates(d) "
-    "WHERE d IS NOT NULL")
+    "to_char(d, 'FMMonth'), extract(quarter FROM d)::int "
+    "FROM (SELECT DISTINCT d FROM ({dates}) AS r(d) WHERE d IS NOT NULL) AS dates(d)")
 
 
 def date_rows(dates: sql.Composable) -> sql.Composed:
