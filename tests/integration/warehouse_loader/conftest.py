@@ -12,6 +12,7 @@ from tests.integration.warehouse_loader.files import source_columns
 from totes_cdc.contract import Column
 from totes_ops.stack import seed
 from totes_ops.stack.postgres import LocalPostgres
+from warehouse_loader import apply
 from warehouse_loader.migrate import migrate
 
 
@@ -33,3 +34,19 @@ def warehouse(warehouse_dsn: str) -> Iterator[Any]:
     migrate(conn)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def bulk_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """(source table, whether it took the bulk path) of every file of rows applied from now on,
+    in order (the loader's own check, apply.is_snapshot_file, watched)."""
+    found: list[tuple[str, bool]] = []
+    check = apply.is_snapshot_file
+
+    def watched(table: Any, spec: Any) -> bool:
+        bulk = check(table, spec)
+        found.append((spec.name, bulk))
+        return bulk
+
+    monkeypatch.setattr(apply, "is_snapshot_file", watched)
+    return found

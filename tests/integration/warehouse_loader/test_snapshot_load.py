@@ -70,7 +70,7 @@ def apply_all(conn: Any, files: dict[str, bytes], order: list[str] | None = None
 
 
 def test_snapshot_files_loaded_in_bulk_equal_the_row_by_row_apply(source, warehouse, warehouse_server,
-                                                                   monkeypatch):
+                                                                   monkeypatch, bulk_checks):
     """The initial snapshot, a change, then a resync reading every row again (one row changed at
     the source with no event): in bulk (files of reads) and through the row-by-row path the
     warehouse is the same, every table, fact history included."""
@@ -85,20 +85,11 @@ def test_snapshot_files_loaded_in_bulk_equal_the_row_by_row_apply(source, wareho
     resync = snapshot_files(source, seed.LOAD_ORDER, lsn=3000, file_rows=160, markers=True, resync=True)
     files = {**initial, **change, **resync}
 
-    bulk: list[str] = []
-    is_snapshot = apply.is_snapshot_file
-
-    def counted(table: Any, spec: Any) -> bool:
-        found = is_snapshot(table, spec)
-        if found:
-            bulk.append(spec.name)
-        return found
-
-    monkeypatch.setattr(apply, "is_snapshot_file", counted)
     apply_all(warehouse, files)
     in_bulk = state(warehouse)
     reads = [k for k in files if not k.endswith("-done.parquet") and k not in change]
-    assert len(bulk) == len(reads)  # every file of reads took the bulk path
+    # every file of reads took the bulk path
+    assert len([name for name, bulk in bulk_checks if bulk]) == len(reads)
 
     row_by_row = psycopg2.connect(warehouse_server.create_database("wh_row_by_row"))
     try:
