@@ -7,8 +7,11 @@ freshly migrated warehouse (mirror, history, facts, current facts, dim_date) by 
 once as the snapshot queue's mapping runs in AWS (``snapshot_loader_mapping.maximum_concurrency``,
 each with its own connection), and by one loader; then a completion marker sweeps the table.
 Reference, in the same run: ``COPY (SELECT * FROM sales_order) TO STDOUT`` piped into
-``COPY ... FROM STDIN`` of an unindexed table with the same columns in the warehouse. Medians of
-``REPEATS`` runs, alternating the three. Then the loader's peak RSS at two table sizes.
+``COPY ... FROM STDIN`` of an unindexed table with the same columns in the warehouse. And the
+design's floor: the rows the loader wrote, copied in binary into a fresh warehouse's mirror,
+history, fact and current tables with their indexes, triggers off, as many at once as the loaders
+(what any bulk path that keeps these four tables must write at least). Medians of ``REPEATS``
+runs, alternating the four. Then the loader's peak RSS at two table sizes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import subprocess  # nosec B404: runs this interpreter on this module
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
@@ -32,6 +35,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from psycopg2 import sql
 
 from totes_cdc.contract import Column, arrow_type, parquet_schema, snapshot_seq
 from totes_cdc.settings import settings
@@ -142,31 +146,28 @@ def marker(keys: list[str], rows: int, columns: tuple[Column, ...]) -> tuple[str
                                columns)
 
 
-def load(warehouse_dsn: str, files: list[tuple[str, bytes]], loaders: int) -> float:
-    """Apply the files, ``loaders`` at a time, each loader with its own connection, then their
-    marker (the last of ``files``); seconds."""
-    conn = psycopg2.connect(warehouse_dsn)
-    migrate(conn)
-    pending: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-    for file in files[:-1]:
-        pending.put(file)
+def at_once(dsn: str, items: list[Any], loaders: int, work: Callable[[Any, Any], object]) -> None:
+    """``work(connection, item)`` for every item, ``loaders`` threads at once, each with its own
+    connection."""
+    pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for item in items:
+        pending.put(item)
     failed: list[BaseException] = []
 
     def loader() -> None:
-        own = psycopg2.connect(warehouse_dsn)
+        own = psycopg2.connect(dsn)
         try:
             while True:
                 try:
-                    key, data = pending.get_nowait()
+                    item = pending.get_nowait()
                 except queue.Empty:
                     return
-                apply_file(own, key, data)
+                work(own, item)
         except BaseException as exc:  # reported by the caller
             failed.append(exc)
         finally:
             own.close()
 
-    start = time.perf_counter()
     threads = [threading.Thread(target=loader) for _ in range(loaders)]
     for thread in threads:
         thread.start()
@@ -174,8 +175,79 @@ def load(warehouse_dsn: str, files: list[tuple[str, bytes]], loaders: int) -> fl
         thread.join()
     if failed:
         raise failed[0]
+
+
+def load(warehouse_dsn: str, files: list[tuple[str, bytes]], loaders: int) -> float:
+    """Apply the files, ``loaders`` at a time, each loader with its own connection, then their
+    marker (the last of ``files``); seconds."""
+    conn = psycopg2.connect(warehouse_dsn)
+    migrate(conn)
+    start = time.perf_counter()
+    at_once(warehouse_dsn, files[:-1], loaders, lambda own, file: apply_file(own, *file))
     apply_file(conn, *files[-1], fetch=dict(files).__getitem__)
     elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+# The four tables a snapshot file's rows are written into, with their key column.
+FLOOR_TABLES = (("mirror", TABLE), ("mirror_history", TABLE), ("public", f"fact_{TABLE}"),
+                ("public", f"fact_{TABLE}_current"))
+FloorFile = list[tuple[sql.Composed, bytes]]
+
+
+def floor_files(loaded_dsn: str, rows: int) -> list[FloorFile]:
+    """For each snapshot file, the rows the loader wrote into each of the four tables (in the
+    warehouse at ``loaded_dsn``), as a ``COPY ... FROM STDIN`` command and its binary data."""
+    conn = psycopg2.connect(loaded_dsn)
+    commands = []
+    with conn.cursor() as cur:
+        for schema, table in FLOOR_TABLES:
+            cur.execute("SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute "
+                        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+                        "AND attidentity = ''", (f"{schema}.{table}",))
+            columns = sql.SQL(", ").join(map(sql.Identifier, cur.fetchone()[0]))
+            commands.append((sql.SQL("COPY (SELECT {} FROM {} WHERE {} BETWEEN %s AND %s) TO STDOUT "
+                                     "(FORMAT binary)").format(columns, sql.Identifier(schema, table),
+                                                               sql.Identifier(f"{TABLE}_id")),
+                             sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+                                 sql.Identifier(schema, table), columns)))
+    files = []
+    for first in range(1, rows + 1, FILE_ROWS):
+        file = []
+        for copy_to, copy_from in commands:
+            buf = io.BytesIO()
+            with conn.cursor() as cur:
+                cur.copy_expert(cur.mogrify(copy_to, (first, first + FILE_ROWS - 1)).decode(), buf)
+            file.append((copy_from, buf.getvalue()))
+        files.append(file)
+    conn.close()
+    return files
+
+
+def floor_load(warehouse_dsn: str, files: list[FloorFile], loaders: int) -> float:
+    """The design's floor: the rows the loader writes, copied into a freshly migrated warehouse's
+    four tables with all their indexes, triggers off, ``loaders`` at once, one transaction per
+    file; seconds. No derivation, no dashboard sums, no stage."""
+
+    def copy_file(conn: Any, file: FloorFile) -> None:
+        with conn, conn.cursor() as cur:
+            cur.execute("SET LOCAL session_replication_role = replica")  # no triggers
+            for copy_from, data in file:
+                cur.copy_expert(copy_from.as_string(cur), io.BytesIO(data))
+
+    conn = psycopg2.connect(warehouse_dsn)
+    migrate(conn)
+    conn.close()
+    start = time.perf_counter()
+    at_once(warehouse_dsn, files, loaders, copy_file)
+    elapsed = time.perf_counter() - start
+    conn = psycopg2.connect(warehouse_dsn)
+    with conn, conn.cursor() as cur:
+        for schema, table in FLOOR_TABLES:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            if cur.fetchone()[0] != ROWS:
+                raise RuntimeError(f"the floor's {schema}.{table} does not hold {ROWS:,} rows")
     conn.close()
     return elapsed
 
@@ -241,14 +313,17 @@ def rss_child(source_dsn: str, warehouse_dsn: str, rows: int) -> None:
 
 def peak_rss(source_dsn: str, warehouse_dsn: str, rows: int) -> float:
     """Peak RSS (MiB) of a process that reads the snapshot files one at a time and applies them."""
-    code = ("import os, resource, sys; from bench.bench_bulk_load import rss_child; "
-            "rss_child(os.environ['TOTES_CDC_SOURCE_DSN'], os.environ['TOTES_CDC_WAREHOUSE_DSN'], "
-            "int(sys.argv[1])); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # VmHWM, not getrusage's ru_maxrss: the child's ru_maxrss starts from the peak of this
+    # process, whose memory it was spawned from, and this process holds every file of the run.
+    code = ("import os, sys; from bench import peak_rss_mib; from bench.bench_bulk_load import "
+            "rss_child; rss_child(os.environ['TOTES_CDC_SOURCE_DSN'], "
+            "os.environ['TOTES_CDC_WAREHOUSE_DSN'], int(sys.argv[1])); "
+            "print(peak_rss_mib(os.getpid()))")
     # The DSNs (with their passwords) through the environment, not the process list.
     env = {**os.environ, "TOTES_CDC_SOURCE_DSN": source_dsn, "TOTES_CDC_WAREHOUSE_DSN": warehouse_dsn}
     out = subprocess.run([sys.executable, "-c", code, str(rows)], env=env,  # nosec B603
                          check=True, capture_output=True, text=True).stdout
-    return int(out.split()[-1]) / 1024
+    return float(out.split()[-1])
 
 
 @contextlib.contextmanager
@@ -275,12 +350,15 @@ def run() -> str:
         conn.close()
         one_bulk, one_rows = one_file(server, *files[0])
         loads: dict[int, list[float]] = {LOADERS: [], 1: []}
-        copies = []
+        copies, floors = [], []
+        floor: list[FloorFile] = []
         for n in range(REPEATS):
             copies.append(copy_reference(source_dsn, server.create_database(f"bulk_copy_{n}")))
             for loaders, timings in loads.items():
-                timings.append(load(server.create_database(f"bulk_load_{n}_{loaders}"), files,
-                                    loaders))
+                loaded_dsn = server.create_database(f"bulk_load_{n}_{loaders}")
+                timings.append(load(loaded_dsn, files, loaders))
+                floor = floor or floor_files(loaded_dsn, ROWS)
+            floors.append(floor_load(server.create_database(f"bulk_floor_{n}"), floor, LOADERS))
         rss = {}
         for rows in RSS_ROWS:
             create_source(source_dsn, rows)
@@ -288,6 +366,7 @@ def run() -> str:
         load_avg = os.getloadavg()[0]
     load_s = {loaders: statistics.median(timings) for loaders, timings in loads.items()}
     copy_s = statistics.median(copies)
+    floor_s = statistics.median(floors)
     lines = [
         f"## Bulk load of snapshot files ({today})",
         "",
@@ -307,7 +386,15 @@ def run() -> str:
           f"+ marker -> current state | "
           f"{seconds:.2f} | {ROWS / seconds:,.0f} | {copy_s / seconds:.3f} |"
           for loaders, seconds in load_s.items()),
+        f"| the design's floor: the rows the loader writes, `COPY FROM` (binary) into the four "
+        f"tables with their indexes, triggers off, {LOADERS} at once | {floor_s:.2f} | "
+        f"{ROWS / floor_s:,.0f} | {copy_s / floor_s:.3f} |",
         f"| reference: COPY TO + COPY FROM, unindexed | {copy_s:.2f} | {ROWS / copy_s:,.0f} | 1.00 |",
+        "",
+        f"{LOADERS} loaders at once reach {floor_s / load_s[LOADERS]:.2f} of the design's floor: "
+        f"the same rows in mirror, mirror_history, fact_{TABLE} and fact_{TABLE}_current "
+        f"(prepared in advance, one transaction per file), without the stage, the derivation of "
+        f"the facts and dimensions, the dashboard's sums or the marker.",
         "",
         f"One file of {FILE_ROWS:,} reads into a fresh warehouse, before and after the bulk path "
         f"(the row-by-row path is the same code with it switched off), alternated, medians of "
