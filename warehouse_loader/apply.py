@@ -272,7 +272,7 @@ def history_insert_sql(spec: SourceTable, fresh: bool = False) -> sql.Composed:
     """Add the file's versions to the row history (a replay adds nothing), and to ``touched`` but
     for the ``fresh`` keys' (final already: see lock_keys_sql). A fresh key has no history (it is
     only written under the mirror row this transaction inserted), so its read is inserted without
-    ON CONFLICT, whose speculative insertion costs a tenth more a row."""
+    ON CONFLICT or RETURNING (a file of 100,000 reads: about 0.2 s less)."""
     insert = sql.SQL(
         "INSERT INTO {history} ({cols}, source_lsn, source_seq, source_op, source_commit_ts, "
         "  unchanged) "
@@ -482,8 +482,8 @@ def fresh_facts_sql(fact: Fact) -> sql.Composed:
     No ON CONFLICT: a fresh key has no fact (its mirror row was inserted by this transaction, and
     facts are only written under it), and its one read is its only version in the file. A fact
     that broke this would fail the file on the unique key, as the current table's primary key
-    would (migration 022 inserts the fresh keys' current rows as they are); speculative insertion
-    made every row's insert about a tenth dearer.
+    would (migration 022 inserts the fresh keys' current rows as they are). Without it, and
+    returning only what is read, a file of 100,000 reads took about 0.2 s less.
 
     Returns one row: (fact rows appended, max latency ms over them).
     """
