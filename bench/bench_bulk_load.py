@@ -190,7 +190,7 @@ def load(warehouse_dsn: str, files: list[tuple[str, bytes]], loaders: int) -> fl
     return elapsed
 
 
-# The four tables a snapshot file's rows are written into, with their key column.
+# The four tables (schema, name) a snapshot file's rows are written into.
 FLOOR_TABLES = (("mirror", TABLE), ("mirror_history", TABLE), ("public", f"fact_{TABLE}"),
                 ("public", f"fact_{TABLE}_current"))
 FloorFile = list[tuple[sql.Composed, bytes]]
