@@ -38,7 +38,8 @@ from tests.e2e.conftest import RunningStack
 from tests.e2e.test_pipeline import fact_counts
 from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_ops.stack import seed as seeding
-from totes_ops.stack.postgres import LocalPostgres, free_port
+from totes_ops.stack.ports import free_port
+from totes_ops.stack.postgres import LocalPostgres
 from totes_ops.stack.up import Stack, StackOptions, new_stack, start
 from warehouse_loader.reconcile import RawZone, reconcile, render
 

@@ -37,7 +37,8 @@ from tests.chaos.proxy import FaultProxy
 from tests.conftest import SEED_DIR
 from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_ops.stack import seed as seeding
-from totes_ops.stack.postgres import LocalPostgres, free_port, make_base_dir
+from totes_ops.stack.ports import free_port
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 from totes_ops.stack.up import Stack, StackOptions, new_stack, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.xdist_group("chaos")]

@@ -12,10 +12,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,23 +21,10 @@ import boto3
 
 from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
-from totes_ops.stack.postgres import ensure_port_free, free_port
+from totes_ops.stack.ports import ensure_port_free, free_port, wait_until_answering
 
 # Credentials the emulator accepts; they grant nothing anywhere else.
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # nosec B105
-
-
-def wait_until_answering(url: str, timeout: float, alive: Callable[[], bool]) -> bool:
-    """Whether a local HTTP server answers ``url`` within ``timeout`` s while ``alive()`` holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()  # nosec B310: our own http://127.0.0.1 URL
-            return True
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if not alive() or time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
 
 
 def client_env(endpoint: str) -> dict[str, str]:

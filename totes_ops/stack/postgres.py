@@ -20,7 +20,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ import psycopg2
 from psycopg2 import sql
 
 from totes_cdc.errors import ConfigError
+from totes_ops.stack.ports import ensure_port_free, free_port
 
 SUPPORTED_MAJORS = range(13, 19)
 SERVICE_USER = "totescdc"
@@ -45,27 +45,6 @@ LOGICAL_SETTINGS = {
 }
 # Local servers hold throwaway data: no need to wait for the disk.
 LOCAL_SETTINGS = {"fsync": "off", "full_page_writes": "off", "max_connections": "200"}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def ensure_port_free(port: int, what: str) -> None:
-    """ConfigError naming ``what`` when 127.0.0.1:port is already taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As servers bind (SO_REUSEADDR): connections of a just-stopped server in TIME_WAIT do not count.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise ConfigError(
-                f"port {port} on 127.0.0.1 is already in use; choose another port for {what} "
-                "or stop what is listening there") from None
 
 
 def _major(bindir: Path) -> int | None:

@@ -38,9 +38,9 @@ from totes_ops.stack.emulator import (
     Emulator,
     client_env,
     create_resources,
-    wait_until_answering,
 )
-from totes_ops.stack.postgres import LocalPostgres, ensure_port_free, free_port, make_base_dir
+from totes_ops.stack.ports import ensure_port_free, free_port, wait_until_answering
+from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 from totes_ops.stack.supervisor import Component, Supervisor, child_env, totes_cdc_command
 from totes_ops.stackfile import FILE_NAME
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from totes_ops.stack.postgres import free_port
+from totes_ops.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 

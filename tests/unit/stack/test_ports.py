@@ -7,8 +7,7 @@ import http.server
 import threading
 import time
 
-from totes_ops.stack.emulator import wait_until_answering
-from totes_ops.stack.postgres import free_port
+from totes_ops.stack.ports import free_port, wait_until_answering
 
 
 def test_a_server_that_starts_late_is_waited_for():
