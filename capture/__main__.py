@@ -1,28 +1,19 @@
-"""``python -m capture capture|resync``: capture's own entry point, the one the capture image runs
-(``resync`` as a one-off task beside the running service)."""
+"""``python -m capture capture|resync``: capture's commands without the operator shell, as the
+benchmarks and the tests run them in a process of their own (the image's entry point,
+``infra/docker/entrypoint.py``, registers the same two beside the source check)."""
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+from collections.abc import Sequence
 
 from capture import cli
-from totes_cdc.errors import ConfigError
+from totes_cdc.runtime import command_parser, run
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m capture")
-    commands = parser.add_subparsers(required=True)
-    cli.register(commands)
-    cli.register_resync(commands)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"totes-cdc: {exc}", file=sys.stderr)
-        return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(command_parser("python -m capture", "The capture service and its resync.",
+                              [cli.register, cli.register_resync]), argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The capture image's command line: ``capture`` (the service, the default command) and
-``source-check`` (the scheduled task, infra/modules/capture/source_check.tf).
+"""The capture image's command line: ``capture`` (the service, the default command), ``resync``
+(the one-off task, infra/modules/capture/tasks.tf) and ``source-check`` (the scheduled task,
+infra/modules/capture/source_check.tf).
 
-Only these two commands, their components and the core: the image carries nothing of the operator
+Only these commands, their components and the core: the image carries nothing of the operator
 shell (totes_ops) or the local AWS emulation (local_aws).
 """
 
@@ -16,8 +17,8 @@ from warehouse_loader import source_check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = command_parser("totes-cdc", "The capture service and the scheduled source check.",
-                            [capture_cli.register, source_check.register])
+    parser = command_parser("totes-cdc", "The capture service, its resync and the scheduled source check.",
+                            [capture_cli.register, capture_cli.register_resync, source_check.register])
     return run(parser, argv)
 
 

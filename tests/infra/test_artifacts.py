@@ -132,7 +132,7 @@ sys.path.insert(0, ".")
 for module in sys.argv[4:]:
     importlib.import_module(module)
 import entrypoint
-for argv in (["--help"], ["capture", "--help"], ["source-check", "--help"]):
+for argv in (["--help"], ["capture", "--help"], ["resync", "--help"], ["source-check", "--help"]):
     try:
         entrypoint.main(argv)
     except SystemExit as exc:

@@ -438,8 +438,13 @@ def test_the_image_layout_finds_the_settings_and_every_command(tmp_path: Path) -
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=60, check=True)
     assert found.stdout.strip() == str(tmp_path / "infra" / "settings.json")
-    subprocess.run([sys.executable, "entrypoint.py", "--help"], cwd=tmp_path, env=env,
-                   capture_output=True, timeout=60, check=True)
+    # every command a task definition gives the image (the service's is the Dockerfile's CMD)
+    tasks = (INFRA / "modules" / "capture" / "tasks.tf").read_text(encoding="utf-8")
+    commands = {"capture", *re.findall(r'command\s*=\s*\["([a-z][\w-]*)"', tasks)}
+    assert commands == {"capture", "resync", "source-check"}
+    for argv in ([], *([command] for command in sorted(commands))):
+        subprocess.run([sys.executable, "entrypoint.py", *argv, "--help"], cwd=tmp_path, env=env,
+                       capture_output=True, timeout=60, check=True)
 
 
 # --- monitoring -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ variable "image_tag" {
 }
 
 variable "command" {
-  description = "Arguments to the image's entry point (infra/docker/entrypoint.py: capture, source-check)."
+  description = "Arguments to the image's entry point (infra/docker/entrypoint.py: capture, resync, source-check)."
   type        = list(string)
 }
 

@@ -87,7 +87,7 @@ variable "capture_image_tag" {
 }
 
 variable "capture_command" {
-  description = "Arguments to the capture image's entry point (infra/docker/entrypoint.py: capture, source-check)."
+  description = "Arguments to the capture image's entry point (infra/docker/entrypoint.py: capture, resync, source-check)."
   type        = list(string)
   default     = ["capture"]
 }
