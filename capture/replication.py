@@ -60,7 +60,8 @@ class ReplicationStream:
         if self._conn.status != pq.ConnStatus.OK:
             message = self._conn.get_error_message()
             self._conn.finish()
-            raise DatabaseUnavailable(f"cannot open {self._what}: {_first_line(message)}")
+            problem = f"cannot open {self._what}: {_first_line(message)}"
+            raise (ConfigError(problem) if db.refused_for_good(message) else DatabaseUnavailable(problem))
         self._get_copy_data = self._conn.get_copy_data  # bound once: read() runs per message
 
     def wal_sender_timeout(self) -> float:

@@ -7,12 +7,14 @@ server without the password.
 Every database error becomes one of two kinds by its SQLSTATE: :class:`DatabaseUnavailable`
 (retry later: the server restarts, fails over, runs out of connections, a deadlock) or a terminal
 :class:`DatabaseError` (a missing table, bad data, no privilege: retrying cannot help). An error
-without SQLSTATE comes from the client side (the connection broke) and is transient.
+without SQLSTATE comes from the client side (the connection broke) and is transient, but for a
+connection the server refused for good (:func:`refused_for_good`: wrong credentials, say).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -79,6 +81,22 @@ SQLSTATE_CODES: dict[str, bool] = {
 # one parameter, the slot's name. Capture publishes it, ``status`` reads it.
 SLOT_LAG_BYTES_SQL = ("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
                       "FROM pg_replication_slots WHERE slot_name = %s")
+
+
+# A server refuses a connection before any session exists, so libpq reports it without SQLSTATE.
+# These refusals (matched on the server's and libpq's English text) stay until a setting changes:
+# wrong password, no pg_hba.conf entry, an unknown role or database, a role without the privilege
+# asked for, TLS the server or the certificate refuses. Every other failure to connect is transient.
+_REFUSED_FOR_GOOD = re.compile(
+    r"password authentication failed|no pg_hba\.conf entry|pg_hba\.conf rejects|"
+    r"(role|database) \".*\" does not exist|permission denied for database|"
+    r"must be superuser or replication role|does not support SSL|certificate verify failed|"
+    r"root certificate file")
+
+
+def refused_for_good(message: str) -> bool:
+    """Whether a failure to connect (libpq's message) will recur until a setting is changed."""
+    return _REFUSED_FOR_GOOD.search(message) is not None
 
 
 def transient(sqlstate: str | None) -> bool:
@@ -168,22 +186,32 @@ def secret_from_dsn(dsn: str) -> dict[str, str]:
             "password": p.get("password", ""), "sslmode": p.get("sslmode", "prefer")}
 
 
+def _without_dsn_text(message: str, dsn: str) -> str:
+    """libpq's parse error with every quoted piece of the DSN in it hidden: the piece may be the
+    password (``invalid percent-encoded token: "s3cr%zzet"``)."""
+    return re.sub(r'"([^"]{2,})"', lambda m: '"..."' if m.group(1) in dsn else m.group(0), message)
+
+
 def connect(dsn: str, what: str, **kwargs: Any) -> Any:
     """A psycopg2 connection.
 
-    ConfigError for a DSN that does not parse or a refusal that retrying cannot change;
+    ConfigError for a DSN that does not parse or a refusal that retrying cannot change (wrong
+    credentials: a rotated password needs a restart that reads the secret again);
     DatabaseUnavailable (transient) when the server cannot be reached now.
     """
     try:
         psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
-        raise ConfigError(f"the {what} DSN is not a valid connection string: {exc}") from None
+        raise ConfigError(f"the {what} DSN is not a valid connection string: "
+                          f"{_without_dsn_text(first_line(exc), dsn)}") from None
     try:
         return psycopg2.connect(dsn, connect_timeout=kwargs.pop("connect_timeout", 10), **kwargs)
     except psycopg2.OperationalError as exc:
         problem = error(exc.pgcode, f"cannot connect to the {what} database {describe(dsn)}: "
                                     f"{first_line(exc)}")
-        raise (problem if isinstance(problem, DatabaseUnavailable) else ConfigError(str(problem))) from None
+        if isinstance(problem, DatabaseUnavailable) and not refused_for_good(str(exc)):
+            raise problem from None
+        raise ConfigError(str(problem)) from None
 
 
 def require_logical_decoding(conn: Any) -> None:

@@ -7,7 +7,7 @@ import psycopg2.errorcodes
 import pytest
 
 from totes_cdc import db
-from totes_cdc.errors import DatabaseError, DatabaseUnavailable
+from totes_cdc.errors import ConfigError, DatabaseError, DatabaseUnavailable
 
 KNOWN_CODES = [v for k, v in vars(psycopg2.errorcodes).items()
                if k.isupper() and not k.startswith("CLASS_") and isinstance(v, str) and len(v) == 5]
@@ -61,3 +61,28 @@ def test_an_unreachable_server_is_transient_and_hides_the_password():
     with pytest.raises(DatabaseUnavailable, match=expected) as info:
         db.connect("host=127.0.0.1 port=1 dbname=x user=u password=hunter2", "source", connect_timeout=2)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u:s3cr%zzet@h/db", "host=h user=u password='s3cr et"])
+def test_a_dsn_that_does_not_parse_is_a_setting_to_fix_and_its_error_hides_the_password(dsn):
+    with pytest.raises(ConfigError, match=r"^the source DSN is not a valid connection string: ") as info:
+        db.connect(dsn, "source")
+    assert "s3cr" not in str(info.value)
+
+
+@pytest.mark.parametrize(("message", "for_good"), [
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication '
+     'failed for user "capture"', True),
+    ('FATAL:  no pg_hba.conf entry for replication connection from host "10.0.0.2", user "capture", '
+     'no encryption', True),
+    ('FATAL:  database "totesys" does not exist', True),
+    ('FATAL:  role "capture" does not exist', True),
+    ("server does not support SSL, but SSL was required", True),
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: Connection refused', False),
+    ("FATAL:  the database system is starting up", False),
+    ("FATAL:  sorry, too many clients already", False),
+    ("SSL SYSCALL error: EOF detected", False),
+    ("timeout expired", False),
+])
+def test_a_refused_connection_is_told_from_one_worth_retrying(message, for_good):
+    assert db.refused_for_good(message) is for_good

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import boto3
+import psycopg2.extensions
 import pytest
 
 from capture.service import CaptureService
@@ -73,6 +74,29 @@ def test_a_lost_connection_is_retried_and_nothing_is_lost(totesys_dsn, capture_f
     events = dedupe(read_stream())
     assert_versions_exact(events, totesys_dsn)
     assert sum(e.op == "u" for e in events) == 10
+
+
+def test_a_password_changed_under_the_stream_ends_capture_instead_of_reconnecting_for_ever(
+        totesys_dsn, capture_factory):
+    """A rotated password: the next connection is refused for good, so capture ends (exit 2, and
+    in AWS a new task reads the secret again) instead of retrying the old password."""
+    role, password = f"capture_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    execute(totesys_dsn, f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'")
+    dsn = psycopg2.extensions.make_dsn(totesys_dsn, user=role, password=password)
+    service = capture_factory(dsn)
+    running = Running(service)
+    try:
+        wait_for(lambda: service._phase == "streaming", what="streaming")
+        execute(totesys_dsn, f"ALTER ROLE {role} PASSWORD '{uuid.uuid4().hex}'")
+        drop_connections(totesys_dsn)
+        wait_for(running.ended, what="capture to stop")
+    finally:
+        service.stop.set()
+        running.thread.join(timeout=30)
+        execute(totesys_dsn, f"DROP OWNED BY {role}", f"DROP ROLE {role}")
+    assert isinstance(running.error, ConfigError)
+    assert f'password authentication failed for user "{role}"' in str(running.error)
+    assert password not in str(running.error)
 
 
 def test_a_slot_of_another_plugin_ends_capture_after_it_has_streamed(totesys_dsn, capture_factory):
