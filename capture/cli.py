@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from capture.config import STATE_STORES
 from totes_cdc import db
 from totes_cdc.errors import ConfigError, TerminalError
 from totes_cdc.runtime import add_dsn_argument, add_state_dir_argument
@@ -28,7 +29,7 @@ def register(subparsers: Any) -> None:
                         help="tables to capture, table or schema.table (default: the 11 totesys tables)")
     parser.add_argument("--slot", default=cfg["capture"]["slot"], help="replication slot name")
     parser.add_argument("--publication", default=cfg["capture"]["publication"], help="publication name")
-    parser.add_argument("--state-store", choices=["local", "s3"],
+    parser.add_argument("--state-store", choices=STATE_STORES,
                         default=os.environ.get("TOTES_CDC_STATE_STORE", "local"),
                         help="where snapshot progress is kept: the state dir, or the raw bucket in S3 "
                              "(default: $TOTES_CDC_STATE_STORE or local)")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from capture.source import qualified
+from totes_cdc.errors import ConfigError
 from totes_cdc.lakefiles import LakeLocation
-from totes_cdc.settings import settings
+from totes_cdc.settings import OVERRIDES_ENV, settings
+
+T = TypeVar("T")
+STATE_STORES = ("local", "s3")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,19 @@ class CaptureConfig:
     reconnect_max_seconds: float = 30.0
     """Longest wait between reconnection attempts to the source."""
 
+    def __post_init__(self) -> None:
+        """ConfigError naming the setting, for a value capture cannot run with."""
+        if self.state_store not in STATE_STORES:
+            raise ConfigError(f"state store {self.state_store!r} (--state-store, $TOTES_CDC_STATE_STORE) "
+                              f"is not one of {', '.join(STATE_STORES)}")
+        for name in ("heartbeat_seconds", "flush_bytes", "snapshot_chunk_rows", "snapshot_workers",
+                     "metrics_seconds", "reconnect_max_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"capture setting {name} = {getattr(self, name)!r} must be above 0")
+        if self.max_batch_delay_ms < 0:
+            raise ConfigError(f"capture setting max_batch_delay_ms = {self.max_batch_delay_ms!r} "
+                              "must not be negative")
+
     @classmethod
     def from_settings(cls, source_dsn: str, state_dir: Path, **overrides: object) -> CaptureConfig:
         """The configuration with settings.json's names and defaults, then ``overrides``."""
@@ -52,12 +71,23 @@ class CaptureConfig:
             "tables": tuple(cfg["source_tables"]),
             "slot": cfg["capture"]["slot"],
             "publication": cfg["capture"]["publication"],
-            "heartbeat_seconds": float(cfg["capture"]["heartbeat_seconds"]),
-            "max_batch_delay_ms": int(cfg["capture"]["max_batch_delay_ms"]),
-            "snapshot_chunk_rows": int(cfg["capture"]["snapshot_chunk_rows"]),
-            "snapshot_workers": int(cfg["capture"]["snapshot_workers"]),
+            "heartbeat_seconds": _setting(cfg, "heartbeat_seconds", float),
+            "max_batch_delay_ms": _setting(cfg, "max_batch_delay_ms", int),
+            "snapshot_chunk_rows": _setting(cfg, "snapshot_chunk_rows", int),
+            "snapshot_workers": _setting(cfg, "snapshot_workers", int),
             "lake": LakeLocation.from_settings(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["tables"] = tuple(".".join(qualified(t)) for t in values["tables"])  # type: ignore[attr-defined]
         return cls(source_dsn=source_dsn, state_dir=state_dir, **values)  # type: ignore[arg-type]
+
+
+def _setting(cfg: dict[str, Any], name: str, kind: Callable[[Any], T]) -> T:
+    """``capture.<name>`` of the settings as ``kind``; ConfigError naming it when it is not one."""
+    try:
+        return kind(cfg["capture"][name])
+    except KeyError:
+        raise ConfigError(f"settings have no capture.{name} (infra/settings.json)") from None
+    except (TypeError, ValueError):
+        raise ConfigError(f"settings capture.{name} = {cfg['capture'][name]!r} cannot be read as "
+                          f"{kind.__name__} (infra/settings.json, ${OVERRIDES_ENV})") from None

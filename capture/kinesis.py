@@ -17,6 +17,7 @@ import botocore.exceptions
 
 from capture.errors import CaptureError
 from capture.producer import Record, Shard
+from totes_cdc.lakefiles import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,12 @@ class S3DeadLetter:
         digest = hashlib.sha256(data).hexdigest()[:16]
         stamp = dt.datetime.now(dt.UTC).strftime("%Y/%m/%d")
         key = f"{self.prefix}capture/{stamp}/{digest}.avro"
-        self._client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={
-            "reason": _ascii(reason[:1000]), "partition-key": _ascii(partition_key[:256])})
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={
+                "reason": _ascii(reason[:1000]), "partition-key": _ascii(partition_key[:256])})
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            # Neither sent nor kept: the session ends unacknowledged and reads the event again.
+            raise StoreError(f"cannot write the dead-lettered event to s3://{self.bucket}/{key}: "
+                             f"{exc}") from None
         log.error("event with partition key %r written to s3://%s/%s: %s",
                   partition_key, self.bucket, key, reason)

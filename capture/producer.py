@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from capture.errors import Stopped
+from capture.errors import CaptureError, Stopped
 from totes_cdc import kpl
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Producer:
                  backoff_seconds: float = 0.1, max_backoff_seconds: float = 10.0) -> None:
         shards = sorted(sink.shards(), key=lambda s: s.start_hash)
         if not shards:
-            raise ValueError("the stream has no open shards")
+            raise CaptureError("the stream has no open shards: nothing can be put on it")
         self._sink = sink
         self._dead_letter = dead_letter
         self._stop = stop or threading.Event()

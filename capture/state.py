@@ -18,6 +18,7 @@ import botocore.exceptions
 
 from capture.errors import CaptureError
 from totes_cdc.jsonfile import write_atomically
+from totes_cdc.lakefiles import StoreError
 
 BlockRange = tuple[int, int | None]
 """First heap block, end block (exclusive; None: to the end of the table)."""
@@ -142,6 +143,8 @@ class S3StateStore:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise CaptureError(f"cannot read capture state s3://{self.bucket}/{self.key}: {exc}") from None
+        except botocore.exceptions.BotoCoreError as exc:  # S3 out of reach: the session retries
+            raise StoreError(f"cannot read capture state s3://{self.bucket}/{self.key}: {exc}") from None
         try:
             return SnapshotState.from_json(json.loads(body))
         except (ValueError, KeyError, TypeError) as exc:
@@ -149,5 +152,10 @@ class S3StateStore:
                                "delete it to take a fresh initial snapshot") from None
 
     def save(self, state: SnapshotState) -> None:
-        self._client.put_object(Bucket=self.bucket, Key=self.key,
-                                Body=json.dumps(state.to_json()).encode())
+        """StoreError when S3 refuses or cannot be reached: the session retries from the progress
+        saved before (what was read since is read again)."""
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self.key,
+                                    Body=json.dumps(state.to_json()).encode())
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise StoreError(f"cannot save capture state s3://{self.bucket}/{self.key}: {exc}") from None

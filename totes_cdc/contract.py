@@ -27,6 +27,8 @@ import fastavro
 import pyarrow as pa
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from totes_cdc.errors import TerminalError
+
 CONTRACT_VERSION = 1
 
 OP_SNAPSHOT = "r"
@@ -100,7 +102,7 @@ _MARKER = b"\xc3\x01"
 _HEADER = _MARKER + SCHEMA_FINGERPRINT[::-1]  # the spec stores the fingerprint little-endian
 
 
-class ContractError(ValueError):
+class ContractError(TerminalError, ValueError):
     """Bytes or values that do not follow the contract (terminal: retrying cannot fix them)."""
 
 

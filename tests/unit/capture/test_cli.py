@@ -12,6 +12,7 @@ from moto import mock_aws
 from capture.config import CaptureConfig
 from totes_cdc.db import dsn_from_secret_name
 from totes_cdc.errors import ConfigError
+from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_ops.cli import build_parser, main
 
 
@@ -57,3 +58,28 @@ def test_no_aws_region_is_a_config_error_not_a_traceback(monkeypatch, capsys, tm
     assert main(["capture", "--state-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: capture: AWS: You must specify a region" in err and "Traceback" not in err
+
+
+def test_a_state_store_that_is_not_one_exits_2_naming_it(monkeypatch, capsys, tmp_path):
+    """argparse checks a default against nothing: $TOTES_CDC_STATE_STORE=S3 must not mean local."""
+    monkeypatch.setenv("TOTES_CDC_SOURCE_DSN", "host=127.0.0.1 port=1 dbname=d")
+    monkeypatch.setenv("TOTES_CDC_STATE_STORE", "S3")
+    assert main(["capture", "--state-dir", str(tmp_path)]) == 2
+    assert "state store 'S3' (--state-store, $TOTES_CDC_STATE_STORE) is not one of local, s3" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("capture_settings", "expected"), [
+    ({"snapshot_workers": 0}, "capture setting snapshot_workers = 0 must be above 0"),
+    ({"snapshot_workers": "four"}, "settings capture.snapshot_workers = 'four' cannot be read as int"),
+    ({"heartbeat_seconds": None}, "settings capture.heartbeat_seconds = None cannot be read as float"),
+])
+def test_capture_settings_it_cannot_run_with_are_named(monkeypatch, capture_settings, expected, tmp_path):
+    settings.cache_clear()
+    monkeypatch.setenv(OVERRIDES_ENV, json.dumps({"capture": capture_settings}))
+    try:
+        with pytest.raises(ConfigError) as info:
+            CaptureConfig.from_settings("host=h", tmp_path)
+    finally:
+        settings.cache_clear()
+    assert expected in str(info.value)

@@ -24,6 +24,7 @@ from capture.decoder import (
 from capture.errors import CaptureError
 from capture.events import EventBuilder
 from capture.state import LocalStateStore, RangeRead, S3StateStore, SnapshotState, TableProgress
+from totes_cdc.lakefiles import StoreError
 
 TS = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
 RELATION = Relation(1, "public", "item", "d", (
@@ -226,3 +227,10 @@ def test_s3_state_store_round_trip():
     s3.put_object(Bucket="raw", Key="capture-state/slot.json", Body=b"[")
     with pytest.raises(CaptureError, match="corrupt"):
         store.load()
+
+
+@mock_aws
+def test_s3_state_store_that_cannot_save_says_where_and_lets_the_session_retry():
+    s3 = boto3.client("s3", region_name="eu-west-2")  # no bucket: S3 refuses the put
+    with pytest.raises(StoreError, match=r"cannot save capture state s3://raw/capture-state/slot\.json"):
+        S3StateStore("raw", "capture-state/", "slot", s3).save(SnapshotState("slot", 7, {}))

@@ -10,6 +10,7 @@ from capture.errors import CaptureError
 from capture.kinesis import KinesisSink, S3DeadLetter
 from capture.metrics import MetricsPublisher
 from capture.producer import Record
+from totes_cdc.lakefiles import StoreError
 
 REGION = "eu-west-2"
 
@@ -46,6 +47,13 @@ def test_dead_letter_keeps_the_event_and_the_reason():
     head = s3.head_object(Bucket="dead-letter", Key=obj["Key"])
     assert head["Metadata"]["reason"] == "too big: \\xe9"
     assert s3.get_object(Bucket="dead-letter", Key=obj["Key"])["Body"].read() == b"event"
+
+
+@mock_aws
+def test_a_dead_letter_that_cannot_be_written_is_a_store_error_so_the_event_is_read_again():
+    s3 = boto3.client("s3", region_name=REGION)  # no bucket: S3 refuses the put
+    with pytest.raises(StoreError, match=r"cannot write the dead-lettered event to s3://dead-letter/"):
+        S3DeadLetter("dead-letter", "records/", s3)("public.t/1", b"event", "too big")
 
 
 @mock_aws

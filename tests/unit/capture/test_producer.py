@@ -113,7 +113,7 @@ def test_an_event_too_big_to_share_goes_alone_and_one_too_big_to_send_is_dead_le
 def test_calls_respect_the_batch_limits():
     record = Record("k", "0", b"x" * 10, 1)
     assert record.size == 11
-    with pytest.raises(ValueError, match="no open shards"):
+    with pytest.raises(CaptureError, match="no open shards"):
         Producer(type("Empty", (), {"shards": lambda self: []})(), [].append)
 
 
