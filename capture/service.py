@@ -175,7 +175,8 @@ class CaptureService:
             raise CaptureError(f"replication slot {cfg.slot} disappeared; restart capture to take a new "
                                "initial snapshot")
         self._acked = start
-        options = {"proto_version": "1", "publication_names": cfg.publication}
+        # publication_names is a list of identifiers: quoted, as the publication was created
+        options = {"proto_version": "1", "publication_names": '"' + cfg.publication.replace('"', '""') + '"'}
         if server_version >= 140000:
             options["messages"] = "true"  # heartbeats arrive as logical messages
         stream = ReplicationStream(cfg.source_dsn, source.SESSION_OPTIONS)

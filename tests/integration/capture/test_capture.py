@@ -132,6 +132,17 @@ def test_quiet_source_heartbeats_keep_the_slot_moving(totesys_dsn, capture_facto
     assert read_stream() == []
 
 
+def test_a_publication_named_in_capitals_streams(totesys_dsn, capture_factory):
+    seed_designs(totesys_dsn, 3)
+    service = capture_factory(totesys_dsn, publication=f"Totes_{uuid.uuid4().hex[:6]}")
+    capture_factory.start(service)
+    wait_for(lambda: service._phase == "streaming", what="streaming")
+    execute(totesys_dsn, "UPDATE design SET design_name = 'renamed'")
+    wait_for(slot_caught_up(totesys_dsn, service.config.slot), what="capture to catch up")
+    assert [e.op for e in read_stream()] == ["u"] * 3
+    assert query(totesys_dsn, "SELECT pubname FROM pg_publication") == [(service.config.publication,)]
+
+
 def test_source_restart_reconnects_and_resumes(capture_factory):
     base = make_base_dir()
     server = LocalPostgres(base / "pg")
