@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ STATE_STORES = ("local", "s3")
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    source_dsn: str
+    source_dsn: str = field(repr=False)
     """libpq DSN of the source database (from the environment or Secrets Manager, never logged)."""
     stream: str
     """Kinesis stream the change events go to."""

@@ -49,7 +49,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
 class Hub:
     """What the background threads last saw; streams wait on ``changed`` for something new."""
 
-    warehouse_dsn: str
+    warehouse_dsn: str = field(repr=False)
     version: tuple[int, int] | None = None
     health: dict[str, Any] | None = None
     health_seq: int = 0

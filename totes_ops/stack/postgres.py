@@ -122,7 +122,7 @@ class LocalPostgres:
     logical: bool = True
     settings: Mapping[str, str] = field(default_factory=dict)
     bindir: Path = field(default_factory=find_bindir)
-    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
     user: str = SUPERUSER
 
     def dsn(self, dbname: str = "postgres") -> str:

@@ -83,3 +83,8 @@ def test_capture_settings_it_cannot_run_with_are_named(monkeypatch, capture_sett
     finally:
         settings.cache_clear()
     assert expected in str(info.value)
+
+
+def test_the_configuration_never_shows_the_source_dsn(tmp_path):
+    config = CaptureConfig.from_settings("host=h user=u password=hunter2", tmp_path)
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config)
