@@ -23,8 +23,6 @@ PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 # Relation column flag: the column is part of the replica identity (the key).
 KEY_FLAG = 1
 TRANSACTIONAL_FLAG = 1
-TRUNCATE_CASCADE = 1
-TRUNCATE_RESTART_IDENTITY = 2
 
 
 class _Unchanged:

@@ -67,6 +67,7 @@ from warehouse_loader.derivation import (
     FACTS_BY_SOURCE,
     MIRROR_SCHEMA,
     SOURCE_SCHEMA,
+    UNKNOWN_CURRENCY,
     Fact,
     currency_name,
     date_rows,
@@ -764,7 +765,7 @@ def warn_unknown_currencies(key: str, table: pa.Table) -> None:
     for code in pc.unique(pc.drop_null(table["currency_code"])).to_pylist():
         if currency_name(code) is None:
             log.warning("currency code %r in %s is not in ISO 4217: dim_currency names it %r",
-                        code, key, f"Unknown currency ({code})")
+                        code, key, UNKNOWN_CURRENCY.format(code))
 
 
 @contextmanager

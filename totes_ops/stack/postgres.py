@@ -22,7 +22,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,16 +217,3 @@ class LocalPostgres:
         finally:
             conn.close()
         return self.dsn(name)
-
-
-def wait_until_accepting(dsn: str, timeout: float = 30.0) -> None:
-    """Block until a server answers ``dsn`` (used after restarts)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            psycopg2.connect(dsn, connect_timeout=2).close()
-            return
-        except psycopg2.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
