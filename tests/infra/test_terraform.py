@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -312,20 +313,39 @@ def test_bucket_policies_deny_insecure_transport() -> None:
 # --- IAM ------------------------------------------------------------------------------------------
 
 # The GitHub roles (modules/delivery): Terraform manages whole resources, so the deploy role has
-# service-wide actions, but only on resources named from settings deploy.name; the plan role reads.
+# service-wide actions, but only on resources named from settings deploy.name (local.managed: all
+# owned services but IAM); the plan role reads. The permissions boundary every other role carries
+# allows the same service-wide actions on the same resources.
 DELIVERY = "modules/delivery"
 READ_ONLY = re.compile(r"\$\{statement\.key\}:(Describe|Get|List)\*")
+SERVICE_WIDE = {(DELIVERY, "deploy"), (DELIVERY, "boundary")}
+
+
+def _delivery_documents() -> dict[str, dict[str, Any]]:
+    return module("delivery").data("aws_iam_policy_document")
+
+
+def _managed_services() -> set[str]:
+    """The services of the deploy role's and the boundary's "<service>:*" statements."""
+    delivery = module("delivery")
+    assert delivery.locals["managed"] == (
+        '${{for service, arns in local.owned : service => arns if service != "iam"}}')
+    for name in ("deploy", "boundary"):
+        dynamic = _delivery_documents()[name]["dynamic"]
+        assert [d["statement"]["for_each"] for d in dynamic] == ["${local.managed}"], name
+    return set(delivery.locals["owned"]) - {"iam"}
 
 
 def test_no_iam_wildcard_actions() -> None:
     documents = all_policy_documents()
     assert len(documents) >= 10
+    assert "iam" not in _managed_services()
     for folder, name, document in documents:
         for statement in statements(document):
             if statement.get("effect", "Allow") == "Deny":
                 continue  # a Deny only takes permissions away
             for action in statement["actions"]:
-                if (folder, name) == (DELIVERY, "deploy") and action == "${statement.key}:*":
+                if (folder, name) in SERVICE_WIDE and action == "${statement.key}:*":
                     assert statement["resources"] == "${statement.value}"  # the owned resources
                     continue
                 if (folder, name) == (DELIVERY, "plan") and READ_ONLY.fullmatch(action):
@@ -345,6 +365,15 @@ def test_deploy_role_manages_only_what_is_named_from_settings() -> None:
     assert conditions["${local.issuer}:aud"] == ["sts.amazonaws.com"]
 
 
+# What the deploy role may do on "*": account-wide reads, and the few registrations AWS grants on
+# no narrower resource. No key management or security-group writes (those are tag-conditioned).
+DEPLOY_ON_STAR = {
+    "ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition", "ecr:GetAuthorizationToken",
+    "lambda:CreateEventSourceMapping", "lambda:UpdateEventSourceMapping", "lambda:DeleteEventSourceMapping",
+}
+READ = re.compile(r"\w+:(Describe|Get|List)\w*")
+
+
 def test_star_resources_only_where_aws_requires_them() -> None:
     key_policies = {(folder, ref(key["policy"]).split(".")[2])
                     for folder, mod in modules().items()
@@ -356,14 +385,76 @@ def test_star_resources_only_where_aws_requires_them() -> None:
                 continue
             if (folder, name) in key_policies:
                 continue  # in a key policy "*" is the key itself
-            if folder == DELIVERY:
-                # Terraform creates keys and security groups (no ARN yet) and reads for plans.
-                assert statement["sid"] in ("CreateWhatHasNoNameYet", "ReadWhatHasNoName")
+            if (folder, name) == (DELIVERY, "deploy"):
+                if statement["sid"] == "CreateTheKeyTagged":
+                    # A key has no ARN before it exists: created only carrying the project tag.
+                    assert set(statement["actions"]) == {"kms:CreateKey", "kms:TagResource"}
+                    [condition] = statement["condition"]
+                    assert condition == {"test": "StringEquals", "variable": "aws:RequestTag/project",
+                                         "values": ["${local.name}"]}
+                    continue
+                assert statement["sid"] == "CreateWhatHasNoNameYet"
+                writes = {a for a in statement["actions"] if not READ.fullmatch(a)} - DEPLOY_ON_STAR
+                assert not writes, f"deploy writes on Resource '*': {writes}"
                 continue
+            if (folder, name) == (DELIVERY, "plan"):
+                assert statement["sid"] == "ReadWhatHasNoName"
+                assert all(READ.fullmatch(a) for a in statement["actions"]), statement["actions"]
+                continue
+            # The boundary on "*": only what the runtime roles need and AWS grants on "*" alone.
             unscoped = set(statement["actions"]) - STAR_RESOURCE_ACTIONS
             assert not unscoped, f"{folder} {name}: {unscoped} on Resource '*'"
+            if (folder, name) == (DELIVERY, "boundary"):
+                continue  # a ceiling: each role's own policy scopes PutMetricData by namespace
             if "cloudwatch:PutMetricData" in statement["actions"]:
                 assert statement["condition"][0]["variable"] == "cloudwatch:namespace"
+
+
+def test_deploy_manages_keys_and_security_groups_only_by_the_project_tag() -> None:
+    """Keys and security groups have no name to match: the provider's default_tags put project =
+    settings deploy.name on them, and deploy's key and group writes require that tag."""
+    for env in ("dev", "prod"):
+        tags = modules()[f"envs/{env}"].blocks["provider"]["aws"]["default_tags"][0]["tags"]
+        assert tags["project"] == "${local.settings.deploy.name}"
+    delivery = module("delivery").locals
+    assert delivery["keys"].endswith(":key/*")
+    assert delivery["groups"].endswith(":security-group/*")
+    assert delivery["group_rules"].endswith(":security-group-rule/*")
+    tagged = [{"test": "StringEquals", "variable": "aws:ResourceTag/project", "values": ["${local.name}"]}]
+    requested = [{"test": "StringEquals", "variable": "aws:RequestTag/project", "values": ["${local.name}"]}]
+    # A new group or rule carries the tag in its request; only CreateTags of that request is
+    # allowed on untagged ones; everything else on keys, groups and rules needs the tag already.
+    creates = {
+        "${local.groups}": {"ec2:CreateSecurityGroup"},
+        "${local.group_rules}": {"ec2:AuthorizeSecurityGroupEgress", "ec2:AuthorizeSecurityGroupIngress"},
+    }
+    by_sid = {s.get("sid"): s for s in statements(_delivery_documents()["deploy"])}
+    for sid, statement in by_sid.items():
+        resources = statement.get("resources", [])
+        if statement.get("effect", "Allow") == "Deny" or not isinstance(resources, list):
+            continue
+        touched = {"${local.keys}", "${local.groups}", "${local.group_rules}"} & set(resources)
+        if not touched:
+            continue
+        condition = statement["condition"]
+        if condition == requested:
+            [resource] = resources
+            assert set(statement["actions"]) <= creates[resource], sid
+        elif condition[0]["variable"] == "ec2:CreateAction":
+            assert statement["actions"] == ["ec2:CreateTags"], sid
+        else:
+            assert condition == tagged, sid
+    assert by_sid["CreateSecurityGroupsTagged"]["condition"] == requested
+    assert by_sid["CreateSecurityGroupRulesTagged"]["condition"] == requested
+    assert by_sid["ManageThePipelinesKey"]["condition"] == tagged
+    assert "kms:PutKeyPolicy" in by_sid["ManageThePipelinesKey"]["actions"]
+    assert "ec2:RevokeSecurityGroupIngress" in by_sid["ManageThePipelinesSecurityGroupsAndRules"]["actions"]
+    # The databases' groups, not the pipeline's: only their ingress rules, on those groups only.
+    databases = by_sid["ChangeTheDatabaseGroupsIngressRules"]
+    assert databases["resources"] == "${local.database_groups}"
+    assert all("Ingress" in a or a == "ec2:ModifySecurityGroupRules" for a in databases["actions"])
+    assert module("pipeline").modules["delivery"]["database_security_group_ids"] == [
+        "${var.source_db_security_group_id}", "${var.warehouse_db_security_group_id}"]
 
 
 def test_every_role_policy_is_a_policy_document() -> None:
@@ -565,3 +656,201 @@ def test_every_trust_policy_names_the_source_account() -> None:
         for statement in statements(document):
             variables = [c["variable"] for c in statement.get("condition", [])]
             assert "aws:SourceAccount" in variables, f"{folder} {name}"
+
+
+# --- the permissions boundary ---------------------------------------------------------------------
+
+GITHUB_ROLES = (DELIVERY, "github")
+BOUNDARY_ARN = "${module.delivery.boundary_arn}"
+
+
+def _boundary_callers(folder: str) -> list[tuple[str, dict[str, Any]]]:
+    """The module calls of the module in ``folder``, with the folder each is made in."""
+    source = f"../{Path(folder).name}"
+    return [(caller, body) for caller, mod in modules().items()
+            for body in mod.modules.values() if body["source"] == source]
+
+
+def test_every_role_but_the_github_roles_carries_the_boundary() -> None:
+    delivery = module("delivery")
+    policy = delivery.resources("aws_iam_policy")["boundary"]
+    assert policy["policy"] == "${data.aws_iam_policy_document.boundary.json}"
+    assert delivery.locals["boundary"].endswith(f":policy/{policy['name']}")
+    assert policy["name"] == "${local.name}-pipeline-boundary"
+    assert delivery.blocks["output"]["boundary_arn"]["value"] == "${aws_iam_policy.boundary.arn}"
+    roles = [(folder, name, body) for folder, mod in modules().items()
+             for name, body in mod.resources("aws_iam_role").items()]
+    assert {(folder, name) for folder, name, _ in roles} >= {
+        GITHUB_ROLES, ("modules/lambda_function", "this"), ("modules/capture", "execution"),
+        ("modules/capture", "task"), ("modules/capture", "source_check"), ("modules/capture", "events")}
+    for folder, name, body in roles:
+        if (folder, name) == GITHUB_ROLES:
+            assert "permissions_boundary" not in body  # made by the administrator, denied to deploy
+            continue
+        assert body["permissions_boundary"] == "${var.permissions_boundary}", f"{folder} {name}"
+        # Every call of the module passes the boundary on, up to the pipeline, which has it from
+        # delivery.
+        pending, seen = [folder], set()
+        while pending:
+            callee = pending.pop()
+            callers = _boundary_callers(callee)
+            assert callers, f"{callee} is never instantiated"
+            for caller, call in callers:
+                value = call["permissions_boundary"]
+                if value == "${var.permissions_boundary}":
+                    if caller not in seen:
+                        seen.add(caller)
+                        pending.append(caller)
+                else:
+                    assert (caller, value) == ("modules/pipeline", BOUNDARY_ARN), f"{caller} -> {callee}"
+
+
+def _runtime_documents() -> list[tuple[str, str, dict[str, Any]]]:
+    """The policy document of every role but the GitHub roles, with the documents merged into it
+    (source_policy_documents = var.policy_json: each caller's policy_json)."""
+    found = []
+    for folder, mod in modules().items():
+        if folder == DELIVERY:
+            continue
+        documents = mod.data("aws_iam_policy_document")
+        for policy in mod.resources("aws_iam_role_policy").values():
+            name = ref(policy["policy"]).split(".")[2]
+            found.append((folder, name, documents[name]))
+            for source in documents[name].get("source_policy_documents", []):
+                assert source == "${var.policy_json}", f"{folder} {name}: {source}"
+                for caller, call in _boundary_callers(folder):
+                    merged = ref(call["policy_json"]).split(".")[2]
+                    found.append((caller, merged, modules()[caller].data("aws_iam_policy_document")[merged]))
+    return found
+
+
+def test_the_boundary_allows_every_action_of_every_runtime_role() -> None:
+    """A boundary missing an action breaks the pipeline only in AWS: every action any runtime role's
+    policy allows must match an action the boundary allows, and one a role has on "*" (AWS grants
+    it on nothing narrower) an action the boundary allows on "*"."""
+    allowed = {f"{service}:*" for service in _managed_services()}
+    on_star = set()
+    for statement in statements(_delivery_documents()["boundary"]):
+        assert statement.get("effect", "Allow") == "Allow"
+        actions = {a for a in statement["actions"] if a != "${statement.key}:*"}
+        allowed |= actions
+        if "*" in statement["resources"]:
+            on_star |= actions
+    assert not [a for a in allowed if a.startswith("iam:") and a != "iam:PassRole"], allowed
+    documents = _runtime_documents()
+    assert {(folder, name) for folder, name, _ in documents} == {
+        ("modules/lambda_function", "this"), ("modules/stream_processor", "function"),
+        ("modules/loader", "function"), ("modules/capture", "execution"), ("modules/capture", "task"),
+        ("modules/capture", "source_check"), ("modules/capture", "events")}
+    for folder, name, document in documents:
+        for statement in statements(document):
+            if statement.get("effect", "Allow") == "Deny":
+                continue
+            patterns = on_star if statement["resources"] == ["*"] else allowed
+            for action in statement["actions"]:
+                assert any(fnmatchcase(action, pattern) for pattern in patterns), \
+                    f"{folder} {name}: {action} is outside the permissions boundary"
+
+
+def test_the_boundary_uses_only_the_pipelines_key_and_passes_only_its_roles() -> None:
+    by_sid = {s["sid"]: s for s in statements(_delivery_documents()["boundary"])}
+    key = by_sid["UseThePipelinesKey"]
+    assert key["resources"] == ["${local.keys}"]
+    assert key["condition"] == [{"test": "StringEquals", "variable": "aws:ResourceTag/project",
+                                 "values": ["${local.name}"]}]
+    assert by_sid["PassOnlyThePipelinesRoles"] == {
+        "sid": "PassOnlyThePipelinesRoles", "actions": ["iam:PassRole"], "resources": ["${local.roles}"]}
+    assert module("delivery").locals["roles"].endswith(":role/${local.name}-*")
+
+
+# Every IAM call that creates a role or changes what it may do (AWS evaluates
+# iam:PermissionsBoundary on each).
+ROLE_GRANTS = {"iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:AttachRolePolicy",
+               "iam:DetachRolePolicy", "iam:PutRolePermissionsBoundary"}
+# Role calls that grant nothing: a role's permissions come only from its policies.
+ROLE_CHANGES = {"iam:DeleteRole", "iam:UpdateRole", "iam:UpdateRoleDescription", "iam:UpdateAssumeRolePolicy",
+                "iam:TagRole", "iam:UntagRole", "iam:PassRole"}
+ROLE_WRITES = ROLE_GRANTS | ROLE_CHANGES | {"iam:DeleteRolePermissionsBoundary"}
+
+
+def _denies(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in statements(document) if s.get("effect") == "Deny"]
+
+
+def _denied(document: dict[str, Any], action: str, resource: str) -> bool:
+    return any(any(fnmatchcase(action, a) for a in s["actions"]) and resource in s.get("resources", [])
+               for s in _denies(document))
+
+
+def test_deploy_creates_and_changes_roles_only_under_the_boundary() -> None:
+    deploy = _delivery_documents()["deploy"]
+    boundary = [{"test": "StringEquals", "variable": "iam:PermissionsBoundary",
+                 "values": ["${local.boundary}"]}]
+    granting = []
+    for statement in statements(deploy):
+        if statement.get("effect", "Allow") == "Deny":
+            continue
+        iam = [a for a in statement["actions"] if a.startswith("iam:")]
+        for action in iam:
+            assert "*" not in action, action
+            if action in ROLE_GRANTS:
+                assert statement.get("condition") == boundary, f"{statement['sid']}: {action} unbounded"
+                granting.append(action)
+            elif not READ.fullmatch(action):
+                assert action in ROLE_CHANGES or "OpenIDConnectProvider" in action, action
+    assert set(granting) == ROLE_GRANTS
+
+
+def test_deploy_cannot_change_the_github_roles_nor_the_boundary() -> None:
+    delivery = module("delivery")
+    deploy = _delivery_documents()["deploy"]
+    github = delivery.resources("aws_iam_role")["github"]
+    assert github["name"] == "${local.name}-github-${each.key}"
+    assert delivery.locals["github"].endswith(":role/${local.name}-github-*")
+    for action in ROLE_WRITES:
+        assert _denied(deploy, action, "${local.github}"), f"deploy may {action} its own roles"
+    assert _denied(deploy, "iam:DeleteRolePermissionsBoundary", "*")
+    for action in ("iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicyVersion",
+                   "iam:DeletePolicy", "iam:TagPolicy", "iam:UntagPolicy"):
+        assert _denied(deploy, action, "${local.boundary}"), f"deploy may {action} the boundary"
+    # Plans (with either role) refresh the boundary.
+    for name in ("deploy", "plan"):
+        reads = [s for s in statements(_delivery_documents()[name]) if s.get("sid") == "ReadTheBoundary"]
+        assert reads and reads[0]["resources"] == ["${local.boundary}"], name
+        assert {"iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions"} <= set(reads[0]["actions"])
+
+
+def test_deploy_never_reads_secret_values() -> None:
+    deploy = _delivery_documents()["deploy"]
+    assert _denied(deploy, "secretsmanager:GetSecretValue", "*")
+
+
+# What a plan never reads: the data itself, which plan's Get* on the owned resources would allow.
+DATA_READS = {"secretsmanager:GetSecretValue", "kinesis:GetRecords", "kinesis:GetShardIterator",
+              "logs:GetLogEvents", "logs:FilterLogEvents", "s3:GetObject", "s3:GetObjectVersion"}
+
+
+def test_plan_never_reads_the_data() -> None:
+    plan = _delivery_documents()["plan"]
+    denies = _denies(plan)
+    assert len(denies) == 1
+    deny = denies[0]
+    assert DATA_READS <= set(deny["actions"])
+    assert "resources" not in deny
+    # Except the state and the Lambda zips it refreshes (HeadObject needs s3:GetObject).
+    assert deny["not_resources"] == "${concat(local.state, [local.artifacts])}"
+    delivery = module("delivery").locals
+    assert delivery["artifacts"] == "${local.arn}:s3:::${var.artifacts_bucket}/lambda/*"
+    # ... and the zips are in the artifacts bucket under lambda/, the bucket delivery is given.
+    artifact = module("lambda_function").resources("aws_s3_object")["artifact"]
+    assert artifact["bucket"] == "${var.artifacts_bucket}"
+    assert artifact["key"].startswith("lambda/")
+    pipeline = module("pipeline")
+    for name in ("stream_processor", "loader"):
+        assert pipeline.modules[name]["artifacts_bucket"] == "${module.storage.names.artifacts}"
+        assert module(name).modules["function"]["artifacts_bucket"] == "${var.artifacts_bucket}"
+    assert module("storage").locals["data_buckets"]["artifacts"] == (
+        "${var.settings.deploy.buckets.artifacts}${var.name_suffix}")
+    assert pipeline.modules["storage"]["name_suffix"] == "${local.bucket_suffix}"
+    assert pipeline.modules["delivery"]["artifacts_bucket"] == (
+        "${local.settings.deploy.buckets.artifacts}${local.bucket_suffix}")

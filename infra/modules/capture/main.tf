@@ -60,8 +60,9 @@ data "aws_iam_policy_document" "assume" {
 
 # Execution role: what ECS needs to start the task (pull the image, inject the secret, ship logs).
 resource "aws_iam_role" "execution" {
-  name               = "${local.service}-execution"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  name                 = "${local.service}-execution"
+  assume_role_policy   = data.aws_iam_policy_document.assume.json
+  permissions_boundary = var.permissions_boundary
 }
 
 data "aws_iam_policy_document" "execution" {
@@ -110,8 +111,9 @@ resource "aws_iam_role_policy" "execution" {
 
 # Task role: what the capture process itself does.
 resource "aws_iam_role" "task" {
-  name               = "${local.service}-task"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  name                 = "${local.service}-task"
+  assume_role_policy   = data.aws_iam_policy_document.assume.json
+  permissions_boundary = var.permissions_boundary
 }
 
 data "aws_iam_policy_document" "task" {

@@ -16,8 +16,9 @@ resource "aws_cloudwatch_log_group" "source_check" {
 }
 
 resource "aws_iam_role" "source_check" {
-  name               = "${local.check}-task"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  name                 = "${local.check}-task"
+  assume_role_policy   = data.aws_iam_policy_document.assume.json
+  permissions_boundary = var.permissions_boundary
 }
 
 data "aws_iam_policy_document" "source_check" {
@@ -90,8 +91,9 @@ data "aws_iam_policy_document" "events_assume" {
 }
 
 resource "aws_iam_role" "events" {
-  name               = "${local.check}-schedule"
-  assume_role_policy = data.aws_iam_policy_document.events_assume.json
+  name                 = "${local.check}-schedule"
+  assume_role_policy   = data.aws_iam_policy_document.events_assume.json
+  permissions_boundary = var.permissions_boundary
 }
 
 data "aws_iam_policy_document" "events" {

@@ -87,3 +87,8 @@ variable "source_check_security_group_id" {
   description = "Security group of the scheduled source check (reaches both databases)."
   type        = string
 }
+
+variable "permissions_boundary" {
+  description = "ARN of the pipeline's permissions boundary (modules/delivery), set on every role of the module."
+  type        = string
+}

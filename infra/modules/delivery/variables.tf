@@ -17,3 +17,13 @@ variable "state_bucket" {
   description = "S3 bucket holding the environment's Terraform state."
   type        = string
 }
+
+variable "artifacts_bucket" {
+  description = "Bucket of the Lambda zips (the plan role reads them, the lake's objects not)."
+  type        = string
+}
+
+variable "database_security_group_ids" {
+  description = "Security groups of the source and warehouse databases: the deploy role adds the pipeline's ingress rules to them."
+  type        = list(string)
+}

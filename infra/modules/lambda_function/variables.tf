@@ -66,3 +66,8 @@ variable "log_retention_days" {
   description = "Retention of the function's log group."
   type        = number
 }
+
+variable "permissions_boundary" {
+  description = "ARN of the pipeline's permissions boundary (modules/delivery), set on every role."
+  type        = string
+}

@@ -62,3 +62,8 @@ variable "reserved_concurrency" {
   description = "Concurrent loads at most (2 or more: the SQS mapping's minimum)."
   type        = number
 }
+
+variable "permissions_boundary" {
+  description = "ARN of the pipeline's permissions boundary (modules/delivery), set on every role (the function's)."
+  type        = string
+}

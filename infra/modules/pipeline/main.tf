@@ -26,6 +26,9 @@ module "delivery" {
   environment       = var.environment
   github_repository = var.github_repository
   state_bucket      = var.state_bucket
+  # Names, not the buckets' outputs: an administrator applies delivery before the buckets exist.
+  artifacts_bucket            = "${local.settings.deploy.buckets.artifacts}${local.bucket_suffix}"
+  database_security_group_ids = [var.source_db_security_group_id, var.warehouse_db_security_group_id]
 }
 
 module "encryption" {
@@ -102,6 +105,7 @@ module "capture" {
   cpu                            = var.capture_cpu
   memory_mb                      = var.capture_memory_mb
   images_kept                    = var.capture_images_kept
+  permissions_boundary           = module.delivery.boundary_arn
 }
 
 module "stream_processor" {
@@ -118,6 +122,7 @@ module "stream_processor" {
   memory_mb                 = var.stream_processor_memory_mb
   reserved_concurrency      = var.stream_processor_concurrency
   enhanced_fan_out          = var.stream_enhanced_fan_out
+  permissions_boundary      = module.delivery.boundary_arn
 }
 
 module "loader" {
@@ -138,6 +143,7 @@ module "loader" {
   }
   memory_mb            = var.loader_memory_mb
   reserved_concurrency = var.loader_concurrency
+  permissions_boundary = module.delivery.boundary_arn
 }
 
 module "monitoring" {

@@ -87,6 +87,7 @@ module "function" {
   reserved_concurrency = var.reserved_concurrency
   kms_key_arn          = var.kms_key_arn
   log_retention_days   = var.settings.deploy.log_retention_days
+  permissions_boundary = var.permissions_boundary
 }
 
 resource "aws_lambda_event_source_mapping" "stream" {

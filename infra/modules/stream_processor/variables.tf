@@ -57,3 +57,8 @@ variable "enhanced_fan_out" {
   description = "Read the stream through a registered consumer (enhanced fan-out, records pushed) instead of polling it."
   type        = bool
 }
+
+variable "permissions_boundary" {
+  description = "ARN of the pipeline's permissions boundary (modules/delivery), set on every role (the function's)."
+  type        = string
+}
