@@ -506,30 +506,36 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
     """Make the ghost tombstones of the rows ``keys`` selects what the completed reads call for.
 
     A completed read at lsn S (``_ghost_sweeps``) saw every row that existed at S, and every file
-    of it was applied before its sweep was recorded. So a row has a ghost tombstone at
-    (S, GHOST_SEQ) exactly when its latest version below lsn S is live (not a delete or another
-    ghost tombstone) with no truncate of the table after it and below S, and its first version
-    from lsn S on (its read at S included) is none or an insert: nothing shows the row existed
-    at S. Truncate tombstones are derived from the ghosts (see _derive), so the truncates are
-    read from ``_truncations`` here, never from the tombstones. Versions arrive in any order,
-    so the tombstones are recomputed like the truncates': missing ones added (their values
-    resolved later), wrong ones removed with their facts; both go to ``touched``.
+    of it was applied before its sweep was recorded. So a row's ghost tombstone is at
+    (S, GHOST_SEQ) exactly when its latest real version below lsn S (not a tombstone) is live,
+    with no truncate of the table after it and below S; its first real version from lsn S on
+    (its read at S included) is none or an insert: nothing shows the row existed at S; and no
+    other completed read lies between that live version and S: the first read that missed the
+    row ends it, and the later ones find it ended. Only the real versions, the truncates
+    (``_truncations``: their tombstones are derived from the ghosts, see _derive) and the sweeps
+    decide, never the tombstones made before, so the result is the same whatever order versions
+    and markers arrived in. The tombstones are recomputed like the truncates': missing ones
+    added (their values resolved later), wrong ones removed with their facts; both go to
+    ``touched``.
     """
     history = sql.Identifier(HISTORY_SCHEMA, spec.name)
     drop_facts = _drop_removed_facts(spec, sql.SQL("r.source_seq"))
     return sql.SQL(
         "WITH k AS ({keys}), "
         "c AS (SELECT {kkeys}, w.source_lsn AS s, w.commit_ts, "
-        "  COALESCE((SELECT p.source_op IN ({live}) AND NOT EXISTS (SELECT 1 FROM {truncations} tr "
-        "      WHERE tr.source_table = {table} AND tr.source_lsn < w.source_lsn "
-        "      AND (tr.source_lsn, tr.source_seq) >= (p.source_lsn, p.source_seq)) "
-        "    FROM {history} p WHERE {pk} AND p.source_lsn < w.source_lsn AND p.source_op <> {t} "
-        "    ORDER BY p.source_lsn DESC, p.source_seq DESC LIMIT 1), false) "
+        "  COALESCE(p.live AND NOT EXISTS (SELECT 1 FROM {sweeps} e WHERE e.source_table = {table} "
+        "    AND e.source_lsn > p.source_lsn AND e.source_lsn < w.source_lsn), false) "
         "  AND COALESCE((SELECT n.source_op FROM {history} n WHERE {nk} "
-        "    AND n.source_lsn >= w.source_lsn AND n.source_op <> {t} "
-        "    AND (n.source_lsn, n.source_seq) <> (w.source_lsn, {ghost}) "
+        "    AND n.source_lsn >= w.source_lsn AND n.source_op <> {t} AND n.source_seq <> {ghost} "
         "    ORDER BY n.source_lsn, n.source_seq LIMIT 1) = {insert}, true) AS wanted "
-        "  FROM k CROSS JOIN {sweeps} w WHERE w.source_table = {table}), "
+        "  FROM k CROSS JOIN {sweeps} w "
+        "  LEFT JOIN LATERAL (SELECT p.source_lsn, p.source_op IN ({live}) AND NOT EXISTS ("
+        "      SELECT 1 FROM {truncations} tr WHERE tr.source_table = {table} "
+        "      AND tr.source_lsn < w.source_lsn "
+        "      AND (tr.source_lsn, tr.source_seq) >= (p.source_lsn, p.source_seq)) AS live "
+        "    FROM {history} p WHERE {pk} AND p.source_lsn < w.source_lsn AND p.source_op <> {t} "
+        "    AND p.source_seq <> {ghost} ORDER BY p.source_lsn DESC, p.source_seq DESC LIMIT 1) p ON true "
+        "  WHERE w.source_table = {table}), "
         "removed AS (DELETE FROM {history} h USING c WHERE {hc} AND h.source_lsn = c.s "
         "  AND h.source_seq = {ghost} AND NOT c.wanted RETURNING {hkeys}, h.source_lsn, h.source_seq), "
         "added AS (INSERT INTO {history} ({key}, source_lsn, source_seq, source_op, source_commit_ts) "
@@ -545,11 +551,14 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
 
 
 def ghost_candidates_sql(spec: SourceTable) -> sql.Composed:
-    """The rows a completed read at ``%(lsn)s`` may have missed: live in the mirror below it (a
-    row it saw has a version at or above it), locked in key order."""
-    return sql.SQL("SELECT {keys} FROM {mirror} WHERE NOT is_deleted AND source_lsn < %(lsn)s "
+    """The rows a completed read at ``%(lsn)s`` may have missed, locked in key order: live in the
+    mirror below it (a row it saw has a version at or above it), or ended by the ghost tombstone
+    of a later read (whose sweep came first: the tombstone moves to this read)."""
+    return sql.SQL("SELECT {keys} FROM {mirror} WHERE (NOT is_deleted AND source_lsn < %(lsn)s) "
+                   "OR (is_deleted AND source_seq = {ghost} AND source_lsn > %(lsn)s) "
                    "ORDER BY {keys} FOR UPDATE").format(
-                       keys=_ids(spec.key), mirror=sql.Identifier(MIRROR_SCHEMA, spec.name))
+                       keys=_ids(spec.key), mirror=sql.Identifier(MIRROR_SCHEMA, spec.name),
+                       ghost=sql.Literal(GHOST_SEQ))
 
 
 def dimension_upserts_sql(source: str, versions: str) -> list[tuple[str, sql.Composed]]:
@@ -753,7 +762,11 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
         "transaction_timestamp()) ON CONFLICT DO NOTHING").format(GHOST_SWEEPS, SNAPSHOT_FILES),
         {"table": spec.name, "lsn": marker.lsn, "files": list(marker.files)})
     cur.execute(ghosts_sql(spec, ghost_candidates_sql(spec)), {"lsn": marker.lsn})
-    ghosts = cur.rowcount
+    # touched holds the tombstones added and those removed: the added are in the history
+    cur.execute(sql.SQL("SELECT count(*) FROM touched t WHERE EXISTS (SELECT 1 FROM {} h WHERE {} "
+                        "AND h.source_lsn = t.source_lsn AND h.source_seq = t.source_seq)").format(
+                            sql.Identifier(HISTORY_SCHEMA, spec.name), _eq("h", "t", spec.key)))
+    ghosts = cur.fetchone()[0]
     # every_row: the truncate tombstones of the table are recomputed, the ghosts' included; the
     # ghosts of every row that may need one are just done.
     truncated, _ = _recorded(cur, spec)

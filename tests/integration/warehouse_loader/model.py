@@ -80,6 +80,7 @@ class History:
     commit_at_snapshot: bool = False  # the first transaction commits at the snapshot's LSN
     resync: tuple[str, ...] = ()  # tables read again after the transactions
     lost: tuple[Op, ...] = ()  # deletes of resynced tables' rows while nothing listened: no event
+    rounds: int = 1  # resyncs one after the other; lost delete i comes before round i % rounds
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -173,9 +174,9 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
         for op in txn.ops:
             made = _change(source, op, lsn, seq + 1, commit_ts, xid=number + 1)
             seq += made
-    if history.resync:
-        for op in history.lost:
-            if op.table in history.resync:
+    for round_ in range(history.rounds if history.resync else 0):
+        for i, op in enumerate(history.lost):
+            if op.table in history.resync and i % history.rounds == round_:
                 source.rows[op.table].pop(op.key, None)
         lsn, commit_ts = lsn + LSN_STEP, commit_ts + dt.timedelta(minutes=1)
         for table in TABLES:
@@ -574,7 +575,7 @@ def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4,
     return st.builds(History, st.lists(ops(("insert",)), max_size=6).map(tuple),
                      st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans(),
                      st.lists(st.sampled_from(TABLES), unique=True, max_size=2).map(tuple),
-                     st.lists(lost, max_size=3).map(tuple))
+                     st.lists(lost, max_size=3).map(tuple), st.integers(1, 2))
 
 
 def arrivals(shape: str, max_loaders: int = 1) -> st.SearchStrategy[Arrival]:

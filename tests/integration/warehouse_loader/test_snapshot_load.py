@@ -4,6 +4,8 @@ fact versions for rows that did not change."""
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from typing import Any
 
@@ -219,3 +221,49 @@ def test_ghost_tombstones_are_what_the_completed_read_calls_for_in_any_order(
                             "FROM fact_sales_order WHERE source_op = 'd' ORDER BY 1") == [
         (2, 2000, 1, "d"), (3, 3000, GHOST_SEQ, "d")]
     assert query(warehouse, "SELECT sales_order_id FROM fact_sales_order_current") == [(1,)]
+
+
+def test_two_resyncs_over_a_lost_delete_tombstone_it_once_whichever_marker_comes_first(source, warehouse):
+    """An order deleted at the source while nothing listened, then two resyncs: the first read
+    that missed it tombstones it, once, whatever order the files and markers arrive in."""
+    tables = ["sales_order"]
+    files = snapshot_files(source, tables, lsn=1000, markers=True)
+    with source, source.cursor() as cur:
+        cur.execute("DELETE FROM sales_order WHERE sales_order_id = 2")
+    for lsn in (2000, 3000):
+        files |= snapshot_files(source, tables, lsn=lsn, markers=True, resync=True)
+    keys = list(files)
+    states = []
+    for order_seed in range(4):
+        empty(warehouse)
+        apply_all(warehouse, files, random.Random(order_seed).sample(keys, len(keys)))
+        assert query(warehouse, "SELECT source_lsn, source_seq, source_op FROM fact_sales_order "
+                                "WHERE sales_order_id = 2 ORDER BY 1") == [
+            (1000, snapshot_seq(2), "r"), (2000, GHOST_SEQ, "d")]
+        states.append(state(warehouse))
+    assert all(s == states[0] for s in states)
+
+
+def test_a_row_inserted_by_hand_below_an_earlier_resync_is_tombstoned_by_the_next(source, warehouse,
+                                                                                  caplog):
+    """A ghost row put into the mirror by hand with a position below a resync that was already
+    swept: the next resync tombstones it once (at the first read that missed it) and says so."""
+    tables = ["sales_order"]
+    apply_all(warehouse, snapshot_files(source, tables, lsn=1000, markers=True))
+    apply_all(warehouse, snapshot_files(source, tables, lsn=2000, markers=True, resync=True))
+    overlay = {"sales_order_id": 900, "source_lsn": 1500, "source_seq": 1}
+    for table, extra in (("mirror.sales_order", {}), ("mirror_history.sales_order", {"source_op": "c"})):
+        with warehouse, warehouse.cursor() as cur:
+            cur.execute(f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, "  # nosec B608
+                        f"to_jsonb(m) || %s::jsonb)).* FROM {table} m WHERE sales_order_id = 1 "
+                        "ORDER BY source_lsn DESC LIMIT 1", (json.dumps({**overlay, **extra}),))
+    with caplog.at_level(logging.INFO, logger="warehouse_loader.apply"):
+        apply_all(warehouse, snapshot_files(source, tables, lsn=3000, markers=True, resync=True))
+    assert "0 applied by the marker): 1 ghost rows tombstoned" in caplog.text
+    assert query(warehouse, "SELECT source_lsn, source_seq, source_op FROM mirror_history.sales_order "
+                            "WHERE sales_order_id = 900 ORDER BY 1") == [
+        (1500, 1, "c"), (2000, GHOST_SEQ, "d")]
+    assert query(warehouse, "SELECT source_lsn, source_op FROM fact_sales_order "
+                            "WHERE sales_order_id = 900") == [(2000, "d")]
+    assert query(warehouse, "SELECT is_deleted FROM mirror.sales_order "
+                            "WHERE sales_order_id = 900") == [(True,)]
