@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from totes_cdc.settings import OVERRIDES_ENV, settings
 
 T = TypeVar("T")
 STATE_STORES = ("local", "s3")
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")  # what PostgreSQL accepts as a replication slot name
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         """ConfigError naming the setting, for a value capture cannot run with."""
+        if not SLOT_NAME.fullmatch(self.slot):
+            raise ConfigError(f"invalid replication slot name {self.slot!r}: use up to 63 lower-case "
+                              "letters, digits and underscores")
         if self.state_store not in STATE_STORES:
             raise ConfigError(f"state store {self.state_store!r} (--state-store, $TOTES_CDC_STATE_STORE) "
                               f"is not one of {', '.join(STATE_STORES)}")

@@ -45,8 +45,9 @@ from capture.snapshot import LakeSnapshot
 from capture.state import MemoryStateStore, SnapshotState, StateStore
 from totes_cdc import db
 from totes_cdc.contract import encode
-from totes_cdc.errors import DatabaseUnavailable, TransientError, first_line
+from totes_cdc.errors import ConfigError, DatabaseUnavailable, TransientError, first_line
 from totes_cdc.lakefiles import ObjectStore
+from totes_cdc.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -345,9 +346,19 @@ def resync(config: CaptureConfig, tables: Sequence[str], publisher: MetricsPubli
     Not resumable: a resync that stops is run again."""
     conn = source.connect(config.source_dsn)
     try:
-        source.Source(conn).check(tables)
+        src = source.Source(conn)
+        src.check(tables)
+        published = src.published(config.publication)
     finally:
         conn.close()
+    # The loader mirrors only what capture streams: a table outside the publication (before capture
+    # made it: outside the settings' tables) would be read into the lake and dead-lettered there.
+    captured = published if published is not None else {
+        source.qualified(t) for t in settings()["source_tables"]}
+    if outside := [t for t in tables if source.qualified(t) not in captured]:
+        where = (f"publication {config.publication}" if published is not None
+                 else "the settings' source_tables")
+        raise ConfigError(f"not captured (not in {where}): {', '.join(outside)}")
     state = SnapshotState(config.slot, 0, resync=True)
     reader = LakeSnapshot(config.source_dsn, config.lake, objects or ObjectStore(boto3.client("s3")),
                           MemoryStateStore(), publisher.progress, stop=stop or threading.Event(),
@@ -358,5 +369,6 @@ def resync(config: CaptureConfig, tables: Sequence[str], publisher: MetricsPubli
         log.info("resync of %s at %s", ", ".join(tables), source.format_lsn(lsn))
 
     with publisher.reporting(config.metrics_seconds):
-        reader.take(state, tables, f"{config.slot}_resync_{os.getpid()}", temporary=True, on_slot=created)
+        reader.take(state, tables, f"{config.slot[:40]}_resync_{os.getpid()}", temporary=True,
+                    on_slot=created)
     return state

@@ -51,6 +51,7 @@ from capture.progress import ProgressTracker
 from capture.state import BlockRange, RangeRead, SnapshotState, StateStore, TableProgress
 from totes_cdc import contract
 from totes_cdc.contract import Column, ContractError
+from totes_cdc.errors import TotesError, first_line
 from totes_cdc.lakefiles import (
     AVRO_CONTENT_TYPE,
     PARQUET_CONTENT_TYPE,
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 
 _PAGE_HEADER, _LINE_POINTER, _TUPLE_HEADER = 24, 4, 24  # bytes (the tuple header MAXALIGNed)
 _SAMPLE_BLOCKS = 128  # counted to size the ranges of a table the server has no statistics for
+WAIT_REPORT_SECONDS = 10.0  # how often a slot creation that waits says what for
 
 
 @dataclass(frozen=True)
@@ -165,11 +167,44 @@ class LakeSnapshot:
         in it. The exported snapshot lives as long as the slot's connection stays idle."""
         repl = source.connect_replication(self._dsn)
         try:
-            lsn, snapshot_name = source.create_slot(repl, slot, temporary=temporary)
+            log.info("creating slot %s with an exported snapshot (it waits for the transactions "
+                     "open on the source to end)", slot)
+            with self._saying_what_it_waits_for(slot):
+                lsn, snapshot_name = source.create_slot(repl, slot, temporary=temporary)
             on_slot(lsn)
             self.read(state, tables, snapshot_name, lsn)
         finally:
             repl.close()  # also drops a temporary slot
+
+    @contextlib.contextmanager
+    def _saying_what_it_waits_for(self, slot: str) -> Iterator[None]:
+        """While the slot is being created, log every WAIT_REPORT_SECONDS the transaction it
+        waits for: a long transaction on the source holds a snapshot back with no other sign."""
+        done = threading.Event()
+
+        def watch() -> None:
+            waited = 0.0
+            while not done.wait(WAIT_REPORT_SECONDS):
+                waited += WAIT_REPORT_SECONDS
+                try:
+                    conn = source.connect(self._dsn)
+                    try:
+                        oldest = source.Source(conn).oldest_open_transaction()
+                    finally:
+                        conn.close()
+                except TotesError as exc:
+                    oldest = f"cannot tell ({first_line(exc)})"
+                if not done.is_set():
+                    log.warning("slot %s not created after %.0f s: it waits for the transactions open "
+                                "on the source to end; the oldest: %s", slot, waited, oldest)
+
+        watcher = threading.Thread(target=watch, name=f"{slot} creation", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
 
     def read(self, state: SnapshotState, tables: Sequence[str], snapshot_name: str, lsn: int) -> None:
         """Read every range of ``tables`` not yet in the lake, at ``lsn``; write the markers."""

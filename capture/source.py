@@ -80,18 +80,38 @@ class Source:
         if missing:
             raise tables_not_found(missing)
 
+    def oldest_open_transaction(self) -> str | None:
+        """The oldest transaction open on the server with a transaction id (what a new slot waits
+        for), described for a log line; None when there is none."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pid, datname, round(extract(epoch FROM now() - xact_start)), state, "
+                        "left(regexp_replace(query, '\\s+', ' ', 'g'), 80) FROM pg_stat_activity "
+                        "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+                        "ORDER BY xact_start LIMIT 1")
+            row = cur.fetchone()
+        if row is None:
+            return None
+        pid, database, seconds, state, statement = row
+        return f"pid {pid} in {database}, open {seconds:.0f} s, {state}: {statement}"
+
+    def published(self, name: str) -> set[tuple[str, str]] | None:
+        """The (schema, table) pairs of publication ``name``; None when there is no such publication."""
+        if self._one("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)) is None:
+            return None
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+                        (name,))
+            return {(s, t) for s, t in cur.fetchall()}
+
     def ensure_publication(self, name: str, tables: Sequence[str]) -> None:
         """Create the publication for ``tables``, or add the ones it lacks."""
         idents = [sql.Identifier(*qualified(t)) for t in tables]
-        if self._one("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)) is None:
+        present = self.published(name)
+        if present is None:
             self._execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
                 sql.Identifier(name), sql.SQL(", ").join(idents)))
             log.info("created publication %s for %d tables", name, len(tables))
             return
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-                        (name,))
-            present = {(s, t) for s, t in cur.fetchall()}
         for table in tables:
             if qualified(table) not in present:
                 self._execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(

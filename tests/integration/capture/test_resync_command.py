@@ -8,16 +8,19 @@ import io
 import json
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
+from capture import snapshot
 from tests.conftest import query
-from tests.integration.capture.conftest import seed_designs, wait_for
+from tests.integration.capture.conftest import execute, seed_designs, wait_for
 from totes_cdc.settings import settings
 from totes_cdc.snapshot_marker import read_marker
 from totes_ops.cli import main
@@ -64,3 +67,56 @@ def test_resync_of_a_table_that_is_not_there_exits_2_with_one_line(
                  "--state-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("totes-cdc: error: ") and len(err.splitlines()) == 1
+
+
+def test_resync_of_a_table_capture_does_not_stream_exits_2_naming_it(
+        totesys_dsn: str, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The loader mirrors only captured tables: one outside the publication is refused up front,
+    not read into the lake to be dead-lettered there."""
+    execute(totesys_dsn, "CREATE TABLE audit_extra (id int PRIMARY KEY)",
+            "CREATE PUBLICATION totes_cdc FOR TABLE design")
+    assert main(["resync", "--table", "design", "audit_extra", "--source-dsn", totesys_dsn,
+                 "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "totes-cdc: error: not captured (not in publication totes_cdc): public.audit_extra\n")
+
+
+def test_resync_with_a_slot_name_postgresql_refuses_exits_2_with_one_line(
+        totesys_dsn: str, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resync", "--slot", "Bad-Slot", "--table", "design", "--source-dsn", totesys_dsn,
+                 "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("totes-cdc: error: invalid replication slot name 'Bad-Slot': "
+                                       "use up to 63 lower-case letters, digits and underscores\n")
+
+
+def test_a_resync_held_back_by_an_open_transaction_says_which(
+        totesys_dsn: str, aws: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new slot waits for every transaction open on the source: the resync says which one it is
+    waiting for instead of saying nothing."""
+    seed_designs(totesys_dsn, 5)
+    monkeypatch.setattr(snapshot, "WAIT_REPORT_SECONDS", 0.5)
+    caplog.set_level(logging.INFO, logger="capture")
+    blocker = psycopg2.connect(totesys_dsn)
+    with blocker.cursor() as cur:
+        cur.execute("INSERT INTO design (design_name, file_location, file_name, created_at, last_updated) "
+                    "SELECT design_name, file_location, file_name, created_at, last_updated FROM design "
+                    "LIMIT 1")
+    expected = ("it waits for the transactions open on the source to end; the oldest: pid "
+                f"{blocker.get_backend_pid()}")
+
+    def release() -> None:  # once the resync has said what holds it (the command needs the main thread)
+        try:
+            wait_for(lambda: expected in caplog.text, 30, "the resync to say what it waits for")
+        finally:
+            blocker.rollback()
+            blocker.close()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        assert main(["resync", "--table", "design", "--source-dsn", totesys_dsn,
+                     "--state-dir", str(tmp_path)]) == 0
+    finally:
+        releaser.join(timeout=60)
+    assert expected in caplog.text
