@@ -438,7 +438,9 @@ def render(report: Report, as_json: bool = False) -> str:
     lines.append(_compared_line(report.compared))
     failing = [t.table for t in report.tables if t.differences]
     lines.append("reconcile: OK, warehouse matches source" if report.ok else
-                 f"reconcile: DIFFERENCES in {len(failing)} table(s): {', '.join(failing)}")
+                 f"reconcile: DIFFERENCES in {len(failing)} table(s): {', '.join(failing)}\n"
+                 "(under traffic, changes still in flight show as differences too: run it again once "
+                 "`totes-cdc status` shows nothing waiting)")
     return "\n".join(lines)
 
 

@@ -61,7 +61,9 @@ def test_render_as_text_and_json():
     assert "raw zone x: 1 missing from the raw zone, first keys: [1]" in text
     assert ("compared: the source as of WAL position 0/16B3F28; fact history: 1,234 raw change "
             "events, through commit LSN 0/16B3F00 position 3") in text
-    assert text.endswith("reconcile: DIFFERENCES in 2 table(s): fact_x, raw zone x")
+    assert text.endswith("reconcile: DIFFERENCES in 2 table(s): fact_x, raw zone x\n(under traffic, "
+                         "changes still in flight show as differences too: run it again once "
+                         "`totes-cdc status` shows nothing waiting)")
     data = json.loads(render(report, as_json=True))
     assert data["ok"] is False and data["tables"][1]["differences"] == 1
     assert data["compared"]["raw_events"] == 1234
