@@ -45,6 +45,10 @@ def _component_state_dir(args: argparse.Namespace) -> Path:
 def status(args: argparse.Namespace) -> int:
     from totes_ops import status as st
 
+    if getattr(args, "stack", None) is None and not (args.source_dsn or args.warehouse_dsn):
+        print("totes-cdc: no running stack found and no --source-dsn or --warehouse-dsn given: what "
+              "needs a database is unknown (run it where `totes-cdc up` runs, or give the DSNs)",
+              file=sys.stderr)
     report = st.collect(args.source_dsn, args.warehouse_dsn, _component_state_dir(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else st.render(report))
     return 0

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from totes_ops import simulate
-from totes_ops.cli import build_parser
+from totes_ops.cli import build_parser, main
 
 
 @pytest.mark.parametrize("command", ["simulate", "status", "dashboard"])
@@ -43,3 +43,13 @@ def test_progress_is_a_periodic_log_line_otherwise(caplog):
 
 def test_no_time_no_rate():
     assert simulate.SimulationStats().rate == 0.0
+
+
+def test_status_with_nothing_to_read_says_why_everything_is_unknown(monkeypatch, capsys, tmp_path):
+    for name in ("TOTES_CDC_WAREHOUSE_DSN", "TOTES_CDC_SOURCE_DSN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "no running stack found and no --source-dsn or --warehouse-dsn given" in err
+    assert "unknown" in out
