@@ -93,8 +93,10 @@ class Loader:
         if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
             return
         if not isinstance(body, dict) or not isinstance(body.get("Records"), list):
-            logger.error("message is not an S3 notification; dropped",
-                         extra={"message_id": record.message_id, "body": record.body[:500]})
+            # kept like a bad file (the queue's name in place of a bucket), so the queue moves on
+            queue = (record.event_source_arn or "").rsplit(":", 1)[-1] or "sqs"
+            self.dead_letter(queue, f"messages/{record.message_id}", record.body.encode(),
+                             "the message is not an S3 notification")
             return
         try:
             objects = [(r.s3.bucket.name, unquote_plus(r.s3.get_object.key)) for r in S3Event(body).records]

@@ -148,10 +148,18 @@ def test_s3_failures_are_retryable(s3, monkeypatch):
 
 
 @pytest.mark.parametrize("body", ["not json", "[1]", '{"Records": "x"}', "{}"])
-def test_messages_that_are_not_s3_notifications_are_dropped(s3, monkeypatch, body):
+def test_messages_that_are_not_s3_notifications_are_dead_lettered_and_the_queue_moves_on(
+        s3, monkeypatch, body):
     ldr, published = loader(s3, monkeypatch, None)
-    ldr.handle_record(SQSRecord({"messageId": "m", "body": body}))
-    assert published == []
+    ldr.handle_record(SQSRecord({"messageId": "m", "body": body,
+                                 "eventSourceARN": "arn:aws:sqs:eu-west-2:123456789012:files"}))
+    target = f"{ldr.config.dead_letter_prefix}messages/m"
+    bucket = ldr.config.dead_letter_bucket
+    kept = s3.get_object(Bucket=bucket, Key=target)["Body"].read()
+    why = json.loads(s3.get_object(Bucket=bucket, Key=f"{target}.error.json")["Body"].read())
+    assert kept == body.encode()
+    assert (why["bucket"], why["reason"]) == ("files", "the message is not an S3 notification")
+    assert [name for name, *_ in published] == ["FilesDeadLettered"]
 
 
 def test_batch_reports_only_the_failed_messages(s3, monkeypatch):
