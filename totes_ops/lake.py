@@ -43,7 +43,10 @@ _COLUMN = re.compile(r"\s*(\w+) (.+?)(?= PRIMARY| NOT| DEFAULT| REFERENCES| UNIQ
 def database() -> str:
     """The Glue database (and DuckDB schema) of the lake's tables."""
     name: str = settings()["deploy"]["name"]
-    return name.replace("-", "_") + "_lake"
+    database = name.replace("-", "_") + "_lake"
+    if not _NAME.fullmatch(database):  # it is written into DuckDB's statements: a plain name only
+        raise ConfigError(f"settings deploy.name {name!r}: use letters, digits, '-' and '_'")
+    return database
 
 
 def avro_schema_text() -> str:

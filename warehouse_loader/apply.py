@@ -232,6 +232,7 @@ def create_temp_sql(spec: SourceTable) -> list[sql.Composed]:
     a version may be listed twice, every reader takes it as a set) and ``fresh`` (the keys a file
     of snapshot reads sees first: see lock_keys_sql)."""
     keys = [(name, typ) for name, typ in spec.columns if name in spec.key]
+    # the types are format_type()'s (see _spec): SQL type syntax, identifiers quoted by the server
     return [sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
         sql.Identifier(name), sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))

@@ -282,6 +282,7 @@ def convert(cur: Any, fact: Fact, columns: Sequence[tuple[str, str]],
     """Each version's fact columns, by the loader's own conversion, run in the warehouse over a
     temporary table typed like the source table (``columns``: name, type)."""
     names = [name for name, _ in columns]
+    # the types are format_type()'s: SQL type syntax, any identifier in it quoted by the server
     cur.execute(sql.SQL("CREATE TEMP TABLE reconcile_versions (_n integer, {}) ON COMMIT DROP").format(
         sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
                            for n, t in columns)))
