@@ -4,7 +4,8 @@ and the CPython of ``deploy.lambda_runtime``.
 
 Each zip holds the function's project packages, ``infra/settings.json`` (read by
 ``totes_cdc.settings``) and its pinned third-party requirements as wheels for the Lambda platform
-(never this machine's), restricted to the manylinux tags the runtime's glibc can load.
+(never this machine's), restricted to the manylinux tags the runtime's glibc can load; the
+loader's also the RDS CA bundle (downloaded once into ``build/``), so it can verify the warehouse.
 boto3/botocore/s3transfer are left out: the Lambda Python runtime provides them. Wheels are
 downloaded once into ``build/lambda-wheels`` and installed from there.
 """
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.request
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,11 +42,19 @@ LAMBDA_UNZIPPED_LIMIT = 250 * 2**20  # bytes, function code and layers together
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so the same inputs give the same zip
 
 
+# The RDS certificate authorities, as the capture image takes them (infra/docker/capture.Dockerfile):
+# the loader's zip carries them at its root, /var/task/rds-ca.pem in the Lambda, its PGSSLROOTCERT.
+RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+RDS_CA_FILE = "rds-ca.pem"
+RDS_CA_CACHE = ROOT / "build" / RDS_CA_FILE  # downloaded once
+
+
 @dataclass(frozen=True)
 class Artifact:
     name: str  # key of settings.json deploy.functions
     packages: tuple[str, ...]  # project packages copied in
     requirements: tuple[str, ...]  # distributions, pinned as in pyproject.toml
+    rds_ca: bool = False  # carries the RDS CA bundle (the function connects to an RDS database)
 
     @property
     def handler(self) -> str:
@@ -65,8 +75,21 @@ ARTIFACTS = (
              ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "isal", "pyarrow", "numpy")),
     Artifact("loader", ("warehouse_loader", "totes_cdc"),
              ("aws-lambda-powertools", "aws-xray-sdk", "fastavro", "isal", "pyarrow",
-              "psycopg2-binary", "pycountry")),
+              "psycopg2-binary", "pycountry"), rds_ca=True),
 )
+
+
+def rds_ca_bundle() -> Path:
+    """The RDS CA bundle, downloaded into ``build/`` the first time."""
+    if not RDS_CA_CACHE.is_file():
+        try:
+            with urllib.request.urlopen(RDS_CA_URL, timeout=30) as response:  # nosec B310: fixed https URL
+                data = response.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot download the RDS CA bundle from {RDS_CA_URL}: {exc}") from None
+        RDS_CA_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        RDS_CA_CACHE.write_bytes(data)
+    return RDS_CA_CACHE
 
 
 def runtime() -> tuple[str, tuple[str, ...]]:
@@ -162,6 +185,8 @@ def build(artifact: Artifact, out_dir: Path, work_dir: Path, wheels: Path = WHEE
     install(pinned(artifact.requirements), staging, wheels)
     prune(staging)
     copy_project(artifact.packages, staging)
+    if artifact.rds_ca:
+        shutil.copy(rds_ca_bundle(), staging / RDS_CA_FILE)
     size = tree_size(staging)
     if size > LAMBDA_UNZIPPED_LIMIT:
         raise ConfigError(f"{artifact.name}: {size / 2**20:.0f} MiB unzipped, over Lambda's "

@@ -72,12 +72,16 @@ def test_lambda_zips_hold_their_component_and_the_core_and_no_local_stack(
     requirements: dict[Path, list[str]] = {}
     monkeypatch.setattr(lambda_packaging, "install", lambda reqs, target, wheels: requirements.update(
         {target: list(reqs)}))
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(lambda_packaging, "rds_ca_bundle", lambda: tmp_path / "ca.pem")
     for artifact in ARTIFACTS:
         zip_path = build(artifact, tmp_path / "dist", tmp_path / "work")
         names = zipfile.ZipFile(zip_path).namelist()
         component = artifact.handler.split(".")[0]
         assert set(artifact.packages) == {component, "totes_cdc"}
-        assert {n.split("/")[0] for n in names} == {component, "totes_cdc", "infra"}, artifact.name
+        # the loader connects to RDS: it carries the CA bundle its PGSSLROOTCERT names
+        ca = {"rds-ca.pem"} if component == "warehouse_loader" else set()
+        assert {n.split("/")[0] for n in names} == {component, "totes_cdc", "infra", *ca}, artifact.name
         assert local_stack_entries(names) == [], artifact.name
         installed = requirements[tmp_path / "work" / artifact.name]
         assert {canonical(r) for r in installed} <= RUNTIME_DISTS, artifact.name
@@ -180,3 +184,10 @@ def test_capture_image_holds_capture_the_source_check_and_the_core_and_no_local_
          *(",".join(sorted(names)) for names in (allowed, carried, PROJECT_PACKAGES)), *modules],
         cwd=image, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-2000:]
+
+
+def test_the_loader_and_the_capture_image_take_the_same_rds_ca_bundle() -> None:
+    dockerfile = (DOCKER / "capture.Dockerfile").read_text(encoding="utf-8")
+    assert f"ADD --chmod=444 {lambda_packaging.RDS_CA_URL} /app/rds-ca.pem" in dockerfile
+    loader = (ROOT / "infra" / "modules" / "loader" / "main.tf").read_text(encoding="utf-8")
+    assert re.search(rf'PGSSLROOTCERT\s+= "/var/task/{lambda_packaging.RDS_CA_FILE}"', loader)

@@ -69,7 +69,12 @@ module "function" {
   artifact_path    = "${var.repo_root}/${local.fn.artifact}"
   artifacts_bucket = var.artifacts_bucket
   policy_json      = data.aws_iam_policy_document.function.json
-  environment      = merge(var.environment, { TOTES_CDC_SNAPSHOT_QUEUE_URL = var.snapshot_files_queue.url })
+  # PGSSLROOTCERT: the RDS CA bundle in the zip (stream_processors/packaging.py), so libpq verifies
+  # the warehouse's certificate (sslmode require then checks the CA, verify-full the host name too)
+  environment = merge(var.environment, {
+    TOTES_CDC_SNAPSHOT_QUEUE_URL = var.snapshot_files_queue.url
+    PGSSLROOTCERT                = "/var/task/rds-ca.pem"
+  })
   vpc = {
     subnet_ids         = var.subnet_ids
     security_group_ids = [var.security_group_id]
