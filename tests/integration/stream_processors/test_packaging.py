@@ -63,6 +63,14 @@ def probe(python, code_dir, runtime_dir, handler):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(autouse=True)
+def rds_ca(tmp_path, monkeypatch):
+    """The RDS CA bundle the loader's zip carries, without downloading it here."""
+    bundle = tmp_path / "rds-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(packaging, "rds_ca_bundle", lambda: bundle)
+
+
 def test_each_artifact_imports_its_handler_in_a_clean_interpreter(tmp_path):
     python = runtime_python()
     if python is None:
@@ -119,3 +127,11 @@ def test_unpinned_requirement_missing_handler_and_unknown_runtime_are_config_err
     monkeypatch.setitem(packaging.settings()["deploy"], "lambda_runtime", "python2.7")
     with pytest.raises(ConfigError, match=r"unknown Lambda runtime 'python2\.7'"):
         runtime()
+
+
+def test_an_rds_ca_bundle_that_cannot_be_downloaded_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.undo()  # the real download, from an address that answers nothing
+    monkeypatch.setattr(packaging, "RDS_CA_URL", "https://127.0.0.1:1/global-bundle.pem")
+    monkeypatch.setattr(packaging, "RDS_CA_CACHE", tmp_path / "cache" / "rds-ca.pem")
+    with pytest.raises(ConfigError, match=r"cannot download the RDS CA bundle from https://127\.0\.0\.1:1/"):
+        packaging.rds_ca_bundle()
