@@ -448,7 +448,7 @@ def render(report: Report, as_json: bool = False) -> str:
 def _compared_line(compared: dict[str, Any]) -> str:
     text = f"compared: the source as of WAL position {compared.get('source_wal_lsn', '?')}"
     if not compared.get("history"):
-        return text + "; fact history not compared (no raw zone)"
+        return text + "; fact history not compared (no raw zone given, or --no-history)"
     through = compared.get("history_through")
     return text + (f"; fact history: {compared.get('raw_events', 0):,} raw change events, through "
                    + (f"commit LSN {through['lsn']} position {through['seq']}" if through

@@ -71,4 +71,4 @@ def test_render_as_text_and_json():
 
 def test_render_says_when_history_was_not_compared():
     text = render(Report([], {"source_wal_lsn": "0/1", "history": False}))
-    assert "fact history not compared (no raw zone)" in text
+    assert "fact history not compared (no raw zone given, or --no-history)" in text
