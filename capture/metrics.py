@@ -44,6 +44,7 @@ class MetricsPublisher:
         self._lock = threading.Lock()
         self._copied = 0
         self._logged_done: set[tuple[str, int]] = set()
+        self._heartbeat = False  # put a heartbeat with the progress metrics (see reporting)
 
     def publish(self, metrics: Sequence[Metric], status: dict[str, Any]) -> None:
         with self._lock:
@@ -61,13 +62,16 @@ class MetricsPublisher:
             self._write_status(self.progress.snapshot())
 
     @contextmanager
-    def reporting(self, seconds: float) -> Iterator[None]:
+    def reporting(self, seconds: float, heartbeat: bool = False) -> Iterator[None]:
         """While the block copies tables, every ``seconds``: a log line per table being copied
-        (rows/total, rate, ETA), the status file rewritten and the progress metrics put.
+        (rows/total, rate, ETA), the status file rewritten and the progress metrics put, with a
+        ``CaptureHeartbeat`` when ``heartbeat`` (capture's own snapshot: it is alive and reads the
+        source, though it streams nothing yet; a resync, another process, must not speak for it).
 
         From a thread of its own, so that a copy that stalls shows its rate falling instead of
         going quiet; once more when the block ends.
         """
+        self._heartbeat = heartbeat
         stop = threading.Event()
         thread = threading.Thread(target=self._report_until, args=(stop, seconds),
                                   name="copy-progress", daemon=True)
@@ -78,6 +82,7 @@ class MetricsPublisher:
             stop.set()
             thread.join()
             self.report()
+            self._heartbeat = False
 
     def report(self) -> None:
         """Log, write and put the copies' progress now."""
@@ -104,7 +109,8 @@ class MetricsPublisher:
                         for c in copies if not c.finished)
         copied, self._copied = self.progress.copied - self._copied, self.progress.copied
         return [("SnapshotRowsRemaining", float(remaining), "Count"),
-                ("SnapshotRowsCopied", float(copied), "Count")]
+                ("SnapshotRowsCopied", float(copied), "Count"),
+                *([("CaptureHeartbeat", 1.0, "Count")] if self._heartbeat else [])]
 
     def _put(self, metrics: Sequence[Metric]) -> None:
         try:

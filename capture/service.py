@@ -153,7 +153,8 @@ class CaptureService:
 
         def created(lsn: int) -> None:
             if temporary:
-                log.info("resuming the initial snapshot at %s", source.format_lsn(lsn))
+                log.info("%s at %s", "reading every table again" if state.resync
+                         else "resuming the initial snapshot", source.format_lsn(lsn))
                 return
             state.snapshot_lsn = lsn
             self._store.save(state)
@@ -161,10 +162,10 @@ class CaptureService:
 
         reader = LakeSnapshot(cfg.source_dsn, cfg.lake, self._objects, self._store, self._publisher.progress,
                               stop=self.stop, workers=cfg.snapshot_workers, file_rows=cfg.snapshot_chunk_rows)
-        with self._publisher.reporting(cfg.metrics_seconds):
+        with self._publisher.reporting(cfg.metrics_seconds, heartbeat=True):
             reader.take(state, cfg.tables, f"{cfg.slot}_resume_{os.getpid()}" if temporary else cfg.slot,
                         temporary=temporary, on_slot=created)
-        log.info("initial snapshot complete: %s", ", ".join(
+        log.info("%s complete: %s", "read again" if state.resync else "initial snapshot", ", ".join(
             f"{t} {p.rows}" for t, p in state.tables.items()))
 
     # --- stream ---------------------------------------------------------------------------------

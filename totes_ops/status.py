@@ -127,6 +127,12 @@ def capture_progress(state_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise LookupError("no local capture status")
     reading = json.loads(path.read_text(encoding="utf-8"))
+    if "snapshot" not in reading:  # before capture streams (its snapshot under way): its copies
+        copies = reading.get("copies", [])
+        return {"phase": reading["phase"], "behind_ms": None,
+                "snapshot_rows": sum(c["rows_done"] for c in copies),
+                "snapshot_total": sum(c["estimated_total"] or 0 for c in copies),
+                "tables_done": sum(1 for c in copies if c["finished"]), "tables": len(copies)}
     tables = reading["snapshot"].values()
     return {"phase": reading["phase"], "behind_ms": reading.get("millis_behind_source"),
             "snapshot_rows": sum(t["rows"] for t in tables),

@@ -85,6 +85,18 @@ def test_reporting_logs_each_table_every_interval_and_a_finished_one_once(
     assert small.startswith("copy of public.small 10 rows, done")
 
 
+def test_capture_heartbeats_while_its_snapshot_copies_and_a_resync_never_does(tmp_path: Path) -> None:
+    """The heartbeat alarm reads 'capture is down' from no heartbeat: capture's own snapshot puts
+    one with each progress report; a resync (another process) does not speak for capture."""
+    cloudwatch = Recording()
+    publisher = MetricsPublisher(tmp_path / "capture.json", cloudwatch)
+    with publisher.reporting(60, heartbeat=True):
+        publisher.progress.start("public.t", 100)
+    with publisher.reporting(60):
+        publisher.progress.start("public.u", 100)
+    assert [put.get("CaptureHeartbeat") for put in cloudwatch.puts] == [1.0, None]
+
+
 def test_a_failing_cloudwatch_does_not_stop_the_progress_report(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     class Failing:

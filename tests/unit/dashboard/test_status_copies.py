@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from totes_ops.status import Status, copies, render
+from totes_ops.status import Status, capture_progress, copies, render
 
 
 def copy(table: str, done: int, total: int | None, finished: bool = False) -> dict[str, Any]:
@@ -65,3 +65,13 @@ def test_a_snapshot_of_tables_without_estimates_shows_its_rows_not_of_0() -> Non
                "tables_done": 11, "tables": 11}
     assert "capture snapshot           streaming: 48,066 rows, 11 of 11 tables done" in render(
         Status(capture=capture))
+
+
+def test_capture_snapshot_progress_is_shown_while_the_snapshot_runs(tmp_path: Path) -> None:
+    """Before capture streams, its status file has its copies and no snapshot summary yet."""
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "capture.json").write_text(json.dumps({
+        "phase": "snapshot", "pid": os.getpid(),
+        "copies": [copy("public.staff", 20, 20, finished=True), copy("public.payment", 1000, 5000)]}))
+    status = Status(capture=capture_progress(tmp_path))
+    assert "snapshot: 1,020 of 5,020 rows (20%), 1 of 2 tables done" in render(status)
