@@ -14,6 +14,7 @@ Nothing here writes to the warehouse; its connections are read-only.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import threading
@@ -242,6 +243,14 @@ def stop(server: DashboardServer, threads: list[threading.Thread]) -> None:
         thread.join(timeout=10)
 
 
+def exposed(host: str) -> bool:
+    """Whether a server listening on ``host`` can be reached from other machines."""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return host != "localhost"
+
+
 def serve(warehouse_dsn: str, host: str = "127.0.0.1", port: int = 8050, *,
           source_dsn: str | None = None, state_dir: Path = Path(".totes-cdc"),
           stop_event: threading.Event | None = None) -> None:
@@ -249,6 +258,9 @@ def serve(warehouse_dsn: str, host: str = "127.0.0.1", port: int = 8050, *,
     server, threads = start(warehouse_dsn, host, port, source_dsn=source_dsn, state_dir=state_dir)
     url = f"http://{host}:{server.server_port}/"
     log.info("dashboard on %s (warehouse %s)", url, describe(warehouse_dsn))
+    if exposed(host):
+        log.warning("the dashboard listens on %s: other machines can reach it, and it asks no one "
+                    "for a password; the warehouse's sales are on it", host)
     print(f"dashboard: {url}", flush=True)
     try:
         (stop_event or threading.Event()).wait()

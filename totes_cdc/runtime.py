@@ -59,6 +59,17 @@ def add_dsn_argument(parser: argparse.ArgumentParser, role: str, required: bool 
     parser.set_defaults(dsn_roles={**(parser.get_default("dsn_roles") or {}), role: required})
 
 
+def tcp_port(text: str, lowest: int = 1) -> int:
+    """An argparse ``type`` for a port option: ``lowest`` (0: any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port") from None
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port ({lowest} to 65535)")
+    return port
+
+
 def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
     """``--state-dir``: where local runners keep durable state (default: $TOTES_CDC_STATE_DIR)."""
     parser.add_argument("--state-dir", default=default_state_dir(),
@@ -115,4 +126,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of stdout stopped early (`| head`): not a failure
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+        return 0
     return result or 0

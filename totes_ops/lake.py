@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from totes_cdc import contract
 from totes_cdc.contract import Column
-from totes_cdc.errors import ConfigError, first_line
+from totes_cdc.errors import ConfigError
 from totes_cdc.settings import settings
 
 SCHEMA_FILE = "change_event.avsc"
@@ -196,6 +196,7 @@ def query(conn: Any, text: str) -> Result:
     try:
         cursor = conn.execute(text)
     except duckdb.Error as exc:
-        raise ConfigError(f"query failed: {first_line(exc)}") from None
+        # DuckDB's first paragraph, on one line: the error and its hint ("Did you mean ...")
+        raise ConfigError(f"query failed: {' '.join(str(exc).split(chr(10) * 2)[0].split())}") from None
     columns = [d[0] for d in cursor.description or []]
     return Result(columns, cursor.fetchall() if columns else [])

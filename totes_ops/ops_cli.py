@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -10,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from totes_cdc.runtime import add_dsn_argument, add_state_dir_argument
+from totes_cdc.runtime import add_dsn_argument, add_state_dir_argument, tcp_port
 
 
 def _stop_on_signals() -> threading.Event:
@@ -92,5 +93,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_dsn_argument(p, "source", required=False)
     add_state_dir_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8050, help="port to listen on (default 8050)")
+    p.add_argument("--port", type=functools.partial(tcp_port, lowest=0), default=8050,
+                   help="port to listen on (default 8050; 0: any free port)")
     p.set_defaults(func=dashboard)

@@ -61,6 +61,9 @@ def test_no_files_no_tables_and_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="query failed: Catalog Error"):
         lake.query(conn, "SELECT * FROM processed_sales_order")
     assert lake.query(conn, "SELECT 1 AS one").rows == [(1,)]
+    with pytest.raises(ConfigError, match=r'^query failed: Binder Error: .* not found in FROM clause! '
+                                          r'Candidate bindings: "one"$'):  # DuckDB's hint kept, one line
+        lake.query(conn, "SELECT onw FROM (SELECT 1 AS one)")
 
 
 def test_lake_catalog_prints_what_terraform_reads(capsys):

@@ -6,17 +6,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from totes_cdc.runtime import add_state_dir_argument
+from totes_cdc.runtime import add_state_dir_argument, tcp_port
 
 if TYPE_CHECKING:
     from totes_ops.stack.up import StackOptions
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a TCP port")
-    return port
 
 
 def _add_stack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +25,7 @@ def _add_stack_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder holding the totesys data/ files (default: ../shared/totesys)")
     add_state_dir_argument(parser)
     for name in ("emulator", "source", "warehouse", "dashboard"):
-        parser.add_argument(f"--{name}-port", type=_port, metavar="PORT",
+        parser.add_argument(f"--{name}-port", type=tcp_port, metavar="PORT",
                             help=f"127.0.0.1 port for the {name} (default: a free one)")
 
 

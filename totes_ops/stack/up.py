@@ -213,7 +213,7 @@ def _components(stack: Stack) -> list[Component]:
 def new_stack(options: StackOptions) -> Stack:
     """An empty stack whose run directory (component state of this run) is fresh."""
     options.state_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = options.state_dir / "run"
+    run_dir = options.state_dir.resolve() / "run"  # absolute: stack.json is read from anywhere
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir()
     return Stack(options, run_dir)
@@ -310,7 +310,8 @@ def next_steps(stack: Stack) -> str:
         lines = ["Next, in another terminal:"]
         lines.append(f"  export {STATE_DIR_ENV}={shlex.quote(str(state_dir.resolve()))}")
     commands = [(f"{program} status", "how far behind each stage is"),
-                (f"{program} reconcile", "does the warehouse match the source?")]
+                (f"{program} reconcile", "does the warehouse match the source? (under the "
+                                         "demo's traffic, changes in flight show as differences)")]
     if "dashboard" in stack.options.components:
         commands.append((f"open {stack.dashboard_url}", "the live dashboard"))
     width = max(len(command) for command, _ in commands)

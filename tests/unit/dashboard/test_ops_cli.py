@@ -53,3 +53,19 @@ def test_status_with_nothing_to_read_says_why_everything_is_unknown(monkeypatch,
     out, err = capsys.readouterr()
     assert "no running stack found and no --source-dsn or --warehouse-dsn given" in err
     assert "unknown" in out
+
+
+@pytest.mark.parametrize(("host", "reachable"), [
+    ("127.0.0.1", False), ("::1", False), ("localhost", False),
+    ("0.0.0.0", True), ("10.1.2.3", True), ("dash.example", True)])  # nosec B104: names, not binds
+def test_the_dashboard_warns_when_other_machines_can_reach_it(host, reachable):
+    from dashboard.server import exposed
+
+    assert exposed(host) is reachable
+
+
+def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["dashboard", "--port", "99999"])
+    assert done.value.code == 2
+    assert "argument --port: 99999 is not a TCP port (0 to 65535)" in capsys.readouterr().err

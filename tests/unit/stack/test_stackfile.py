@@ -11,6 +11,7 @@ import pytest
 from totes_cdc import runtime
 from totes_cdc.errors import ConfigError
 from totes_ops import cli, stackfile
+from totes_ops.stack.up import StackOptions, new_stack
 
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -180,3 +181,10 @@ def test_a_service_out_of_reach_is_one_line_and_exit_2(clean_env, capsys, monkey
     assert cli.main(["status"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "totes-cdc: error: cannot connect to the source database u@127.0.0.1:1/totesys"]
+
+
+def test_the_run_dir_written_for_other_commands_is_absolute(tmp_path, monkeypatch):
+    """stack.json is read from wherever a command runs: a relative run dir would point elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    stack = new_stack(StackOptions(state_dir=Path(".totes-cdc")))
+    assert stack.run_dir == tmp_path / ".totes-cdc" / "run" and stack.run_dir.is_dir()
