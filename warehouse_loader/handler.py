@@ -94,7 +94,7 @@ class Loader:
             return
         if not isinstance(body, dict) or not isinstance(body.get("Records"), list):
             # kept like a bad file (the queue's name in place of a bucket), so the queue moves on
-            queue = (record.event_source_arn or "").rsplit(":", 1)[-1] or "sqs"
+            queue = str(record.raw_event.get("eventSourceARN") or "sqs").rsplit(":", 1)[-1]
             self.dead_letter(queue, f"messages/{record.message_id}", record.body.encode(),
                              "the message is not an S3 notification")
             return

@@ -134,6 +134,10 @@ def test_handler_takes_the_warehouse_from_secrets_manager(aws, warehouse, wareho
     with warehouse.cursor() as cur:
         cur.execute("SELECT design_name FROM dim_design")
         assert cur.fetchall() == [("Wooden",)]
+    # the message that is not a notification is kept, with why, and the queue moved on
+    kept = aws.client("s3").get_object(Bucket=settings()["buckets"]["dead_letter"],
+                                       Key=f"{settings()['prefixes']['dead_letter_files']}messages/m3")
+    assert kept["Body"].read() == b"not json"
 
 
 def test_load_command_runs_until_sigterm(aws, aws_env, warehouse_dsn, totesys_columns):
