@@ -769,10 +769,10 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
                             sql.Identifier(HISTORY_SCHEMA, spec.name), _eq("h", "t", spec.key)))
     ghosts = cur.fetchone()[0]
     # every_row: the truncate tombstones of the table are recomputed, the ghosts' included; the
-    # ghosts of every row that may need one are just done.
+    # ghosts of every row that may need one are just done (ghosts_sql decides in one pass).
     truncated, _ = _recorded(cur, spec)
     return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False, truncated=truncated,
-                           ghost_keys=_touched_keys(spec))
+                           ghost_keys=None)
 
 
 def warn_unknown_currencies(key: str, table: pa.Table) -> None:
