@@ -127,17 +127,15 @@ def capture_progress(state_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise LookupError("no local capture status")
     reading = json.loads(path.read_text(encoding="utf-8"))
-    if "snapshot" not in reading:  # before capture streams (its snapshot under way): its copies
-        copies = reading.get("copies", [])
-        return {"phase": reading["phase"], "behind_ms": None,
-                "snapshot_rows": sum(c["rows_done"] for c in copies),
-                "snapshot_total": sum(c["estimated_total"] or 0 for c in copies),
-                "tables_done": sum(1 for c in copies if c["finished"]), "tables": len(copies)}
-    tables = reading["snapshot"].values()
+    # (rows, estimated total, done) per table: the summary capture writes once it streams, or
+    # before that (its snapshot under way) its copies
+    tables = ([(t["rows"], t["total"], t["done"]) for t in reading["snapshot"].values()]
+              if "snapshot" in reading else
+              [(c["rows_done"], c["estimated_total"], c["finished"]) for c in reading.get("copies", [])])
     return {"phase": reading["phase"], "behind_ms": reading.get("millis_behind_source"),
-            "snapshot_rows": sum(t["rows"] for t in tables),
-            "snapshot_total": sum(t["total"] or 0 for t in tables),
-            "tables_done": sum(1 for t in tables if t["done"]), "tables": len(tables)}
+            "snapshot_rows": sum(rows for rows, _, _ in tables),
+            "snapshot_total": sum(total or 0 for _, total, _ in tables),
+            "tables_done": sum(1 for _, _, done in tables if done), "tables": len(tables)}
 
 
 COPY_STATUS_FILES = ("capture.json", "resync.json")  # capture's; a resync's (capture.cli)
