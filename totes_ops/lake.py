@@ -197,6 +197,7 @@ def query(conn: Any, text: str) -> Result:
         cursor = conn.execute(text)
     except duckdb.Error as exc:
         # DuckDB's first paragraph, on one line: the error and its hint ("Did you mean ...")
-        raise ConfigError(f"query failed: {' '.join(str(exc).split(chr(10) * 2)[0].split())}") from None
+        first_paragraph = " ".join(str(exc).split("\n\n")[0].split())
+        raise ConfigError(f"query failed: {first_paragraph}") from None
     columns = [d[0] for d in cursor.description or []]
     return Result(columns, cursor.fetchall() if columns else [])
