@@ -3,9 +3,9 @@
 A read of ``n`` rows becomes ``n`` contract records, op ``r`` (the raw zone's Avro container
 holds their bodies) and ``n`` processed rows (the contract's meta columns, then the table's typed
 columns), the same bytes and rows the stream processor writes for the same events, without a
-Python object per row: the Avro bodies are joined by Arrow from per-column pieces, the varints
-computed by numpy. ``tests/unit/test_snapshot_files.py`` holds the bodies to
-:func:`totes_cdc.contract.encode`.
+Python object per row: the Avro bodies are joined by Arrow from per-column pieces (a value's
+head taken from one per distinct length), the sequence varints computed by numpy.
+``tests/unit/test_snapshot_files.py`` holds the bodies to :func:`totes_cdc.contract.encode`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from totes_cdc.contract import Column
 Ints = npt.NDArray[np.int64]
 
 _EMPTY = pa.scalar(b"", pa.binary())
-_NULL_VALUE = pa.scalar(b"\x00", pa.binary())  # union branch 0: null
-_VALUE_BRANCH = pa.scalar(b"\x02", pa.binary())  # union branch 1: string
 _EMPTY_STRINGS = pa.array([], pa.string())
 
 
@@ -36,6 +34,16 @@ def _avro_string(text: str) -> bytes:
 
 def _micros(ts: dt.datetime) -> int:
     return (ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+def _entry_heads(name: str, raw: pa.Array) -> pa.Array:
+    """What comes before each value in the image's map: the column's name, the union branch (0 null,
+    1 string) and the string's length; one per distinct length, then taken for every row at once."""
+    key = _avro_string(name)
+    lengths = pc.binary_length(raw).dictionary_encode()
+    heads = pa.array([*(key + b"\x02" + contract.avro_long(n) for n in lengths.dictionary.to_pylist()),
+                      key + b"\x00"], pa.binary())
+    return heads.take(pc.fill_null(lengths.indices, len(lengths.dictionary)))
 
 
 def varints(values: Ints) -> pa.Array:
@@ -72,9 +80,7 @@ def record_bodies(schema: str, table: str, columns: Sequence[Column], *, lsn: in
                                          pa.scalar(middle, pa.binary())]
     for column, text in zip(columns, values, strict=True):
         raw = text.cast(pa.binary())
-        sizes = pc.fill_null(pc.binary_length(raw), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        value = pc.binary_join_element_wise(_VALUE_BRANCH, varints(sizes), raw, _EMPTY)
-        parts += [pa.scalar(_avro_string(column.name), pa.binary()), pc.fill_null(value, _NULL_VALUE)]
+        parts += [_entry_heads(column.name, raw), pc.fill_null(raw, _EMPTY)]
     parts.append(pa.scalar(b"\x00\x00", pa.binary()))  # end of the map; unchanged: empty array
     joined: pa.Array = pc.binary_join_element_wise(*parts, _EMPTY)
     return joined
