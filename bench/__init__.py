@@ -9,6 +9,7 @@ one benchmark again refreshes its section without rerunning the others.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,24 @@ def peak_rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """Seconds the machine's CPUs were busy (user, nice, system, irq, softirq) and stolen by the
+    hypervisor, since boot (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Seconds a running process has spent on a CPU, all its threads (utime + stime); 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from bench import machine_cpu_seconds
 from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_cdc.stages import STAGES
 from totes_ops.stack import seed
@@ -213,15 +214,6 @@ def _processes(stack: Stack) -> dict[str, list[int]]:
 REST = "rest of the machine"  # the CPU column of what no process measured ran, and the steal
 
 
-def _machine() -> tuple[float, float]:
-    """Seconds the machine's CPUs were busy (user, nice, system, irq, softirq) and stolen by the
-    hypervisor, since boot (/proc/stat)."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
 @contextlib.contextmanager
 def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
     """Fill ``into`` with each process's time on a CPU and waiting for one, over the block's wall
@@ -233,7 +225,7 @@ def _cpu(stack: Stack, into: dict[str, tuple[float, float]]) -> Iterator[None]:
         for name, pids in _processes(stack).items():
             times = [_sched(p) for p in pids]
             found[name] = (sum(t[0] for t in times), sum(t[1] for t in times))
-        found[REST] = _machine()
+        found[REST] = machine_cpu_seconds()
         return found
 
     before, began = sample(), time.monotonic()

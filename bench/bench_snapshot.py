@@ -7,8 +7,9 @@ capture``, its own OS process, as deployed, default settings: 4 workers, 100,000
 new slot takes the initial snapshot into the raw and processed buckets of the emulator; the
 snapshot counts from capture's "created slot" log line (process start-up excluded) to its "initial
 snapshot complete" line, written once every file and marker is in S3. Its peak RSS is sampled
-while it runs. Reference, same run: ``COPY (SELECT * FROM sales_order) TO STDOUT`` of the same
-table, read by psycopg2 and discarded (the floor for reading those rows out of PostgreSQL).
+while it runs, and the CPU it and the whole machine spend is counted. Reference, same run:
+``COPY (SELECT * FROM sales_order) TO STDOUT`` of the same table, read by psycopg2 and discarded
+(the floor for reading those rows out of PostgreSQL).
 Then one 100,000-row file's steps, timed in this process: where the snapshot's time goes.
 """
 
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ import numpy as np
 import psycopg2
 import pyarrow as pa
 
-from bench import peak_rss_mib, source_and_emulator
+from bench import machine_cpu_seconds, peak_rss_mib, process_cpu_seconds, source_and_emulator
 from capture import source
 from capture.snapshot import text_columns
 from totes_cdc.contract import SEQ_RANGE, Column
@@ -112,26 +114,40 @@ def _empty_lake(emulator: Emulator, lake: LakeLocation) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
-def _capture(dsn: str, emulator: Emulator, run: str, state_root: Path) -> tuple[float, float]:
-    """(seconds of the snapshot, peak RSS MiB of the capture process)."""
+@dataclass
+class _Snapshot:
+    seconds: float
+    peak_mib: float
+    cpu: dict[str, float]  # seconds on a CPU during the snapshot: capture, the emulator, the machine
+
+
+def _capture(dsn: str, emulator: Emulator, run: str, state_root: Path) -> _Snapshot:
+    """One snapshot by a capture process of its own, timed and its CPU counted."""
     slot = f"bench_snapshot_{run}"
     env = {**os.environ, **client_env(emulator.endpoint), "TOTES_CDC_SOURCE_DSN": dsn}
     process = subprocess.Popen(  # nosec B603
         [sys.executable, "-m", "capture", "capture", "--tables", "sales_order", "--slot", slot,
          "--publication", slot, "--state-dir", str(state_root / slot)],
         env=env, stderr=subprocess.PIPE, text=True)
-    marks: dict[str, float] = {}
+    assert emulator.process is not None
+    emulator_pid = emulator.process.pid
+    marks: dict[str, tuple[float, dict[str, float]]] = {}
     lines: list[str] = []
     done = threading.Event()
+
+    def mark(name: str) -> None:
+        marks[name] = (time.monotonic(), {"capture": process_cpu_seconds(process.pid),
+                                          "emulator": process_cpu_seconds(emulator_pid),
+                                          "machine": machine_cpu_seconds()[0]})
 
     def watch() -> None:
         assert process.stderr is not None
         for line in process.stderr:
             lines.append(line)
             if "created slot" in line:
-                marks["start"] = time.monotonic()
+                mark("start")
             if "initial snapshot complete" in line:
-                marks["end"] = time.monotonic()
+                mark("end")
                 done.set()
         done.set()
 
@@ -152,7 +168,8 @@ def _capture(dsn: str, emulator: Emulator, run: str, state_root: Path) -> tuple[
         cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         cur.execute(f'DROP PUBLICATION "{slot}"')  # nosec B608: our own constant name
     conn.close()
-    return marks["end"] - marks["start"], peak
+    (began, before), (ended, after) = marks["start"], marks["end"]
+    return _Snapshot(ended - began, peak, {k: after[k] - before[k] for k in after})
 
 
 def _profile(dsn: str) -> list[tuple[str, float]]:
@@ -212,21 +229,25 @@ def run() -> str:
                 dsn = _source(server, size)
                 if not profile:
                     profile = _profile(dsn)
-                copies, snapshots, peaks = [], [], []
+                copies, snapshots = [], []
                 for n in range(RUNS.get(size, 1)):
                     copies.append(_copy_out(dsn))
-                    seconds, peak = _capture(dsn, emulator, f"{size}_{n}", Path(state_root))
+                    snapshots.append(_capture(dsn, emulator, f"{size}_{n}", Path(state_root)))
                     _empty_lake(emulator, lake)
-                    snapshots.append(seconds)
-                    peaks.append(peak)
                     load.append(os.getloadavg()[0])
                     print(f"   {size:,} rows, run {n + 1}: COPY {copies[-1]:.1f} s, capture snapshot "
-                          f"{seconds:.1f} s, peak RSS {peak:.0f} MiB", flush=True)
-                copy_s, snap_s = statistics.median(copies), statistics.median(snapshots)
-                figures[size] = (copy_s, snap_s, max(peaks))
+                          f"{snapshots[-1].seconds:.1f} s, peak RSS {snapshots[-1].peak_mib:.0f} MiB",
+                          flush=True)
+                copy_s = statistics.median(copies)
+                snap_s = statistics.median(snap.seconds for snap in snapshots)
+                peak = max(snap.peak_mib for snap in snapshots)
+                figures[size] = (copy_s, snap_s, peak)
                 rows_out.append(f"| {size:,} | {len(copies)} | {snap_s:.1f} | {size / snap_s:,.0f} | "
                                 f"{copy_s:.1f} | {size / copy_s:,.0f} | {copy_s / snap_s:.2f} | "
-                                f"{max(peaks):.0f} MiB |")
+                                f"{peak:.0f} MiB | "
+                                + "".join(f"{statistics.median(snap.cpu[k] for snap in snapshots):.1f} | "
+                                          for k in ("capture", "emulator", "machine"))
+                                + f"{2 * 2 * copy_s:.1f} |")
                 conn = psycopg2.connect(server.dsn("postgres"))
                 conn.autocommit = True
                 with conn.cursor() as cur:
@@ -246,7 +267,14 @@ def run() -> str:
             "`COPY (SELECT * FROM sales_order) TO STDOUT` of the same table in the same run. "
             f"Medians; load average (1 min) {', '.join(f'{x:.1f}' for x in load)}.\n\n"
             "| rows | runs | capture snapshot s | rows/s | COPY s | COPY rows/s | ratio capture / COPY "
-            "| capture peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            "| capture peak RSS | CPU s: capture | emulator | machine | machine at 0.5 × COPY |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
             + "\n".join(rows_out) + f"\n\n{peaks_text.strip()}\n\n"
+            "CPU: the seconds on a CPU, from the slot's creation to the snapshot's end, of the capture "
+            "process, of the emulator (its S3 puts, on the same cores here; in AWS, S3 is elsewhere) and "
+            "of the whole machine (those two, the source's COPY and everything else); the last column "
+            "is what two cores give in the time 0.5 × COPY allows (2 cores × 2 × COPY s). A snapshot "
+            "that needs more CPU than that cannot reach 0.5 × COPY on this machine, however its work "
+            "is spread.\n\n"
             f"Where one {PROFILE_ROWS:,}-row file's time goes (one core, this process, best of 3):\n\n"
             "| step | ms |\n|---|---:|\n" + steps + "\n")
