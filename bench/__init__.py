@@ -38,13 +38,14 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """Seconds a running process has spent on a CPU, all its threads (utime + stime); 0 when gone."""
+def process_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """Seconds a running process has spent on a CPU, all its threads (utime + stime), and with
+    ``reaped_children`` the children it has reaped (cutime + cstime); 0 when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        return sum(int(f) for f in fields[11:15 if reaped_children else 13]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

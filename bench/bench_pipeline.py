@@ -50,7 +50,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from bench import machine_cpu_seconds
+from bench import machine_cpu_seconds, process_cpu_seconds
 from totes_cdc.settings import OVERRIDES_ENV, settings
 from totes_cdc.stages import STAGES
 from totes_ops.stack import seed
@@ -178,10 +178,7 @@ def _sched(pid: int) -> tuple[float, float]:
     The reaped children count because PostgreSQL's short sessions are children of the postmaster:
     the status reading's new connection every 5 s, once it grew with the rate and the history, was
     the CPU that no column showed."""
-    ran = waited = 0.0
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ran = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    ran, waited = process_cpu_seconds(pid, reaped_children=True), 0.0
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(OSError, ValueError, IndexError):

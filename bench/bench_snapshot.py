@@ -124,13 +124,13 @@ class _Snapshot:
 def _capture(dsn: str, emulator: Emulator, run: str, state_root: Path) -> _Snapshot:
     """One snapshot by a capture process of its own, timed and its CPU counted."""
     slot = f"bench_snapshot_{run}"
+    assert emulator.process is not None
+    emulator_pid = emulator.process.pid
     env = {**os.environ, **client_env(emulator.endpoint), "TOTES_CDC_SOURCE_DSN": dsn}
     process = subprocess.Popen(  # nosec B603
         [sys.executable, "-m", "capture", "capture", "--tables", "sales_order", "--slot", slot,
          "--publication", slot, "--state-dir", str(state_root / slot)],
         env=env, stderr=subprocess.PIPE, text=True)
-    assert emulator.process is not None
-    emulator_pid = emulator.process.pid
     marks: dict[str, tuple[float, dict[str, float]]] = {}
     lines: list[str] = []
     done = threading.Event()
