@@ -46,6 +46,7 @@ from totes_ops.stack.postgres import LocalPostgres
 SIZES = [int(n) for n in os.environ.get("BENCH_SNAPSHOT_ROWS", "1000000,10000000").split(",")]
 RUNS = {1_000_000: 3}  # runs per size; larger sizes run once (minutes each)
 PROFILE_ROWS = 100_000
+CORES = os.cpu_count() or 1  # the machine's CPUs, all of which /proc/stat (the machine column) counts
 REFERENCE_ROWS = """
 INSERT INTO address (address_id, address_line_1, city, postal_code, country, phone, last_updated)
     VALUES (1, '1 High Street', 'Leeds', 'LS1 1AA', 'United Kingdom', '0113 000000', now());
@@ -247,7 +248,7 @@ def run() -> str:
                                 f"{peak:.0f} MiB | "
                                 + "".join(f"{statistics.median(snap.cpu[k] for snap in snapshots):.1f} | "
                                           for k in ("capture", "emulator", "machine"))
-                                + f"{2 * 2 * copy_s:.1f} |")
+                                + f"{CORES * 2 * copy_s:.1f} |")
                 conn = psycopg2.connect(server.dsn("postgres"))
                 conn.autocommit = True
                 with conn.cursor() as cur:
@@ -273,7 +274,8 @@ def run() -> str:
             "CPU: the seconds on a CPU, from the slot's creation to the snapshot's end, of the capture "
             "process, of the emulator (its S3 puts, on the same cores here; in AWS, S3 is elsewhere) and "
             "of the whole machine (those two, the source's COPY and everything else); the last column "
-            "is what two cores give in the time 0.5 × COPY allows (2 cores × 2 × COPY s). A snapshot "
+            f"is what the machine's {CORES} cores give in the time 0.5 × COPY allows ({CORES} cores × 2 × "
+            "COPY s). A snapshot "
             "that needs more CPU than that cannot reach 0.5 × COPY on this machine, however its work "
             "is spread.\n\n"
             f"Where one {PROFILE_ROWS:,}-row file's time goes (one core, this process, best of 3):\n\n"
