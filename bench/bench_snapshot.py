@@ -37,8 +37,8 @@ from bench import machine_cpu_seconds, peak_rss_mib, process_cpu_seconds, source
 from capture import source
 from capture.snapshot import text_columns
 from totes_cdc.contract import SEQ_RANGE, Column
-from totes_cdc.lakefiles import LakeLocation, avro_container, parquet_bytes
-from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
+from totes_cdc.lakefiles import LakeLocation, parquet_bytes
+from totes_cdc.snapshot_files import processed_table, raw_container, record_bodies
 from totes_ops.stack import seed
 from totes_ops.stack.emulator import Emulator, client_env
 from totes_ops.stack.postgres import LocalPostgres
@@ -203,10 +203,9 @@ def _profile(dsn: str) -> list[tuple[str, float]]:
         timed("COPY ... TO STDOUT (csv) into memory", read)
         values = timed("CSV -> string columns (pyarrow.csv)",
                        lambda: text_columns(pa.py_buffer(buf.getbuffer()), names))  # noqa: B023
-        bodies = timed("Avro record bodies (Arrow joins)", lambda: record_bodies(
+        bodies = timed("Avro record pieces (per-column heads)", lambda: record_bodies(
             "public", "sales_order", columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023
-        body_data, sizes = bodies_and_sizes(bodies)
-        timed("Avro container (deflate 1)", lambda: avro_container(body_data, sizes, "k"))  # noqa: B023
+        timed("Avro container (joined by Arrow, deflate 1)", lambda: raw_container(bodies, "k"))  # noqa: B023
         table = timed("typed processed columns", lambda: processed_table(
             columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023
         timed("Parquet file", lambda: parquet_bytes(table))  # noqa: B023

@@ -58,11 +58,10 @@ from totes_cdc.lakefiles import (
     LakeLocation,
     ObjectStore,
     Partition,
-    avro_container,
     avro_events,
     parquet_bytes,
 )
-from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies
+from totes_cdc.snapshot_files import processed_table, raw_container, record_bodies
 from totes_cdc.snapshot_marker import NAME_PREFIX, SnapshotMarker, marker_parquet
 
 log = logging.getLogger(__name__)
@@ -327,13 +326,12 @@ class LakeSnapshot:
         seqs = ordinals - contract.SEQ_RANGE
         partition = Partition(table.schema, table.table, taken_at.astimezone(dt.UTC).date())
         raw_key = partition.key(self._lake.raw_prefix, RangeFile(lsn, index), ".avro")
-        body_data, sizes = bodies_and_sizes(record_bodies(
-            table.schema, table.table, table.columns, lsn=lsn, seqs=seqs, taken_at=taken_at, values=values))
+        raw = raw_container(record_bodies(table.schema, table.table, table.columns, lsn=lsn, seqs=seqs,
+                                          taken_at=taken_at, values=values), raw_key)
         parquet = _processed_file(table, lsn=lsn, seqs=seqs, taken_at=taken_at, values=values)
         key = partition.key(self._lake.processed_prefix, RangeFile(lsn, index), self._lake.processed_suffix)
         # Raw first: whatever the loader is told of is already in the raw zone.
-        self._objects.put_new(self._lake.raw_bucket, raw_key, avro_container(body_data, sizes, raw_key),
-                              AVRO_CONTENT_TYPE)
+        self._objects.put_new(self._lake.raw_bucket, raw_key, raw, AVRO_CONTENT_TYPE)
         self._objects.put_new(self._lake.processed_bucket, key, parquet, PARQUET_CONTENT_TYPE)
         self._progress.advance(table.name, rows)
         return RangeRead(lsn, rows, [key])

@@ -109,21 +109,43 @@ _AVRO_HEADER = _avro_header()
 _SYNC_INTERVAL = 64_000
 
 
-def avro_container(data: bytes | memoryview, sizes: npt.NDArray[np.int64], key: str) -> bytes:
-    """The Avro container file of the record bodies laid end to end in ``data`` (``sizes`` each),
-    without decoding them; a block ends after the record that takes it to _SYNC_INTERVAL bytes."""
-    sync = sync_marker(key)
-    parts = [_AVRO_HEADER, sync]
+# A block: its record count and size (Avro longs), then its records' bodies deflated.
+Block = tuple[bytes, bytes]
+
+
+def avro_blocks(data: bytes | memoryview, sizes: npt.NDArray[np.int64], *,
+                final: bool = True) -> tuple[list[Block], int]:
+    """The container blocks of the record bodies laid end to end in ``data`` (``sizes`` each), and
+    how many records they hold; a block ends after the record that takes it to _SYNC_INTERVAL
+    bytes. Unless ``final``, the records after the last block so ended are left for the next call
+    (which starts with them), so bodies given a part at a time make the same blocks as given whole."""
     cumulative = np.cumsum(sizes)
     ends = cumulative.tolist()
+    blocks = []
     first = 0
     while first < len(ends):
         base = ends[first - 1] if first else 0
-        last = min(int(np.searchsorted(cumulative, base + _SYNC_INTERVAL)), len(ends) - 1)
+        last = int(np.searchsorted(cumulative, base + _SYNC_INTERVAL))
+        if last >= len(ends):
+            if not final:
+                break
+            last = len(ends) - 1
         block = isal_zlib.compress(data[base:ends[last]], DEFLATE_LEVEL, wbits=-15)  # raw deflate
-        parts += [contract.avro_long(last + 1 - first), contract.avro_long(len(block)), block, sync]
+        blocks.append((contract.avro_long(last + 1 - first) + contract.avro_long(len(block)), block))
         first = last + 1
-    return b"".join(parts)
+    return blocks, first
+
+
+def avro_container_of(blocks: Sequence[Block], key: str) -> bytes:
+    """The Avro container file of ``blocks``, with the sync marker of ``key``."""
+    sync = sync_marker(key)
+    return b"".join([_AVRO_HEADER, sync, *(part for head, block in blocks for part in (head, block, sync))])
+
+
+def avro_container(data: bytes | memoryview, sizes: npt.NDArray[np.int64], key: str) -> bytes:
+    """The Avro container file of the record bodies laid end to end in ``data`` (``sizes`` each),
+    without decoding them."""
+    return avro_container_of(avro_blocks(data, sizes)[0], key)
 
 
 def avro_events(container: bytes) -> list[contract.ChangeEvent]:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from unittest.mock import patch
 
 import fastavro
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stream_processors.files import parquet_table
 from stream_processors.records import typed_event
-from totes_cdc import contract
+from totes_cdc import contract, snapshot_files
 from totes_cdc.contract import ChangeEvent, Column
 from totes_cdc.lakefiles import avro_container, avro_file
-from totes_cdc.snapshot_files import bodies_and_sizes, processed_table, record_bodies, varints
+from totes_cdc.snapshot_files import (
+    bodies_and_sizes,
+    processed_table,
+    raw_container,
+    record_bodies,
+    varints,
+)
 
 COLUMNS = (Column("id", "integer", True), Column("name", "text"), Column("price", "numeric(10,2)"),
            Column("at", "timestamp without time zone"), Column("ok", "boolean"))
@@ -46,13 +53,30 @@ def test_record_bodies_are_the_contract_encoding_of_each_read(names, lsn, first)
     events = _events(names, lsn, ordinals)
     seqs = np.array([e.seq for e in events], np.int64)
     bodies = record_bodies("public", "item", COLUMNS, lsn=lsn, seqs=seqs, taken_at=TAKEN,
-                           values=_columns(events))
+                           values=_columns(events)).join()
     assert bodies.to_pylist() == [contract.encode(e)[10:] for e in events]
     data, sizes = bodies_and_sizes(bodies.slice(1))
     records = [contract.decode_record(contract.encode(e)) for e in events[1:]]
     container = avro_container(data, sizes, "k")
     assert container == avro_file(records, "k")
     assert list(fastavro.reader(io.BytesIO(container))) == records  # zlib inflates ISA-L's deflate
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(texts, min_size=1, max_size=400), join_bytes=st.integers(1, 200_000))
+@example(names=["x" * 9000] * 40 + ["a"] * 300, join_bytes=5_000)  # seven blocks, parts of a few reads
+@example(names=["x" * 9000] * 40 + ["a"] * 300, join_bytes=150_000)
+def test_the_raw_container_joined_a_part_at_a_time_is_the_container_of_all_bodies(names, join_bytes):
+    """Blocks of 64,000 bytes end where they would in one container of all the bodies, however
+    the parts fall: a part holding no whole block grows, a block's start carries to the next."""
+    events = _events(names, 0x5000, list(range(1, len(names) + 1)))
+    bodies = record_bodies("public", "item", COLUMNS, lsn=0x5000, seqs=np.array([e.seq for e in events]),
+                           taken_at=TAKEN, values=_columns(events))
+    with patch.object(snapshot_files, "_JOIN_BYTES", join_bytes):
+        ours = raw_container(bodies, "k")
+    assert ours == avro_container(*bodies_and_sizes(bodies.join()), "k")
+    assert list(fastavro.reader(io.BytesIO(ours))) == [contract.decode_record(contract.encode(e))
+                                                        for e in events]
 
 
 def test_varints_are_avro_longs():
