@@ -64,10 +64,10 @@ def test_record_bodies_are_the_contract_encoding_of_each_read(names, lsn, first)
 
 @settings(max_examples=25, deadline=None)
 @given(names=st.lists(texts, min_size=1, max_size=400), join_bytes=st.integers(1, 200_000))
-@example(names=["x" * 9000] * 40 + ["a"] * 300, join_bytes=5_000)  # seven blocks, parts of a few reads
-@example(names=["x" * 9000] * 40 + ["a"] * 300, join_bytes=150_000)
+@example(names=["x" * 9000] * 120 + ["a"] * 300, join_bytes=5_000)  # five blocks, parts of a few reads
+@example(names=["x" * 9000] * 120 + ["a"] * 300, join_bytes=400_000)
 def test_the_raw_container_joined_a_part_at_a_time_is_the_container_of_all_bodies(names, join_bytes):
-    """Blocks of 64,000 bytes end where they would in one container of all the bodies, however
+    """Blocks of 256,000 bytes end where they would in one container of all the bodies, however
     the parts fall: a part holding no whole block grows, a block's start carries to the next."""
     events = _events(names, 0x5000, list(range(1, len(names) + 1)))
     bodies = record_bodies("public", "item", COLUMNS, lsn=0x5000, seqs=np.array([e.seq for e in events]),
