@@ -117,10 +117,10 @@ def bodies_and_sizes(bodies: pa.Array) -> tuple[memoryview, Ints]:
 
 
 # The bodies are joined and deflated about 4 MB at a time, not a file's worth at once. Capture's
-# workers run side by side, and a whole file's bodies (69 MB for 100,000 reads of sales_order)
+# workers run side by side, and a whole file's bodies (67 MB for 100,000 reads of sales_order)
 # came back from the allocator as fresh pages, which the kernel zeroes: four threads building
 # 100,000-read files of sales_order spent 52-71 ms of system CPU a file on the raw container, and
-# 8-11 ms in parts of 4 MB (about 5,800 reads), the same user CPU within the spread, the same bytes.
+# 8-11 ms in parts of about 4 MB (5,236 reads), the same user CPU within the spread, the same bytes.
 _JOIN_BYTES = 4_000_000
 
 
