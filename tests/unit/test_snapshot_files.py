@@ -82,6 +82,8 @@ def test_the_raw_container_joined_a_part_at_a_time_is_the_container_of_all_bodie
 def test_varints_are_avro_longs():
     values = np.array([0, -1, 1, 63, -64, 64, 8191, 8192, -(2**31) + 1, 2**40, -(2**62)], np.int64)
     assert varints(values).to_pylist() == [contract.avro_long(int(v)) for v in values]
+    same_width = np.arange(-(2**31), -(2**31) + 500, dtype=np.int64)  # a range's positions: five bytes each
+    assert varints(same_width).to_pylist() == [contract.avro_long(int(v)) for v in same_width]
 
 
 def test_processed_rows_are_the_processor_rows_of_the_same_events():
