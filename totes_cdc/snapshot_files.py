@@ -45,15 +45,16 @@ def _entry_heads(name: str, raw: pa.Array) -> pa.Array:
     1 string) and the string's length. Without nulls and with values under 64 bytes (a one-byte
     length), the rows of one byte matrix; else one per distinct length, taken for every row."""
     key = _avro_string(name)
+    lengths = pc.binary_length(raw)
     n = len(raw)
     if n and not raw.null_count:
-        sizes = np.diff(np.frombuffer(raw.buffers()[1], np.int32, n + 1, raw.offset * 4))
+        sizes = lengths.to_numpy()
         if sizes.max() < 64:  # 100,000 reads of sales_order: 1.6 ms a column taken, 0.4-0.7 as a matrix
             heads = np.tile(np.frombuffer(key + b"\x02\x00", np.uint8), n).reshape(n, -1)
             heads[:, -1] = sizes * 2  # the zig-zag varint of a length under 64
             offsets = np.arange(0, (n + 1) * heads.shape[1], heads.shape[1], dtype=np.int32)
             return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(heads)])
-    lengths = pc.binary_length(raw).dictionary_encode()
+    lengths = lengths.dictionary_encode()
     heads = pa.array([*(key + b"\x02" + contract.avro_long(size) for size in lengths.dictionary.to_pylist()),
                       key + b"\x00"], pa.binary())
     return heads.take(pc.fill_null(lengths.indices, len(lengths.dictionary)))
