@@ -62,8 +62,10 @@ def add_sale(dsn: str, sales_order_id: int, *, currency_id: int = 1, units: int 
         conn.close()
 
 
-def sample(dsn: str) -> None:
-    """Six orders over three months in three currencies, countries, two designs, two staff."""
+def sample(dsn: str) -> int:
+    """Six orders in three currencies, countries, two designs, two staff: five in the last 70 days
+    and one 13 months ago. Returns how many calendar months have sales, which depends on today's
+    date: on the first three days of a month, the orders of days before fall in the month before."""
     today = date.today()
     rows: list[dict[str, Any]] = [
         {"currency_id": 1, "units": 1000, "location_id": 1, "design_id": 1, "staff_id": 1,
@@ -81,4 +83,4 @@ def sample(dsn: str) -> None:
     ]
     for order_id, row in enumerate(rows, start=1):
         add_sale(dsn, order_id, op="r", **row)
-
+    return len({row["created"].replace(day=1) for row in rows})
