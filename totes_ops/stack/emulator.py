@@ -1,4 +1,5 @@
-"""The AWS emulator (moto in server mode, its own process on 127.0.0.1) and the resources in it.
+"""The AWS emulator (moto in server mode, its own process on 127.0.0.1, with the fix of
+:mod:`totes_ops.stack.emulator_server`) and the resources in it.
 
 Components reach it exactly as they reach AWS: boto3 with ``AWS_ENDPOINT_URL`` pointing here
 (see :func:`client_env`), so no component has an emulator code path.
@@ -49,7 +50,8 @@ class Emulator:
         ensure_port_free(self.port, "the AWS emulator")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "totes_ops.stack.emulator_server", "-H", "127.0.0.1",
+             "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         process = self.process
         if not wait_until_answering(f"{self.endpoint}/moto-api/", timeout, lambda: process.poll() is None):
