@@ -16,8 +16,8 @@ import os
 # With its defaults, mimalloc committed each arena eagerly in transparent huge pages and gave memory
 # back between files: a 1,000,000-row snapshot spent 1.6-2.6 s of system CPU, mostly the kernel
 # zeroing pages (28 % of capture's samples), against 0.5 s with these; side by side 1.16 times as
-# fast at 1,000,000 rows and 1.15-1.21 at 10,000,000, peak RSS about 60 MiB higher (BENCHMARKS.md,
-# initial snapshot).
+# fast at 1,000,000 rows and 1.15-1.21 at 10,000,000, peak RSS about 60 MiB higher at 10,000,000
+# rows and no higher at 1,000,000 (BENCHMARKS.md, initial snapshot).
 MIMALLOC_OPTIONS = {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_ALLOW_LARGE_OS_PAGES": "0",
                     "MIMALLOC_PURGE_DELAY": "-1"}
 for _name, _value in MIMALLOC_OPTIONS.items():
