@@ -59,7 +59,7 @@ from totes_cdc.contract import (
 )
 from totes_cdc.errors import first_line
 from totes_cdc.snapshot_marker import SnapshotMarker, read_marker
-from warehouse_loader import latency
+from warehouse_loader import latency, pgcopy
 from warehouse_loader.derivation import (
     DATE_COLUMNS,
     DEPENDENCIES,
@@ -206,15 +206,22 @@ def _check_columns(key: str, table: pa.Table, expected: Sequence[tuple[str, pa.D
             raise BadFileError(key, f"column {name!r} has type {found}, the contract says {typ}")
 
 
-def stage_csv(table: pa.Table, spec: SourceTable) -> bytes:
-    """The staged columns as CSV for COPY; ``_unchanged`` as a comma-separated list of names."""
+def stage_copy(table: pa.Table, spec: SourceTable) -> tuple[str, bytes]:
+    """The staged columns as COPY data, and its format: ``binary`` when every column's types are
+    ones warehouse_loader.pgcopy writes (those of totesys), else ``csv``. ``_unchanged`` is
+    staged as a comma-separated list of names."""
     meta = [pc.binary_join(table[name], ",") if name == "_unchanged" else table[name]
             for name, _ in _STAGED_META]
     staged = pa.table([*meta, *(table[name] for name in spec.names)],
-                      names=[*(name for name, _ in _STAGED_META), *spec.names])
+                      names=[*(name for name, _ in _STAGED_META), *spec.names]).combine_chunks()
+    types = [*(typ for _, typ in _STAGED_META), *(typ for _, typ in spec.columns)]
+    binary = pgcopy.binary_copy([(column.chunk(0) if column.num_chunks else pa.array([], column.type), typ)
+                                 for column, typ in zip(staged.columns, types, strict=True)])
+    if binary is not None:
+        return "binary", binary
     buf = io.BytesIO()
     pa_csv.write_csv(staged, buf, pa_csv.WriteOptions(include_header=False))
-    return buf.getvalue()
+    return "csv", buf.getvalue()
 
 
 def _ids(names: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
@@ -742,7 +749,8 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
     # general way then, where the ghosts are recomputed.
     snapshot = is_snapshot_file(rows, spec) and not swept
     if rows.num_rows:
-        cur.copy_expert("COPY stage FROM STDIN WITH (FORMAT csv)", io.BytesIO(stage_csv(rows, spec)))
+        copy_format, data = stage_copy(rows, spec)
+        cur.copy_expert(f"COPY stage FROM STDIN WITH (FORMAT {copy_format})", io.BytesIO(data))
         if snapshot:
             # A bulk load: plans from the stage's real size and key distinctness, not a guess (the
             # other columns' statistics cost a file of 100,000 reads about 0.1 s, and no plan reads

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from totes_cdc.contract import Column, parquet_schema
-from warehouse_loader.apply import SourceTable, stage_csv, table_of, validate
+from warehouse_loader.apply import SourceTable, stage_copy, table_of, validate
 from warehouse_loader.derivation import currency_name, iso_currency_parameters
 from warehouse_loader.errors import BadFileError
 
@@ -62,9 +62,16 @@ def test_validate_names_what_breaks_the_contract(t, reason):
     assert info.value.key == "processed/public.design/k.parquet"
 
 
-def test_staged_csv_lists_unchanged_columns_and_keeps_nulls_apart_from_empty_text():
+def test_the_stage_is_binary_for_totesys_types_and_csv_for_others():
+    """CSV, for a column type the binary writer does not write (a uuid kept as text), lists the
+    unchanged columns and keeps nulls apart from empty text (the binary stage's rows:
+    tests/integration/warehouse_loader/test_pgcopy.py)."""
     t = table([("u", 1, 1, 1, ""), ("u", 1, 2, 2, None)], unchanged=[["design_name"], []])
-    lines = stage_csv(t, SPEC).decode().splitlines()
+    assert stage_copy(t, SPEC)[0] == "binary"
+    uuid_name = SourceTable("design", (("design_id", "integer"), ("design_name", "uuid")), ("design_id",))
+    copy_format, data = stage_copy(t, uuid_name)
+    assert copy_format == "csv"
+    lines = data.decode().splitlines()
     assert lines[0].startswith('"u",1,1,') and lines[0].endswith(',"design_name",1,""')
     assert lines[1].endswith(',"",2,')
 
