@@ -5,7 +5,9 @@ about 160-190 ms to write (pyarrow) and 230 ms for the server to parse; in the b
 and 115 ms (BENCHMARKS.md, bulk load). Each row is its field count, then per column a 4-byte
 length (-1: null) and the value in the type's binary form: big-endian integers and floats, days
 and microseconds since 2000-01-01 for dates and timestamps, UTF-8 for text, base-10000 digits for
-numeric. The rows are joined by Arrow from per-column pieces, as capture joins its Avro bodies.
+numeric. The rows are joined by Arrow from per-column pieces, as capture joins its Avro bodies;
+values are put in network byte order by reversing each one's bytes. Only pyarrow is used: the
+loader's Lambda artifact has no room for numpy under the 250 MB limit (docs/stream_processors.md).
 
 Only the types whose binary form is written here are taken (:func:`binary_copy` says None for the
 others, and the loader stages such a file in CSV): PostgreSQL checks the length of a value, the
@@ -18,9 +20,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TypeAlias
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,101 +29,113 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header exten
 TRAILER = b"\xff\xff"
 _EMPTY = pa.scalar(b"", pa.binary())
 _NULL = pa.scalar((-1).to_bytes(4, "big", signed=True), pa.binary())
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, in microseconds since 1970-01-01
-_PG_EPOCH_DAYS = 10_957
+# 2000-01-01, in microseconds and days since 1970-01-01 (typed: the difference keeps the width)
+_PG_EPOCH_US = pa.scalar(946_684_800_000_000, pa.int64())
+_PG_EPOCH_DAYS = pa.scalar(10_957, pa.int32())
+_DIGIT = pa.scalar(10_000, pa.uint64())  # numeric's base
 # PostgreSQL types whose binary form is the text's UTF-8 bytes.
 _TEXT = re.compile(r"text|character varying(\(\d+\))?|character(\(\d+\))?|json")
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
-_FIXED: dict[pa.DataType, tuple[re.Pattern[str], str]] = {
-    typ: (re.compile(pattern), dtype) for typ, pattern, dtype in (
-        (pa.int16(), "smallint", ">i2"), (pa.int32(), "integer", ">i4"), (pa.int64(), "bigint", ">i8"),
-        (pa.float32(), "real", ">f4"), (pa.float64(), "double precision", ">f8"),
-        (pa.bool_(), "boolean", "u1"), (pa.date32(), "date", ">i4"),
-        (pa.timestamp("us"), r"timestamp(\(\d\))? without time zone", ">i8"),
-        (pa.timestamp("us", tz="UTC"), r"timestamptz|timestamp(\(\d\))? with time zone", ">i8"))}
+_FIXED: dict[pa.DataType, re.Pattern[str]] = {
+    typ: re.compile(pattern) for typ, pattern in (
+        (pa.int16(), "smallint"), (pa.int32(), "integer"), (pa.int64(), "bigint"),
+        (pa.float32(), "real"), (pa.float64(), "double precision"), (pa.bool_(), "boolean"),
+        (pa.date32(), "date"), (pa.timestamp("us"), r"timestamp(\(\d\))? without time zone"),
+        (pa.timestamp("us", tz="UTC"), r"timestamptz|timestamp(\(\d\))? with time zone"))}
+
+Piece: TypeAlias = pa.Array | pa.Scalar  # a column of values, or one value for every row
 
 
 def binary_copy(columns: Sequence[tuple[pa.Array, str]]) -> bytes | None:
     """``COPY ... FROM STDIN (FORMAT binary)`` data of the rows of ``columns`` (each an Arrow
     array and the PostgreSQL type of its column); None when a column's pair of types is not one
     this module writes."""
-    pieces: list[pa.Array | pa.Scalar] = [pa.scalar(len(columns).to_bytes(2, "big"), pa.binary())]
+    pieces: list[Piece] = [_bytes(len(columns).to_bytes(2, "big"))]
     for array, pg_type in columns:
         field = _field(array, pg_type)
         if field is None:
             return None
         pieces += field
     rows = len(columns[0][0]) if columns else 0
+    if not rows:
+        return HEADER + TRAILER
     joined = pc.binary_join_element_wise(*pieces, _EMPTY)
-    offsets = np.frombuffer(joined.buffers()[1], np.int32, rows + 1, joined.offset * 4)
-    return b"".join((HEADER, memoryview(joined.buffers()[2])[offsets[0]:offsets[-1]], TRAILER))
+    offsets = memoryview(joined.buffers()[1]).cast("i")
+    first, last = offsets[joined.offset], offsets[joined.offset + rows]
+    return b"".join((HEADER, memoryview(joined.buffers()[2])[first:last], TRAILER))
 
 
-def _field(array: pa.Array, pg_type: str) -> tuple[pa.Array | pa.Scalar, pa.Array] | None:
+def _field(array: pa.Array, pg_type: str) -> tuple[Piece, Piece] | None:
     """The column's length words and values, as two pieces of every row; None: not written here."""
     typ = array.type
     if typ == pa.string() and _TEXT.fullmatch(pg_type):
         raw = array.cast(pa.binary())
-        lengths = pc.if_else(array.is_null(), -1, pc.binary_length(raw)).to_numpy()
-        return _rows(lengths.astype(">i4")), pc.fill_null(raw, _EMPTY)
+        lengths = pc.if_else(array.is_null(), pa.scalar(-1, pa.int32()), pc.binary_length(raw))
+        return _big_endian(lengths), pc.fill_null(raw, _EMPTY)
     if pa.types.is_decimal128(typ) and (m := _NUMERIC.fullmatch(pg_type)) and (
             (int(m[1]), int(m[2])) == (typ.precision, typ.scale)):
-        values = _numeric(array, typ.precision, typ.scale)
-        if values is None:
+        numeric = _numeric(array, typ.precision, typ.scale)
+        if numeric is None:
             return None
-    elif typ in _FIXED and _FIXED[typ][0].fullmatch(pg_type):
-        values = _fixed(array, _FIXED[typ][1])
+        width, values = numeric
+    elif typ in _FIXED and _FIXED[typ].fullmatch(pg_type):
+        width, values = _fixed(array)
     else:
         return None
-    width = pa.scalar(len(values[0]).to_bytes(4, "big") if len(values) else b"", pa.binary())
+    length = _bytes(width.to_bytes(4, "big"))
     if not array.null_count:
-        return width, _rows(values)
+        return length, values
     null = array.is_null()
-    return pc.if_else(null, _NULL, width), pc.if_else(null, _EMPTY, _rows(values))
+    return pc.if_else(null, _NULL, length), pc.if_else(null, _EMPTY, values)
 
 
-def _fixed(array: pa.Array, dtype: str) -> npt.NDArray[np.uint8]:
-    """Each value in its fixed-width binary form, a row of bytes each (nulls as zero)."""
+def _fixed(array: pa.Array) -> tuple[int, Piece]:
+    """The width of the column's values and each one in its binary form (nulls' are any bytes)."""
     typ = array.type
-    if pa.types.is_timestamp(typ) or pa.types.is_date32(typ):
-        plain, epoch = ((pa.int64(), _PG_EPOCH_US) if pa.types.is_timestamp(typ)
-                        else (pa.int32(), _PG_EPOCH_DAYS))
-        values = array.cast(plain).fill_null(0).to_numpy() - epoch
-    else:
-        values = array.fill_null(False if typ == pa.bool_() else 0).to_numpy(zero_copy_only=False)
-    out = np.ascontiguousarray(values.astype(dtype))
-    return out.view(np.uint8).reshape(len(array), out.itemsize)
+    if typ == pa.bool_():
+        return 1, pc.if_else(array, _bytes(b"\x01"), _bytes(b"\x00"))
+    if pa.types.is_timestamp(typ):
+        array = pc.subtract(array.cast(pa.int64()), _PG_EPOCH_US)
+    elif pa.types.is_date32(typ):
+        array = pc.subtract(array.cast(pa.int32()), _PG_EPOCH_DAYS)
+    return array.type.byte_width, _big_endian(array)
 
 
-def _numeric(array: pa.Array, precision: int, scale: int) -> npt.NDArray[np.uint8] | None:
-    """Each decimal as a numeric's binary form: digit count, weight, sign, display scale, then its
-    base-10000 digits, as many for every value (leading and trailing zero digits are allowed and
-    dropped by the server). None when the digits need more than 64 bits."""
+def _numeric(array: pa.Array, precision: int, scale: int) -> tuple[int, Piece] | None:
+    """The width of the column's values and each decimal as a numeric's binary form: digit count,
+    weight, sign, display scale, then its base-10000 digits, as many for every value (leading and
+    trailing zero digits are allowed and dropped by the server). None when the digits need more
+    than 64 bits."""
     fraction_digits = -(-scale // 4)  # base-10000 digits after the point
     shift = 4 * fraction_digits - scale
     if precision > 18 or precision + shift > 19:  # the value fits an int64, shifted a uint64
         return None
     digits = -(-(precision + shift) // 4)
-    words = np.frombuffer(array.buffers()[1], np.int64, 2 * len(array), array.offset * 16)
-    unscaled = words[0::2]  # the low 64 bits of each 128-bit value: all of it at this precision
-    if array.null_count:
-        unscaled = np.where(array.is_null().to_numpy(zero_copy_only=False), 0, unscaled)
-    rest = np.abs(unscaled).astype(np.uint64) * np.uint64(10 ** shift)
-    out = np.empty((len(array), 4 + digits), ">i2")
-    out[:, 0] = digits
-    out[:, 1] = digits - fraction_digits - 1
-    out[:, 2] = np.where(unscaled < 0, 0x4000, 0)
-    out[:, 3] = scale
-    for k in range(3 + digits, 3, -1):
-        out[:, k] = rest % np.uint64(10_000)
-        rest //= np.uint64(10_000)
-    return out.view(np.uint8).reshape(len(array), out.itemsize * (4 + digits))
+    # The low 64 bits of each 128-bit value: all of it at this precision.
+    words = pa.Array.from_buffers(pa.int64(), 2 * (len(array) + array.offset), [None, array.buffers()[1]])
+    pairs = pa.Array.from_buffers(pa.list_(pa.int64(), 2), len(array), [None], offset=array.offset,
+                                  children=[words])
+    unscaled = pc.list_element(pairs, 0)
+    rest = pc.multiply(pc.abs(unscaled).cast(pa.uint64()), pa.scalar(10 ** shift, pa.uint64()))
+    parts: list[Piece] = []
+    for _ in range(digits):  # the last digit first
+        higher = pc.divide(rest, _DIGIT)
+        parts.append(_big_endian(pc.subtract(rest, pc.multiply(higher, _DIGIT)).cast(pa.uint16())))
+        rest = higher
+    head = (digits.to_bytes(2, "big") + (digits - fraction_digits - 1).to_bytes(2, "big", signed=True))
+    sign = pc.if_else(pc.less(unscaled, 0), _bytes(b"\x40\x00"), _bytes(b"\x00\x00"))
+    values = pc.binary_join_element_wise(_bytes(head), sign, _bytes(scale.to_bytes(2, "big")),
+                                         *reversed(parts), _EMPTY)
+    return 2 * (4 + digits), values
 
 
-def _rows(matrix: npt.NDArray[np.generic]) -> pa.Array:
-    """A binary array of the rows of ``matrix`` (a value's bytes per row)."""
-    data = np.ascontiguousarray(matrix).view(np.uint8)
-    rows = len(matrix)
-    width = data.size // rows if rows else 0
-    offsets = np.arange(rows + 1, dtype=np.int32) * width
-    return pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+def _big_endian(array: pa.Array) -> pa.Array:
+    """A binary array of each value of a fixed-width array in network byte order (the value's
+    bytes reversed; a null's are any)."""
+    raw = pa.Array.from_buffers(pa.binary(array.type.byte_width), len(array), [None, array.buffers()[1]],
+                                offset=array.offset)
+    return pc.binary_reverse(raw.cast(pa.binary()))
+
+
+def _bytes(value: bytes) -> pa.Scalar:
+    return pa.scalar(value, pa.binary())
