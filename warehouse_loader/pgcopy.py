@@ -116,7 +116,8 @@ def _numeric(array: pa.Array, precision: int, scale: int) -> tuple[int, Piece] |
     pairs = pa.Array.from_buffers(pa.list_(pa.int64(), 2), len(array), [None], offset=array.offset,
                                   children=[words])
     unscaled = pc.list_element(pairs, 0)
-    rest = pc.multiply(pc.abs(unscaled).cast(pa.uint64()), pa.scalar(10 ** shift, pa.uint64()))
+    # unchecked: a null's slot holds any bytes (its digits are dropped with it)
+    rest = pc.multiply(pc.abs(unscaled).cast(pa.uint64(), safe=False), pa.scalar(10 ** shift, pa.uint64()))
     parts: list[Piece] = []
     for _ in range(digits):  # the last digit first
         higher = pc.divide(rest, _DIGIT)
