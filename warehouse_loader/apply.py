@@ -213,9 +213,9 @@ def stage_copy(table: pa.Table, spec: SourceTable) -> tuple[str, bytes]:
     meta = [pc.binary_join(table[name], ",") if name == "_unchanged" else table[name]
             for name, _ in _STAGED_META]
     staged = pa.table([*meta, *(table[name] for name in spec.names)],
-                      names=[*(name for name, _ in _STAGED_META), *spec.names]).combine_chunks()
+                      names=[*(name for name, _ in _STAGED_META), *spec.names])
     types = [*(typ for _, typ in _STAGED_META), *(typ for _, typ in spec.columns)]
-    binary = pgcopy.binary_copy([(column.chunk(0) if column.num_chunks else pa.array([], column.type), typ)
+    binary = pgcopy.binary_copy([(column.combine_chunks(), typ)
                                  for column, typ in zip(staged.columns, types, strict=True)])
     if binary is not None:
         return "binary", binary
