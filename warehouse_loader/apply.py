@@ -98,6 +98,11 @@ HISTORY_ANALYZE_ROWS = 10_000
 _PG_TYPES = {pa.string(): "text", pa.int64(): "bigint", pa.bool_(): "boolean",
              pa.timestamp("us", tz="UTC"): "timestamptz", pa.list_(pa.string()): "text"}
 _STAGED_META = tuple((name, _PG_TYPES[typ]) for name, typ in META_COLUMNS)
+# Rows from which a file is staged in binary COPY. The binary writer costs about 1.6 ms per file
+# whatever its size (some 30 Arrow calls per column), CSV 0.35 ms plus 3 µs a row; for sales
+# orders they cost the same at 1,000 rows (3.3 ms), and binary takes half at 10,000 (BENCHMARKS.md,
+# warehouse loader). Live files are mostly far smaller.
+BINARY_STAGE_MIN_ROWS = 1_000
 
 
 @dataclass(frozen=True)
@@ -148,10 +153,6 @@ def source_table(cur: Any, name: str) -> SourceTable | None:
     RetryableLoadError when the warehouse has no mirror at all (not migrated yet): the files are
     fine, so they wait rather than go to the dead-letter location.
     """
-    cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (MIRROR_SCHEMA,))
-    if not cur.fetchone()[0]:
-        raise RetryableLoadError("the warehouse is not migrated (no schema mirror): run "
-                                 "`totes-cdc warehouse migrate`")
     cur.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
         "COALESCE(a.attnum = ANY(i.indkey), false) "
@@ -162,6 +163,10 @@ def source_table(cur: Any, name: str) -> SourceTable | None:
         "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (MIRROR_SCHEMA, name))
     rows = [r for r in cur.fetchall() if r[0] not in POSITION_COLUMNS]
     if not rows:
+        cur.execute("SELECT to_regnamespace(%s) IS NOT NULL", (MIRROR_SCHEMA,))
+        if not cur.fetchone()[0]:
+            raise RetryableLoadError("the warehouse is not migrated (no schema mirror): run "
+                                     "`totes-cdc warehouse migrate`")
         return None
     return SourceTable(name, tuple((r[0], r[1]) for r in rows), tuple(r[0] for r in rows if r[2]))
 
@@ -207,16 +212,17 @@ def _check_columns(key: str, table: pa.Table, expected: Sequence[tuple[str, pa.D
 
 
 def stage_copy(table: pa.Table, spec: SourceTable) -> tuple[str, bytes]:
-    """The staged columns as COPY data, and its format: ``binary`` when every column's types are
-    ones warehouse_loader.pgcopy writes (those of totesys), else ``csv``. ``_unchanged`` is
-    staged as a comma-separated list of names."""
+    """The staged columns as COPY data, and its format: ``binary`` when the file has at least
+    BINARY_STAGE_MIN_ROWS rows and every column's types are ones warehouse_loader.pgcopy writes
+    (those of totesys), else ``csv``. ``_unchanged`` is staged as a comma-separated list of
+    names."""
     meta = [pc.binary_join(table[name], ",") if name == "_unchanged" else table[name]
             for name, _ in _STAGED_META]
     staged = pa.table([*meta, *(table[name] for name in spec.names)],
                       names=[*(name for name, _ in _STAGED_META), *spec.names])
     types = [*(typ for _, typ in _STAGED_META), *(typ for _, typ in spec.columns)]
-    binary = pgcopy.binary_copy([(column.combine_chunks(), typ)
-                                 for column, typ in zip(staged.columns, types, strict=True)])
+    binary = None if staged.num_rows < BINARY_STAGE_MIN_ROWS else pgcopy.binary_copy(
+        [(column.combine_chunks(), typ) for column, typ in zip(staged.columns, types, strict=True)])
     if binary is not None:
         return "binary", binary
     buf = io.BytesIO()

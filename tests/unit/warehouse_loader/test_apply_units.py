@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from totes_cdc.contract import Column, parquet_schema
-from warehouse_loader.apply import SourceTable, stage_copy, table_of, validate
+from warehouse_loader.apply import BINARY_STAGE_MIN_ROWS, SourceTable, stage_copy, table_of, validate
 from warehouse_loader.derivation import currency_name, iso_currency_parameters
 from warehouse_loader.errors import BadFileError
 
@@ -62,14 +62,17 @@ def test_validate_names_what_breaks_the_contract(t, reason):
     assert info.value.key == "processed/public.design/k.parquet"
 
 
-def test_the_stage_is_binary_for_totesys_types_and_csv_for_others():
-    """CSV, for a column type the binary writer does not write (a uuid kept as text), lists the
-    unchanged columns and keeps nulls apart from empty text (the binary stage's rows:
-    tests/integration/warehouse_loader/test_pgcopy.py)."""
+def test_the_stage_is_binary_for_big_files_of_totesys_types_and_csv_for_others():
+    """CSV, for a small file or a column type the binary writer does not write (a uuid kept as
+    text), lists the unchanged columns and keeps nulls apart from empty text (the binary stage's
+    rows: tests/integration/warehouse_loader/test_pgcopy.py)."""
+    big = table([("u", 1, seq, seq, "x") for seq in range(1, BINARY_STAGE_MIN_ROWS + 1)])
+    assert stage_copy(big, SPEC)[0] == "binary"
+    assert stage_copy(big.slice(1), SPEC)[0] == "csv"
     t = table([("u", 1, 1, 1, ""), ("u", 1, 2, 2, None)], unchanged=[["design_name"], []])
-    assert stage_copy(t, SPEC)[0] == "binary"
     uuid_name = SourceTable("design", (("design_id", "integer"), ("design_name", "uuid")), ("design_id",))
-    copy_format, data = stage_copy(t, uuid_name)
+    assert stage_copy(big, uuid_name)[0] == "csv"
+    copy_format, data = stage_copy(t, SPEC)
     assert copy_format == "csv"
     lines = data.decode().splitlines()
     assert lines[0].startswith('"u",1,1,') and lines[0].endswith(',"design_name",1,""')
