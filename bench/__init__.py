@@ -49,6 +49,21 @@ def process_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
 
 
 @contextlib.contextmanager
+def local_server() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server (no logical replication) for one benchmark, stopped and removed
+    afterwards."""
+    base = make_base_dir()
+    server = LocalPostgres(base / "pg", logical=False)
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def source_and_emulator() -> Iterator[tuple[Path, LocalPostgres, Emulator]]:
     """A logical source server and the AWS emulator for one benchmark, stopped afterwards."""
     base = make_base_dir()

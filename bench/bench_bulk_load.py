@@ -16,12 +16,10 @@ runs, alternating the four. Then the loader's peak RSS at two table sizes.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import os
 import queue
-import shutil
 import statistics
 import subprocess  # nosec B404: runs this interpreter on this module
 import sys
@@ -37,10 +35,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
+from bench import local_server
 from totes_cdc.contract import Column, arrow_type, parquet_schema, snapshot_seq
 from totes_cdc.settings import settings
 from totes_cdc.snapshot_marker import SnapshotMarker, marker_parquet
-from totes_ops.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack.postgres import LocalPostgres
 from warehouse_loader import apply
 from warehouse_loader.apply import apply_file
 from warehouse_loader.migrate import migrate
@@ -324,19 +323,6 @@ def peak_rss(source_dsn: str, warehouse_dsn: str, rows: int) -> float:
     out = subprocess.run([sys.executable, "-c", code, str(rows)], env=env,  # nosec B603
                          check=True, capture_output=True, text=True).stdout
     return float(out.split()[-1])
-
-
-@contextlib.contextmanager
-def local_server() -> Iterator[LocalPostgres]:
-    base = make_base_dir()
-    server = LocalPostgres(base / "bench-bulk", logical=False)
-    server.init()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def run() -> str:

@@ -27,10 +27,10 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from bench import local_server
 from dashboard import queries
 from tests.integration.warehouse_loader.files import event, object_key, parquet_bytes
 from totes_cdc.contract import Column
-from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 from warehouse_loader.apply import apply_file, source_table
 from warehouse_loader.migrate import migrate
 
@@ -235,11 +235,7 @@ def _p99(values: list[float]) -> float:
 
 def run() -> str:
     today = dt.date.today().isoformat()
-    base = make_base_dir()
-    server = LocalPostgres(base / "bench-dashboard", logical=False)
-    server.init()
-    server.start()
-    try:
+    with local_server() as server:
         big, small, empty = (server.create_database(n) for n in ("big", "small", "empty"))
         build_s = build(big, ORDERS)
         summary_rows = _summary_rows(big)
@@ -251,8 +247,6 @@ def run() -> str:
         empty_latencies, _ = with_stream(empty, ORDERS + 1, lambda dsn: measure(dsn, 0))
         big_latencies, busy = with_stream(big, ORDERS + 1, lambda dsn: measure(dsn, ORDERS))
         load_at_end = os.getloadavg()
-    finally:
-        server.stop()
     rows = [
         ("dashboard refresh (`queries.sales`, no filter)", "refresh", GOAL_REFRESH_MS),
         ("point lookup of one order's current state", "lookup", GOAL_LOOKUP_MS),

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg2
 import pyarrow.parquet as pq
 
+from bench import local_server
 from tests.integration.warehouse_loader.files import (
     event,
     object_key,
@@ -23,7 +24,7 @@ from tests.integration.warehouse_loader.files import (
     source_columns,
 )
 from totes_ops.stack import seed
-from totes_ops.stack.postgres import LocalPostgres, make_base_dir
+from totes_ops.stack.postgres import LocalPostgres
 from warehouse_loader.apply import (
     _STAGED_META,
     SourceTable,
@@ -111,11 +112,7 @@ def run() -> str:
     today = dt.date.today().isoformat()
     if not seed.real_data_available():
         return f"## Warehouse loader ({today})\n\nSkipped: the real totesys data is not available.\n"
-    base = make_base_dir()
-    server = LocalPostgres(base / "bench-loader", logical=False)
-    server.init()
-    server.start()
-    try:
+    with local_server() as server:
         source_dsn = server.create_database("bench_source")
         source = psycopg2.connect(source_dsn)
         seed.create_schema(source)
@@ -131,8 +128,6 @@ def run() -> str:
         reconcile_s = time.perf_counter() - start
         small = _small_batches(source, dsn)
         source.close()
-    finally:
-        server.stop()
     rows = sum(counts.values())
     load_s, copy_s = statistics.median(loads), statistics.median(copies)
     lines = [
