@@ -2,12 +2,15 @@
 
 Each pytest worker starts its own servers once (session scope) on free ports and stops them at
 the end; tests get fresh databases and a freshly reset emulator, so they never see each other.
+A SIGTERM (``timeout``, a CI runner's cancel) ends the run as Ctrl-C does, so the servers are
+stopped then too; only a SIGKILL leaves them running.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +37,16 @@ def query(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]
             return cur.fetchall()
     finally:
         conn.close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller and in each worker: pytest tears its fixtures down on KeyboardInterrupt,
+    not on SIGTERM's default (an immediate exit)."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")
