@@ -68,6 +68,7 @@ from warehouse_loader.derivation import (
     MIRROR_SCHEMA,
     SOURCE_SCHEMA,
     UNKNOWN_CURRENCY,
+    Dependency,
     Fact,
     currency_name,
     date_rows,
@@ -87,7 +88,7 @@ GHOST_SWEEPS = sql.Identifier(MIRROR_SCHEMA, "_ghost_sweeps")
 # Advisory lock classes (arbitrary project constants), each (class, hashtext(name)):
 # pg_advisory_xact_lock(DIMENSION_LOCK_CLASS, dimension) serialises a dimension's recomputes;
 DIMENSION_LOCK_CLASS = 0x746F7464
-# (TABLE_LOCK_CLASS, source table): see _lock_table(); (ANALYZE_LOCK_CLASS, source table): one
+# (TABLE_LOCK_CLASS, source table): see begin_sql(); (ANALYZE_LOCK_CLASS, source table): one
 # loader analyses a history table (_analyze_history()).
 TABLE_LOCK_CLASS = 0x746F7465
 ANALYZE_LOCK_CLASS = 0x746F7461
@@ -153,13 +154,13 @@ def source_table(cur: Any, name: str) -> SourceTable | None:
     RetryableLoadError when the warehouse has no mirror at all (not migrated yet): the files are
     fine, so they wait rather than go to the dead-letter location.
     """
+    # By the table's oid (to_regclass): planned in a third of the time of a join on the names.
     cur.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
         "COALESCE(a.attnum = ANY(i.indkey), false) "
-        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
         "LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'r' "
+        "WHERE c.oid = to_regclass(format('%%I.%%I', %s, %s)) AND c.relkind = 'r' "
         "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (MIRROR_SCHEMA, name))
     rows = [r for r in cur.fetchall() if r[0] not in POSITION_COLUMNS]
     if not rows:
@@ -240,19 +241,20 @@ def _eq(left: str, right: str, names: tuple[str, ...]) -> sql.Composed:
                                                            sql.Identifier(right, n)) for n in names)
 
 
-def create_temp_sql(spec: SourceTable) -> list[sql.Composed]:
+def create_temp_sql(spec: SourceTable, fresh: bool) -> list[sql.Composed]:
     """``stage`` (the file's rows), ``touched`` (the versions this file adds, changes or removes;
-    a version may be listed twice, every reader takes it as a set) and ``fresh`` (the keys a file
-    of snapshot reads sees first: see lock_keys_sql)."""
+    a version may be listed twice, every reader takes it as a set) and, with ``fresh``, ``fresh``
+    (the keys a file of snapshot reads sees first: see lock_keys_sql). Each temporary table costs
+    a file about 0.5 ms to create and drop."""
     keys = [(name, typ) for name, typ in spec.columns if name in spec.key]
+    tables = [("stage", [*_STAGED_META, *spec.columns]),
+              ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")]),
+              *([("fresh", keys)] if fresh else [])]
     # the types are format_type()'s (see _spec): SQL type syntax, identifiers quoted by the server
     return [sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
         sql.Identifier(name), sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
-        for name, columns in (
-            ("stage", [*_STAGED_META, *spec.columns]),
-            ("touched", [*keys, ("source_lsn", "bigint"), ("source_seq", "bigint")]),
-            ("fresh", keys))]
+        for name, columns in tables]
 
 
 def lock_keys_sql(spec: SourceTable, fresh: bool = False) -> sql.Composed:
@@ -323,8 +325,9 @@ def _drop_removed_facts(spec: SourceTable, fact_seq: sql.Composable) -> sql.Comp
             fact=sql.Identifier(fact.table), key=sql.Identifier(fact.key), seq=fact_seq)
 
 
-def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
-    """Make the truncate tombstones of the rows ``keys`` selects what in-order application gives.
+def tombstones_sql(spec: SourceTable, keys: Callable[[SourceTable], sql.Composable]) -> sql.Composed:
+    """Make the truncate tombstones of the rows ``keys(spec)`` selects what in-order application
+    gives.
 
     A truncate tombstones a row when the row's latest change before the truncate is a live version
     (not a delete, not an earlier truncate). Versions and truncates arrive in any order, so the
@@ -354,7 +357,7 @@ def tombstones_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
         "    source_commit_ts) SELECT {key}, source_lsn, source_seq, {t}, ts FROM wanted "
         "  ON CONFLICT DO NOTHING RETURNING {key}, source_lsn, source_seq){drop_facts}"
         "INSERT INTO touched SELECT * FROM removed UNION ALL SELECT * FROM added").format(
-            keys=keys, key=_ids(spec.key), hkeys=_ids(spec.key, "h"), kkeys=_ids(spec.key, "k"),
+            keys=keys(spec), key=_ids(spec.key), hkeys=_ids(spec.key, "h"), kkeys=_ids(spec.key, "k"),
             history=history, table=sql.Literal(spec.name), hk=_eq("h", "k", spec.key),
             hw=_eq("h", "w", spec.key), drop_facts=drop_facts, live=_LIVE,
             t=sql.Literal(OP_TRUNCATE), truncations=TRUNCATIONS)
@@ -367,6 +370,11 @@ def dependent_sql(spec: SourceTable) -> sql.Composed:
         "FROM {history} h JOIN touched t USING ({keys}) WHERE h.unchanged IS DISTINCT FROM '{{}}' "
         "AND (h.source_lsn, h.source_seq) >= (t.source_lsn, t.source_seq)").format(
             history=sql.Identifier(HISTORY_SCHEMA, spec.name), keys=_ids(spec.key))
+
+
+def dependents_check_sql(spec: SourceTable) -> sql.Composed:
+    """ANALYZE ``touched``, then one row: whether any version depends on a touched one."""
+    return sql.SQL("ANALYZE touched; SELECT EXISTS (SELECT 1 {})").format(dependent_sql(spec))
 
 
 def resolve_sql(spec: SourceTable) -> sql.Composed:
@@ -522,8 +530,9 @@ def fresh_facts_sql(fact: Fact, all_fresh: bool = False) -> sql.Composed:
             dates=date_rows(fact.referenced_dates(sql.Identifier("appended"))))
 
 
-def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
-    """Make the ghost tombstones of the rows ``keys`` selects what the completed reads call for.
+def ghosts_sql(spec: SourceTable, keys: Callable[[SourceTable], sql.Composable]) -> sql.Composed:
+    """Make the ghost tombstones of the rows ``keys(spec)`` selects what the completed reads call
+    for.
 
     A completed read at lsn S (``_ghost_sweeps``) saw every row that existed at S, and every file
     of it was applied before its sweep was recorded. So a row's ghost tombstone is at
@@ -562,7 +571,7 @@ def ghosts_sql(spec: SourceTable, keys: sql.Composable) -> sql.Composed:
         "  SELECT {key}, s, {ghost}, {delete}, commit_ts FROM c WHERE wanted "
         "  ON CONFLICT DO NOTHING RETURNING {key}, source_lsn, source_seq){drop_facts}"
         "INSERT INTO touched SELECT * FROM removed UNION ALL SELECT * FROM added").format(
-            keys=keys, key=_ids(spec.key), kkeys=_ids(spec.key, "k"), hkeys=_ids(spec.key, "h"),
+            keys=keys(spec), key=_ids(spec.key), kkeys=_ids(spec.key, "k"), hkeys=_ids(spec.key, "h"),
             history=history, pk=_eq("p", "k", spec.key), nk=_eq("n", "k", spec.key),
             hc=_eq("h", "c", spec.key), ghost=sql.Literal(GHOST_SEQ), live=_LIVE,
             t=sql.Literal(OP_TRUNCATE), insert=sql.Literal(OP_INSERT), delete=sql.Literal(OP_DELETE),
@@ -581,31 +590,24 @@ def ghost_candidates_sql(spec: SourceTable) -> sql.Composed:
                        ghost=sql.Literal(GHOST_SEQ))
 
 
-def dimension_upserts_sql(source: str, versions: str) -> list[tuple[str, sql.Composed]]:
-    """One upsert per dimension that changes of ``source`` rows (keys in ``versions``) touch.
-
-    A source row only ever deleted (its values unknown) gets no dimension row.
-    """
-    statements = []
-    for dep in DEPENDENCIES:
-        if dep.source != source:
-            continue
-        dim = DIMENSIONS_BY_TABLE[dep.dimension]
-        statements.append((dim.table, sql.SQL(
-            "INSERT INTO {dim} AS t ({cols}) SELECT * FROM ({derive}) AS d ({cols}) "
-            "WHERE d.{key} IN ({keys}) AND EXISTS (SELECT 1 FROM {history} h "
-            "  WHERE h.{source_key} = d.{key} AND h.source_op IN ({live})) "
-            "ON CONFLICT ({key}) DO UPDATE SET {sets} "
-            "WHERE ({current}) IS DISTINCT FROM ({new})").format(
-                dim=sql.Identifier(dim.table), cols=_ids(dim.all_columns),
-                derive=dim.derive(MIRROR_SCHEMA), key=sql.Identifier(dim.key),
-                history=sql.Identifier(HISTORY_SCHEMA, dim.source),
-                source_key=sql.Identifier(dim.source_key), live=_LIVE,
-                keys=dep.affected(MIRROR_SCHEMA, sql.Identifier(versions)),
-                sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                                        for c in dim.columns),
-                current=_ids(dim.columns, "t"), new=_ids(dim.columns, "excluded"))))
-    return statements
+def dimension_upsert_sql(dep: Dependency) -> sql.Composed:
+    """Upsert the rows of ``dep``'s dimension that the changes of its source rows in ``touched``
+    affect. A source row only ever deleted (its values unknown) gets no dimension row."""
+    dim = DIMENSIONS_BY_TABLE[dep.dimension]
+    return sql.SQL(
+        "INSERT INTO {dim} AS t ({cols}) SELECT * FROM ({derive}) AS d ({cols}) "
+        "WHERE d.{key} IN ({keys}) AND EXISTS (SELECT 1 FROM {history} h "
+        "  WHERE h.{source_key} = d.{key} AND h.source_op IN ({live})) "
+        "ON CONFLICT ({key}) DO UPDATE SET {sets} "
+        "WHERE ({current}) IS DISTINCT FROM ({new})").format(
+            dim=sql.Identifier(dim.table), cols=_ids(dim.all_columns),
+            derive=dim.derive(MIRROR_SCHEMA), key=sql.Identifier(dim.key),
+            history=sql.Identifier(HISTORY_SCHEMA, dim.source),
+            source_key=sql.Identifier(dim.source_key), live=_LIVE,
+            keys=dep.affected(MIRROR_SCHEMA, sql.Identifier("touched")),
+            sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                                    for c in dim.columns),
+            current=_ids(dim.columns, "t"), new=_ids(dim.columns, "excluded"))
 
 
 class _Totals:
@@ -619,18 +621,52 @@ class _Totals:
             self.latency_ms = max(self.latency_ms or 0.0, float(row[1]))
 
 
-def _lock_table(cur: Any, name: str, exclusive: bool) -> None:
-    """Serialise a file holding a truncate against every other file of its table.
+def begin_sql(spec: SourceTable, exclusive: bool, fresh: bool) -> sql.Composed:
+    """A transaction's first statements, in one round trip: the table's lock, JIT off, the
+    temporary tables (create_temp_sql), then one row: whether a truncate of the table, and a
+    completed read of it, are recorded.
 
-    A truncate tombstones the rows the warehouse holds, and a file of rows applies the truncates
+    The lock serialises a file holding a truncate against every other file of its table. A
+    truncate tombstones the rows the warehouse holds, and a file of rows applies the truncates
     recorded before it: at READ COMMITTED neither would see the other's uncommitted work, so a row
     older than a truncate applied concurrently would stay current. Files of rows take the lock
-    shared (they run concurrently with each other), a file with a truncate exclusive: whichever
-    commits second sees the other's rows or truncate.
+    shared (they run concurrently with each other), a file with a truncate, and a sweep,
+    exclusive: whichever commits second sees the other's rows or truncate. The records are read
+    holding it: both are written only under it, exclusively, so neither changes until the commit.
+
+    JIT off: the planner's guesses for tables without statistics run to millions of rows, and
+    compiling for them costs a second per statement.
     """
     lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    cur.execute(sql.SQL("SELECT {}(%s, hashtext(%s))").format(sql.Identifier(lock)),
-                (TABLE_LOCK_CLASS, name))
+    return sql.SQL("; ").join([
+        sql.SQL("SELECT {lock}({lock_class}, hashtext({table}))").format(
+            lock=sql.Identifier(lock), lock_class=sql.Literal(TABLE_LOCK_CLASS),
+            table=sql.Literal(spec.name)),
+        sql.SQL("SET LOCAL jit = off"), *create_temp_sql(spec, fresh),
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {truncations} WHERE source_table = {table}), "
+                "EXISTS (SELECT 1 FROM {sweeps} WHERE source_table = {table})").format(
+                    truncations=TRUNCATIONS, sweeps=GHOST_SWEEPS, table=sql.Literal(spec.name))])
+
+
+# Statements as sent, by builder and arguments. Composing and quoting the statements cost a small
+# file about 1 ms; their text depends only on the arguments (the names are quoted the same on
+# every connection), which are few: source tables, facts, dimensions, flags.
+_RENDERED: dict[tuple[Any, ...], str] = {}
+
+
+def _statement(cur: Any, builder: Callable[..., sql.Composable], *args: Any) -> str:
+    """``builder(*args)`` rendered, once per process."""
+    key = (builder, *args)
+    if key not in _RENDERED:
+        _RENDERED[key] = builder(*args).as_string(cur)
+    return _RENDERED[key]
+
+
+def _begin(cur: Any, spec: SourceTable, *, exclusive: bool, fresh: bool) -> tuple[bool, bool]:
+    """Run begin_sql: (a truncate of the table is recorded, a completed read of it is)."""
+    cur.execute(_statement(cur, begin_sql, spec, exclusive, fresh))
+    truncated, swept = cur.fetchone()
+    return bool(truncated), bool(swept)
 
 
 def _analyze_history(cur: Any, spec: SourceTable) -> None:
@@ -649,7 +685,7 @@ def _analyze_history(cur: Any, spec: SourceTable) -> None:
 
 
 def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh: bool,
-            truncated: bool, ghost_keys: sql.Composable | None) -> _Totals:
+            truncated: bool, ghost_keys: Callable[[SourceTable], sql.Composable] | None) -> _Totals:
     """Steps 1-6 of the module docstring for the versions in ``stage`` (``staged`` rows).
 
     ``every_row``: a file with a truncate, or a sweep: it concerns every row of the table. ``fresh``: a
@@ -661,38 +697,36 @@ def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh:
     totals = _Totals()
     all_fresh = False
     if staged:
-        cur.execute(lock_keys_sql(spec, fresh))
+        cur.execute(_statement(cur, lock_keys_sql, spec, fresh))
         all_fresh = fresh and cur.rowcount == staged  # an initial load's file: no key seen before
-        cur.execute(history_insert_sql(spec, fresh, all_fresh))
+        cur.execute(_statement(cur, history_insert_sql, spec, fresh, all_fresh))
         if staged >= HISTORY_ANALYZE_ROWS:
             _analyze_history(cur, spec)
     if ghost_keys is not None:  # before the truncates': a ghost tombstone is a deletion a truncate follows
-        cur.execute(ghosts_sql(spec, ghost_keys))
+        cur.execute(_statement(cur, ghosts_sql, spec, ghost_keys))
     if truncated:
         # A truncate concerns every row of the table; a file of rows, its own rows.
-        cur.execute(tombstones_sql(spec, _every_key(spec) if every_row else sql.SQL(
-            "SELECT {} FROM stage GROUP BY {}").format(_ids(spec.key), _ids(spec.key))))
+        cur.execute(_statement(cur, tombstones_sql, spec, _every_key if every_row else _stage_keys))
     # Statistics let the planner choose index lookups into the history, mirror and facts for a
-    # small batch (a temporary table has none, and is assumed large).
-    cur.execute("ANALYZE touched")
-    # Most files carry all their values and no version after them lacks any: the check is far
-    # cheaper to plan than the resolution.
-    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 {})").format(dependent_sql(spec)))
+    # small batch (a temporary table has none, and is assumed large). Then whether a version
+    # depends on a touched one: most files carry all their values and no version after them
+    # lacks any, and the check is far cheaper to plan than the resolution.
+    cur.execute(_statement(cur, dependents_check_sql, spec))
     if cur.fetchone()[0]:
-        cur.execute(resolve_sql(spec))
+        cur.execute(_statement(cur, resolve_sql, spec))
     if fact := FACTS_BY_SOURCE.get(spec.name):
         if fresh:
             # The first versions of their ids: the fact table's trigger makes them current as they
             # are (migration 022).
             cur.execute("SET LOCAL totes_cdc.first_versions = on")
-            cur.execute(fresh_facts_sql(fact, all_fresh))
+            cur.execute(_statement(cur, fresh_facts_sql, fact, all_fresh))
             totals.add(cur.fetchone())
             cur.execute("SET LOCAL totes_cdc.first_versions = off")
-        cur.execute(fact_sync_sql(fact))
+        cur.execute(_statement(cur, fact_sync_sql, fact))
         totals.add(cur.fetchone())
-    cur.execute(mirror_sync_sql(spec))
-    statements = dimension_upserts_sql(spec.name, "touched")
-    if statements:
+    cur.execute(_statement(cur, mirror_sync_sql, spec))
+    dependencies = [dep for dep in DEPENDENCIES if dep.source == spec.name]
+    if dependencies:
         if fresh:  # the fresh keys' mirror rows are final: their dimension rows are due too
             cur.execute(sql.SQL("INSERT INTO touched ({0}) SELECT {0} FROM fresh").format(
                 _ids(spec.key)))
@@ -700,18 +734,12 @@ def _derive(cur: Any, spec: SourceTable, staged: int, *, every_row: bool, fresh:
         # from different source tables (an address and a counterparty): recomputing one at a time,
         # each statement sees the other's committed mirror rows, so the last write is complete.
         # One lock per dimension, taken in name order: files of other dimensions do not wait.
-        for dimension in sorted({dimension for dimension, _ in statements}):
+        for dimension in sorted({dep.dimension for dep in dependencies}):
             cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                         (DIMENSION_LOCK_CLASS, dimension))
-    for _, statement in statements:
-        cur.execute(statement, iso_currency_parameters())
+    for dep in dependencies:
+        cur.execute(_statement(cur, dimension_upsert_sql, dep), iso_currency_parameters())
     return totals
-
-
-def _create_temp(cur: Any, spec: SourceTable) -> None:
-    """The temporary tables, in one round trip. JIT off: the planner's guesses for tables without
-    statistics run to millions of rows, and compiling for them costs a second per statement."""
-    cur.execute(sql.SQL("; ").join([sql.SQL("SET LOCAL jit = off"), *create_temp_sql(spec)]))
 
 
 def is_snapshot_file(table: pa.Table, spec: SourceTable) -> bool:
@@ -723,17 +751,6 @@ def is_snapshot_file(table: pa.Table, spec: SourceTable) -> bool:
     return bool(keys.group_by(list(spec.key)).aggregate([]).num_rows == table.num_rows)
 
 
-def _recorded(cur: Any, spec: SourceTable) -> tuple[bool, bool]:
-    """Whether a truncate of the table, and a completed read of it, are recorded. Read holding the
-    table's lock: both are written only under it, exclusively, so neither changes until the commit."""
-    cur.execute(sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s), "
-        "EXISTS (SELECT 1 FROM {} WHERE source_table = %(t)s)").format(TRUNCATIONS, GHOST_SWEEPS),
-        {"t": spec.name})
-    truncated, swept = cur.fetchone()
-    return bool(truncated), bool(swept)
-
-
 def _every_key(spec: SourceTable) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {}").format(_ids(spec.key), sql.Identifier(MIRROR_SCHEMA, spec.name))
 
@@ -742,18 +759,21 @@ def _touched_keys(spec: SourceTable) -> sql.Composed:
     return sql.SQL("SELECT DISTINCT {} FROM touched").format(_ids(spec.key))
 
 
+def _stage_keys(spec: SourceTable) -> sql.Composed:
+    return sql.SQL("SELECT {0} FROM stage GROUP BY {0}").format(_ids(spec.key))
+
+
 def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
     """Apply the file's versions and truncates: see the module docstring."""
     is_truncate = pc.equal(table["_op"], OP_TRUNCATE)
     truncates = pc.filter(table, is_truncate)
     rows = pc.filter(table, pc.invert(is_truncate))
-    _lock_table(cur, spec.name, exclusive=truncates.num_rows > 0)
-    _create_temp(cur, spec)
-    truncated, swept = _recorded(cur, spec)
+    reads = is_snapshot_file(rows, spec)
+    truncated, swept = _begin(cur, spec, exclusive=truncates.num_rows > 0, fresh=reads)
     # After a completed read, its sweep calls for a ghost tombstone of every row it did not see, a
     # key new to the warehouse too (a read below it arriving late): a snapshot file takes the
     # general way then, where the ghosts are recomputed.
-    snapshot = is_snapshot_file(rows, spec) and not swept
+    snapshot = reads and not swept
     if rows.num_rows:
         copy_format, data = stage_copy(rows, spec)
         cur.copy_expert(f"COPY stage FROM STDIN WITH (FORMAT {copy_format})", io.BytesIO(data))
@@ -770,7 +790,7 @@ def _apply(cur: Any, spec: SourceTable, table: pa.Table) -> _Totals:
         log.warning("truncate of %s.%s at lsn %s applied: its rows are marked deleted",
                     SOURCE_SCHEMA, spec.name, lsn)
     # A truncate below a sweep ends the rows it would have called ghosts: all are checked then.
-    ghost_keys = (_every_key(spec) if truncates.num_rows else _touched_keys(spec)) if swept else None
+    ghost_keys = (_every_key if truncates.num_rows else _touched_keys) if swept else None
     return _derive(cur, spec, rows.num_rows, every_row=truncates.num_rows > 0, fresh=snapshot,
                    truncated=truncated or truncates.num_rows > 0, ghost_keys=ghost_keys)
 
@@ -781,14 +801,13 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
     Exclusive on the table, like a truncate: a file of the table applied meanwhile either commits
     before (and its rows are candidates) or sees the sweep (and checks its own rows).
     """
-    _lock_table(cur, spec.name, exclusive=True)
-    _create_temp(cur, spec)
+    truncated, _ = _begin(cur, spec, exclusive=True, fresh=False)
     cur.execute(sql.SQL(
         "INSERT INTO {} (source_table, source_lsn, commit_ts) SELECT %(table)s, %(lsn)s, "
         "COALESCE((SELECT min(commit_ts) FROM {} WHERE file_key = ANY(%(files)s)), "
         "transaction_timestamp()) ON CONFLICT DO NOTHING").format(GHOST_SWEEPS, SNAPSHOT_FILES),
         {"table": spec.name, "lsn": marker.lsn, "files": list(marker.files)})
-    cur.execute(ghosts_sql(spec, ghost_candidates_sql(spec)), {"lsn": marker.lsn})
+    cur.execute(_statement(cur, ghosts_sql, spec, ghost_candidates_sql), {"lsn": marker.lsn})
     # touched holds the tombstones added and those removed: the added are in the history
     cur.execute(sql.SQL("SELECT count(*) FROM touched t WHERE EXISTS (SELECT 1 FROM {} h WHERE {} "
                         "AND h.source_lsn = t.source_lsn AND h.source_seq = t.source_seq)").format(
@@ -796,7 +815,6 @@ def _sweep(cur: Any, spec: SourceTable, marker: SnapshotMarker) -> tuple[int, _T
     ghosts = cur.fetchone()[0]
     # every_row: the truncate tombstones of the table are recomputed, the ghosts' included; the
     # ghosts of every row that may need one are just done (ghosts_sql decides in one pass).
-    truncated, _ = _recorded(cur, spec)
     return ghosts, _derive(cur, spec, 0, every_row=True, fresh=False, truncated=truncated,
                            ghost_keys=None)
 
