@@ -69,18 +69,25 @@ def test_reporting_logs_each_table_every_interval_and_a_finished_one_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     publisher = MetricsPublisher(tmp_path / "capture.json", Recording())
     caplog.set_level(logging.INFO, logger="capture.metrics")
+
+    def big() -> list[str]:
+        return [line for line in (r.getMessage() for r in caplog.records)
+                if line.startswith("copy of public.big 1,000/1,000,000 rows (0%), ")]
+
     with publisher.reporting(0.05):
         publisher.progress.start("public.big", 1_000_000)
         publisher.progress.start("public.small", 10)
         publisher.progress.advance("public.small", 10)
         publisher.progress.finish("public.small")
         publisher.progress.advance("public.big", 1000)
-        time.sleep(0.3)
+        # two reports of the interval's thread (waited for: a loaded machine may hold it back)
+        deadline = time.monotonic() + 30
+        while len(big()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert json.loads((tmp_path / "capture.json").read_text())["copies"][0]["rows_done"] == 1000
     lines = [r.getMessage() for r in caplog.records]
-    big = [line for line in lines if line.startswith("copy of public.big 1,000/1,000,000 rows (0%), ")]
-    assert len(big) >= 3
-    assert "ETA" in big[0]
+    assert len(big()) >= 3  # and the one as the block ends
+    assert "ETA" in big()[0]
     [small] = [line for line in lines if line.startswith("copy of public.small")]
     assert small.startswith("copy of public.small 10 rows, done")
 
