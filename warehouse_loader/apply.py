@@ -482,7 +482,7 @@ def fact_sync_sql(fact: Fact) -> sql.Composed:
         "    AND (t.source_lsn, t.source_seq) <= (o.source_lsn, o._seq) AND (o._prev_lsn IS NULL "
         "    OR (t.source_lsn, t.source_seq) >= (o._prev_lsn, o._prev_seq)))), "
         "appended AS (INSERT INTO {fact} ({cols}) SELECT {cols} FROM versions WHERE NOT _repeat "
-        "  ON CONFLICT ({key}, source_lsn, source_seq) DO NOTHING "
+        "  ON CONFLICT ({key}, source_lsn, fact_version_seq(source_seq), source_seq) DO NOTHING "
         "  RETURNING loaded_at, source_commit_ts), "
         "repeats AS (DELETE FROM {fact} f USING versions v WHERE v._repeat AND f.{key} = v.{key} "
         "  AND f.source_lsn = v.source_lsn AND f.source_seq = v.source_seq), "
