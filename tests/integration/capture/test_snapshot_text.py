@@ -61,3 +61,24 @@ def test_the_snapshot_puts_awkward_text_in_both_zones_as_stored(totesys_dsn, cap
     assert {e.after["address_id"]: (e.after["address_line_1"], e.after["address_line_2"])
             for e in events if e.after} == stored
     assert {str(r["address_id"]): (r["address_line_1"], r["address_line_2"]) for r in rows} == stored
+
+
+def test_other_types_read_back_as_their_text_output(source_dsn):
+    """Types whose text output holds backslashes and quotes of its own: what ``::text`` prints,
+    which is what pgoutput sends for them."""
+    conn = psycopg2.connect(source_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE other (b bytea, a text[], j jsonb)")
+            cur.execute("INSERT INTO other VALUES ('\\x5c00ff'::bytea, "
+                        "ARRAY['back\\slash', 'tab\t', '\"q\"', NULL], "
+                        "'{\"k\": \"line\\nbreak\\\\\"}'), (NULL, '{}', 'null')")
+            cur.execute("SELECT b::text, a::text, j::text FROM other")
+            printed = cur.fetchall()
+            buf = io.BytesIO()
+            cur.copy_expert("COPY (SELECT b, a, j FROM other) TO STDOUT", buf)
+    finally:
+        conn.close()
+    columns = text_columns(pa.py_buffer(buf.getvalue()), ["b", "a", "j"])
+    assert list(zip(*(c.to_pylist() for c in columns), strict=True)) == printed
+    assert "\\" in printed[0][0] and "\\" in printed[0][1] and "\\n" in printed[0][2]
