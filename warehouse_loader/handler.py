@@ -26,6 +26,7 @@ from urllib.parse import unquote_plus
 
 import boto3
 import botocore.exceptions
+import psycopg2
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -34,11 +35,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from totes_cdc import metric_names
 from totes_cdc.db import connect, dsn_from_secret
-from totes_cdc.errors import ConfigError, DatabaseUnavailable
+from totes_cdc.errors import ConfigError, DatabaseUnavailable, first_line
 from totes_cdc.snapshot_marker import is_snapshot_key
 from warehouse_loader.apply import FileResult, apply_file, apply_separating
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RejectedValuesError, RetryableLoadError
+from warehouse_loader.migrate import pending
 
 logger = Logger(service="warehouse_loader")
 tracer = Tracer(service="warehouse_loader")
@@ -199,9 +201,22 @@ class Loader:
     def _connection(self) -> Any:
         if self._conn is None:
             try:
-                self._conn = connect(self.config.warehouse_dsn(), "warehouse")
+                conn = connect(self.config.warehouse_dsn(), "warehouse")
             except (ConfigError, DatabaseUnavailable) as exc:  # may be restarting: retry, never dead-letter
                 raise RetryableLoadError(str(exc)) from None
+            try:
+                missing = pending(conn)
+            except psycopg2.Error as exc:
+                conn.close()
+                raise RetryableLoadError(
+                    f"cannot read the warehouse's migrations: {first_line(exc)}") from exc
+            if missing:
+                # A release's loader code needs its release's schema; the files wait in the queue.
+                conn.close()
+                names = ", ".join(f"{m.version:03d}_{m.name}" for m in missing)
+                raise RetryableLoadError(f"the warehouse schema lacks migrations {names}: run "
+                                         "`totes-cdc warehouse migrate` against it (docs/deploy.md)")
+            self._conn = conn
         return self._conn
 
     def _close(self) -> None:

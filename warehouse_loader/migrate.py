@@ -2,7 +2,9 @@
 
 ``schema_migrations`` records what is applied; each migration runs in its own transaction together
 with its bookkeeping row, so a crash leaves it either fully applied or not at all. A session
-advisory lock serialises concurrent runners (the loader runs ``migrate`` at every start).
+advisory lock serialises concurrent runners (``totes-cdc load`` runs ``migrate`` at every start).
+The Lambda loader does not migrate (a migration of a large warehouse may outlast a Lambda call):
+it refuses to apply files while :func:`pending` names any, and SQS keeps them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ def available() -> list[Migration]:
         if m := _NAME.fullmatch(entry.name):
             found.append(Migration(int(m[1]), m[2], entry.read_text("utf-8")))
     return sorted(found, key=lambda mig: mig.version)
+
+
+def pending(conn: Any) -> list[Migration]:
+    """The packaged migrations the warehouse has not applied (every one before the first run).
+    Ends the transaction it reads in."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        done: set[int] = set()
+        if cur.fetchone()[0]:
+            cur.execute("SELECT version FROM public.schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+    conn.rollback()
+    return [migration for migration in available() if migration.version not in done]
 
 
 def migrate(conn: Any) -> list[Migration]:

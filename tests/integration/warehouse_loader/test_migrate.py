@@ -8,7 +8,11 @@ import psycopg2
 import pytest
 
 from totes_ops.cli import main
-from warehouse_loader.migrate import available, migrate
+from warehouse_loader import migrate as migrate_module
+from warehouse_loader.config import LoaderConfig
+from warehouse_loader.errors import RetryableLoadError
+from warehouse_loader.handler import Loader
+from warehouse_loader.migrate import available, migrate, pending
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +79,24 @@ def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(warehou
         cur.execute("SELECT max(version), to_regclass('half') FROM schema_migrations")
         assert cur.fetchone() == (broken[-2].version, None)
     conn.close()
+
+
+def test_the_lambda_loader_refuses_a_warehouse_its_migrations_are_not_applied_to(warehouse_dsn, monkeypatch):
+    """It does not migrate (docs/deploy.md): it names what is missing and the command, until then."""
+    every = available()
+    loader = Loader(LoaderConfig.from_settings(lambda: warehouse_dsn), lambda *metric: None, s3=object())
+    with pytest.raises(RetryableLoadError, match="lacks migrations 001_star_schema, 002_mirror"):
+        loader._connection()
+    conn = psycopg2.connect(warehouse_dsn)
+    monkeypatch.setattr(migrate_module, "available", lambda: every[:-1])
+    migrate(conn)
+    monkeypatch.undo()
+    assert pending(conn) == every[-1:]
+    last = f"{every[-1].version:03d}_{every[-1].name}"
+    with pytest.raises(RetryableLoadError, match=f"lacks migrations {last}: run `totes-cdc warehouse"):
+        loader._connection()
+    migrate(conn)
+    assert pending(conn) == [] and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    conn.close()
+    assert loader._connection() is not None
+    loader.close()

@@ -18,6 +18,7 @@ from warehouse_loader.apply import FileResult
 from warehouse_loader.config import LoaderConfig
 from warehouse_loader.errors import BadFileError, RetryableLoadError
 from warehouse_loader.handler import Loader, warehouse_dsn
+from warehouse_loader.migrate import Migration
 
 KEY = "processed/public.design/date=2024-11-15/s-1-1.parquet"
 
@@ -65,6 +66,7 @@ def loader(s3, monkeypatch, outcome) -> tuple[Loader, list[tuple[str, str, float
 
     monkeypatch.setattr(handler, "apply_file", apply_file)
     monkeypatch.setattr(handler, "connect", lambda dsn, what: FakeConnection())
+    monkeypatch.setattr(handler, "pending", lambda conn: [])
     config = LoaderConfig.from_settings(lambda: "dbname=x")
     return Loader(config, lambda *m: published.append(m), s3), published
 
@@ -180,6 +182,19 @@ def arriving(key: str, queue_url: str) -> SQSRecord:
     return SQSRecord({**message(key).raw_event, "eventSourceARN": arn})
 
 
+def test_a_warehouse_behind_the_loaders_migrations_is_retryable_and_names_the_command(s3, monkeypatch):
+    """The files wait in the queue (the message fails) until the schema is migrated."""
+    opened: list[FakeConnection] = []
+    monkeypatch.setattr(handler, "connect", lambda dsn, what: opened.append(FakeConnection()) or opened[-1])
+    monkeypatch.setattr(handler, "pending", lambda conn: [Migration(24, "fact_one_version_index", "")])
+    monkeypatch.setattr(handler, "apply_file", lambda *a, **k: pytest.fail("applied"))
+    ldr = Loader(LoaderConfig.from_settings(lambda: "dbname=x"), lambda *m: None, s3)
+    with pytest.raises(RetryableLoadError, match=r"lacks migrations 024_fact_one_version_index: "
+                                                 r"run `totes-cdc warehouse migrate`"):
+        ldr.handle_record(message())
+    assert opened[0].closed and ldr._conn is None
+
+
 @pytest.fixture
 def queues(s3):
     sqs = boto3.client("sqs")
@@ -197,6 +212,7 @@ def test_snapshot_files_are_passed_on_to_their_queue_and_applied_there(s3, monke
     monkeypatch.setattr(handler, "apply_file", lambda conn, key, data, fetch: applied.append(key) or
                         FileResult(key, "design", 1, 0, None))
     monkeypatch.setattr(handler, "connect", lambda dsn, what: FakeConnection())
+    monkeypatch.setattr(handler, "pending", lambda conn: [])
     s3.put_object(Bucket=settings()["buckets"]["processed"], Key=SNAPSHOT_KEY, Body=b"data")
     config = LoaderConfig.from_settings(lambda: "dbname=x", snapshot_queue_url=urls["snapshot_files"])
     ldr = Loader(config, lambda *m: None, s3, sqs)
