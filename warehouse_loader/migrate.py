@@ -43,11 +43,15 @@ def pending(conn: Any) -> list[Migration]:
     Ends the transaction it reads in."""
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
-        done: set[int] = set()
-        if cur.fetchone()[0]:
-            cur.execute("SELECT version FROM public.schema_migrations")
-            done = {row[0] for row in cur.fetchall()}
+        missing = _not_applied(cur) if cur.fetchone()[0] else available()
     conn.rollback()
+    return missing
+
+
+def _not_applied(cur: Any) -> list[Migration]:
+    """The packaged migrations ``schema_migrations`` does not record."""
+    cur.execute("SELECT version FROM public.schema_migrations")
+    done = {row[0] for row in cur.fetchall()}
     return [migration for migration in available() if migration.version not in done]
 
 
@@ -62,12 +66,9 @@ def migrate(conn: Any) -> list[Migration]:
             cur.execute("CREATE TABLE IF NOT EXISTS public.schema_migrations ("
                         "version integer PRIMARY KEY, name text NOT NULL, "
                         "applied_at timestamptz NOT NULL DEFAULT now())")
-            cur.execute("SELECT version FROM public.schema_migrations")
-            done = {row[0] for row in cur.fetchall()}
+            missing = _not_applied(cur)
             conn.commit()
-            for migration in available():
-                if migration.version in done:
-                    continue
+            for migration in missing:
                 cur.execute(migration.sql)
                 cur.execute("INSERT INTO public.schema_migrations (version, name) VALUES (%s, %s)",
                             (migration.version, migration.name))
