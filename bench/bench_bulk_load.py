@@ -3,14 +3,15 @@
 A ``sales_order`` table of ``ROWS`` rows (the totesys columns, synthetic values) is read in key
 ranges of ``FILE_ROWS`` rows into processed Parquet files of snapshot reads (op ``r``, one position
 per row, as capture's lake snapshot writes them), then applied by the loader's ``apply_file`` into a
-freshly migrated warehouse (mirror, history, facts, current facts, dim_date) by as many loaders at
+freshly migrated warehouse (mirror, facts, current facts, dim_date; the mirror rows keep the
+reads for the row history, migration 025) by as many loaders at
 once as the snapshot queue's mapping runs in AWS (``snapshot_loader_mapping.maximum_concurrency``,
 each with its own connection), and by one loader; then a completion marker sweeps the table.
 Reference, in the same run: ``COPY (SELECT * FROM sales_order) TO STDOUT`` piped into
 ``COPY ... FROM STDIN`` of an unindexed table with the same columns in the warehouse. And the
 design's floor: the rows the loader wrote, copied in binary into a fresh warehouse's mirror,
-history, fact and current tables with their indexes, triggers off, as many at once as the loaders
-(what any bulk path that keeps these four tables must write at least). Medians of ``REPEATS``
+fact and current tables with their indexes, triggers off, as many at once as the loaders (what any
+bulk path that keeps these three tables must write at least). Medians of ``REPEATS``
 runs, alternating the four. Then the loader's peak RSS at two table sizes.
 """
 
@@ -189,14 +190,13 @@ def load(warehouse_dsn: str, files: list[tuple[str, bytes]], loaders: int) -> fl
     return elapsed
 
 
-# The four tables (schema, name) a snapshot file's rows are written into.
-FLOOR_TABLES = (("mirror", TABLE), ("mirror_history", TABLE), ("public", f"fact_{TABLE}"),
-                ("public", f"fact_{TABLE}_current"))
+# The three tables (schema, name) a snapshot file's rows are written into.
+FLOOR_TABLES = (("mirror", TABLE), ("public", f"fact_{TABLE}"), ("public", f"fact_{TABLE}_current"))
 FloorFile = list[tuple[sql.Composed, bytes]]
 
 
 def floor_files(loaded_dsn: str, rows: int) -> list[FloorFile]:
-    """For each snapshot file, the rows the loader wrote into each of the four tables (in the
+    """For each snapshot file, the rows the loader wrote into each of the three tables (in the
     warehouse at ``loaded_dsn``), as a ``COPY ... FROM STDIN`` command and its binary data."""
     conn = psycopg2.connect(loaded_dsn)
     commands = []
@@ -226,7 +226,7 @@ def floor_files(loaded_dsn: str, rows: int) -> list[FloorFile]:
 
 def floor_load(warehouse_dsn: str, files: list[FloorFile], loaders: int) -> float:
     """The design's floor: the rows the loader writes, copied into a freshly migrated warehouse's
-    four tables with all their indexes, triggers off, ``loaders`` at once, one transaction per
+    three tables with all their indexes, triggers off, ``loaders`` at once, one transaction per
     file; seconds. No derivation, no dashboard sums, no stage."""
 
     def copy_file(conn: Any, file: FloorFile) -> None:
@@ -358,12 +358,13 @@ def run() -> str:
         "",
         f"Source -> warehouse current state for a {ROWS:,}-row `sales_order` table: its snapshot "  # nosec B608
         f"as {len(files) - 1} processed files of up to {FILE_ROWS:,} reads plus the completion "
-        f"marker, applied by `apply_file` into a freshly migrated warehouse (mirror, "
-        f"mirror_history, fact_sales_order and its current table, dim_date, the marker's ghost "
-        f"sweep): {LOADERS} loaders at once, each with its own connection, as the snapshot queue's "
-        f"mapping runs them in AWS (`snapshot_loader_mapping.maximum_concurrency`), and one "
-        f"loader alone. Reference in the same run: `COPY (SELECT ...) TO STDOUT` of the source "
-        f"table piped into `COPY FROM STDIN` of an unindexed table with the same columns. "
+        f"marker, applied by `apply_file` into a freshly migrated warehouse (mirror, whose rows "
+        f"keep the reads for the row history, fact_sales_order and its current table, dim_date, "
+        f"the marker's ghost sweep): {LOADERS} loaders at once, each with its own connection, as "
+        f"the snapshot queue's mapping runs them in AWS "
+        f"(`snapshot_loader_mapping.maximum_concurrency`), and one loader alone. Reference in "
+        f"the same run: `COPY (SELECT ...) TO STDOUT` of the source table piped into "
+        f"`COPY FROM STDIN` of an unindexed table with the same columns. "
         f"Medians of {REPEATS} runs; load average {load_avg:.1f} at the end.",
         "",
         "| measurement | seconds | rows/s | ratio to reference |",
@@ -372,13 +373,13 @@ def run() -> str:
           f"+ marker -> current state | "
           f"{seconds:.2f} | {ROWS / seconds:,.0f} | {copy_s / seconds:.3f} |"
           for loaders, seconds in load_s.items()),
-        f"| the design's floor: the rows the loader writes, `COPY FROM` (binary) into the four "
+        f"| the design's floor: the rows the loader writes, `COPY FROM` (binary) into the three "
         f"tables with their indexes, triggers off, {LOADERS} at once | {floor_s:.2f} | "
         f"{ROWS / floor_s:,.0f} | {copy_s / floor_s:.3f} |",
         f"| reference: COPY TO + COPY FROM, unindexed | {copy_s:.2f} | {ROWS / copy_s:,.0f} | 1.00 |",
         "",
         f"{LOADERS} loaders at once reach {floor_s / load_s[LOADERS]:.2f} of the design's floor: "
-        f"the same rows in mirror, mirror_history, fact_{TABLE} and fact_{TABLE}_current "
+        f"the same rows in mirror, fact_{TABLE} and fact_{TABLE}_current "
         f"(prepared in advance, one transaction per file), without the stage, the derivation of "
         f"the facts and dimensions, the dashboard's sums or the marker.",
         "",

@@ -22,19 +22,28 @@ File = tuple[str, list[dict[str, Any]] | SnapshotMarker]  # (source table, proce
 TABLES = ("SELECT table_schema, table_name FROM information_schema.tables "
           "WHERE table_schema IN ('mirror', 'mirror_history', 'public') AND table_type = 'BASE TABLE' "
           "AND table_name <> 'schema_migrations' ORDER BY 1, 2")
-# Columns whose values depend on when a row was written, not on what the warehouse holds.
+# Columns whose values depend on when a row was written, not on what the warehouse holds; and
+# whether a row's snapshot read is kept by its mirror row or filed in its history already (which
+# depends on the files that came after it, and on replays: the history read below has both).
 IGNORED = ("loaded_at", "sales_record_id", "purchase_record_id", "payment_record_id", "applied_at",
-           "swept_at")
+           "swept_at", "pending_read_ts")
 
 
 def state(conn: Any) -> dict[str, list[str]]:
-    """Every row of the warehouse's tables as JSON (sorted, without the load-time columns)."""
+    """Every row of the warehouse's tables as JSON (sorted, without the load-time columns); the
+    row histories with the reads their mirror rows keep for them (migration 025)."""
     ignored = " ".join(f"- '{c}'" for c in IGNORED)
     found: dict[str, list[str]] = {f"{schema}.{table}": [] for schema, table in query(conn, TABLES)}
-    for table, row in query(conn, " UNION ALL ".join(
-            f"SELECT '{name}', (to_jsonb(t) {ignored})::text FROM {name} t" for name in found)):
+    kept = [name.split(".")[1] for name in found if name.startswith("mirror_history.")]
+    kept_in = {f"mirror_history.{name}" for name in kept}
+    for table, row in query(conn, " UNION ALL ".join([
+            *(f"SELECT '{name}', (to_jsonb(t) {ignored})::text FROM {name} t" for name in found),
+            *(f"SELECT 'mirror_history.{name}', (to_jsonb(m) - 'is_deleted' {ignored} || jsonb_build_object("
+              f"'source_op', 'r', 'source_commit_ts', m.pending_read_ts, 'unchanged', '[]'::jsonb))::text "
+              f"FROM mirror.{name} m WHERE m.pending_read_ts IS NOT NULL" for name in kept)])):
         found[table].append(row)
-    return {table: sorted(rows) for table, rows in found.items()}
+    # a read both kept and filed (a replay files it again) is one version
+    return {table: sorted(set(rows) if table in kept_in else rows) for table, rows in found.items()}
 
 
 def empty(conn: Any) -> None:

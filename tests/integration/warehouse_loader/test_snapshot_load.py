@@ -110,6 +110,36 @@ def test_snapshot_files_loaded_in_bulk_equal_the_row_by_row_apply(source, wareho
     assert query(warehouse, "SELECT count(*) FROM fact_sales_order WHERE source_lsn = 3000") == [(1,)]
 
 
+def test_an_initial_load_keeps_its_reads_in_the_mirror_until_a_file_concerns_the_row(source, warehouse):
+    """The reads of rows new to the warehouse are kept by their mirror rows, not written to the
+    history as well (migration 025); a later change files the row's read in the history first,
+    a truncate every read of its table, and the facts are what in-order application gives."""
+    apply_all(warehouse, snapshot_files(source, ["sales_order"], lsn=1000, markers=True))
+    orders = query(warehouse, "SELECT count(*) FROM mirror.sales_order")[0][0]
+    assert orders > 1
+    assert query(warehouse, "SELECT count(*) FROM mirror_history.sales_order") == [(0,)]
+    assert query(warehouse, "SELECT count(*) FROM mirror.sales_order WHERE pending_read_ts = ("
+                            "SELECT min(commit_ts) FROM mirror._snapshot_files)") == [(orders,)]
+
+    update = event("u", 1500, 1, {**row(source, "sales_order", 1), "units_sold": "7"})
+    apply_file(warehouse, object_key("sales_order", 1500, 1500),
+               parquet_bytes(source_columns(source, "sales_order"), [update]))
+    assert query(warehouse, "SELECT sales_order_id, source_lsn, source_op FROM mirror_history.sales_order "
+                            "ORDER BY 1, 2") == [(1, 1000, "r"), (1, 1500, "u")]
+    assert query(warehouse, "SELECT units_sold, pending_read_ts FROM mirror.sales_order "
+                            "WHERE sales_order_id = 1") == [(7, None)]
+
+    apply_file(warehouse, object_key("sales_order", 2000, 2000), parquet_bytes((), [event("t", 2000, 1)]))
+    assert query(warehouse, "SELECT count(*) FROM mirror_history.sales_order WHERE source_op = 'r'") == [
+        (orders,)]
+    assert query(warehouse, "SELECT count(*) FROM mirror.sales_order "
+                            "WHERE NOT is_deleted OR pending_read_ts IS NOT NULL") == [(0,)]
+    assert query(warehouse, "SELECT source_op, count(*) FROM fact_sales_order GROUP BY 1 ORDER BY 1") == [
+        ("d", orders), ("r", orders), ("u", 1)]
+    assert query(warehouse, "SELECT count(*) FROM fact_sales_order_current") == [(0,)]
+    assert_current_is_derived(warehouse)
+
+
 def row(conn: Any, table: str, key: int) -> dict[str, str | None]:
     """A source row in text form, as change events carry it."""
     columns = source_columns(conn, table)
