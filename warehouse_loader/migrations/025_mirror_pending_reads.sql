@@ -3,8 +3,9 @@
 -- lock_keys_sql, file_pending_reads_sql): an initial load writes each row once fewer. While the
 -- history may lack the mirror row's version, pending_read_ts holds that read's commit time (its
 -- position is the row's, its op r, it carries every column); otherwise it is null.
--- A 1,000,000-row snapshot load (2 loaders, 10 files and the marker) took 1.21 times as long with
--- every read written to the history too (median pair ratio of 5 alternated pairs, 1.10-1.53).
+-- A 1,000,000-row snapshot load (2 loaders, 10 files and the marker) took 1.21 and 1.09 times as
+-- long with every read written to the history too (median pair ratios of 5 and 6 alternated
+-- pairs on a noisy machine; one loader: 1.02 and 1.11, 4 pairs each).
 DO $$
 DECLARE
     t record;

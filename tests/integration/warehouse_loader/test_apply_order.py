@@ -34,16 +34,16 @@ def state(conn: Any) -> dict[str, list[str]]:
     row histories with the reads their mirror rows keep for them (migration 025)."""
     ignored = " ".join(f"- '{c}'" for c in IGNORED)
     found: dict[str, list[str]] = {f"{schema}.{table}": [] for schema, table in query(conn, TABLES)}
-    kept = [name.split(".")[1] for name in found if name.startswith("mirror_history.")]
-    kept_in = {f"mirror_history.{name}" for name in kept}
+    histories = [name for name in found if name.startswith("mirror_history.")]
     for table, row in query(conn, " UNION ALL ".join([
             *(f"SELECT '{name}', (to_jsonb(t) {ignored})::text FROM {name} t" for name in found),
-            *(f"SELECT 'mirror_history.{name}', (to_jsonb(m) - 'is_deleted' {ignored} || jsonb_build_object("
+            *(f"SELECT '{name}', (to_jsonb(m) - 'is_deleted' {ignored} || jsonb_build_object("
               f"'source_op', 'r', 'source_commit_ts', m.pending_read_ts, 'unchanged', '[]'::jsonb))::text "
-              f"FROM mirror.{name} m WHERE m.pending_read_ts IS NOT NULL" for name in kept)])):
+              f"FROM mirror.{name.split('.')[1]} m WHERE m.pending_read_ts IS NOT NULL"
+              for name in histories)])):
         found[table].append(row)
     # a read both kept and filed (a replay files it again) is one version
-    return {table: sorted(set(rows) if table in kept_in else rows) for table, rows in found.items()}
+    return {table: sorted(set(rows) if table in histories else rows) for table, rows in found.items()}
 
 
 def empty(conn: Any) -> None:
