@@ -4,6 +4,10 @@ Each ``bench/bench_<name>.py`` has ``run() -> str``: it measures (medians of rep
 reference measured in the same run) and returns a Markdown section, kept in
 ``bench/results/<name>.md``. BENCHMARKS.md is the machine header plus every section, so running
 one benchmark again refreshes its section without rerunning the others.
+
+The loaders the benchmarks run in this process have Arrow's allocator as the loader's Lambda has
+it: importing ``warehouse_loader`` first sets its options before pyarrow loads
+(totes_cdc/allocator.py). Capture runs as its own process, with its own.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import warehouse_loader  # noqa: F401  (see the docstring)
 from totes_ops.stack.emulator import Emulator
 from totes_ops.stack.postgres import LocalPostgres, make_base_dir
 
