@@ -6,10 +6,10 @@ imports pyarrow. A process that loaded pyarrow earlier keeps mimalloc's defaults
 already in the environment is kept. This module imports nothing that loads pyarrow.
 
 With its defaults, mimalloc commits each arena eagerly, in transparent huge pages. Capture's
-snapshot then spent 28 % of its samples in the kernel zeroing pages, and a 1,000,000-row load by
-2 loaders a median of 1.7 s of system CPU in the loader's process, against 0.3 s with arenas
-committed as they are used (capture/__init__.py and warehouse_loader/__init__.py give the
-measurements).
+snapshot then spent 28 % of its samples in the kernel zeroing pages; a 1,000,000-row load by 2
+loaders spent a median of 1.7 s of system CPU in the loader's process, against 0.3 s with arenas
+committed as they are used, in one series (capture/__init__.py and warehouse_loader/__init__.py
+give the measurements).
 """
 
 from __future__ import annotations
