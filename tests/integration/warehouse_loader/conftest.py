@@ -50,3 +50,21 @@ def bulk_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
 
     monkeypatch.setattr(apply, "is_snapshot_file", watched)
     return found
+
+
+@pytest.fixture
+def new_key_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """(source table, whether every key was new to the mirror) of every file of reads applied
+    from now on before its table's read completed, in order: True, it inserted its mirror rows
+    plainly; False, it went back to the general way (the loader's own apply._lock_keys, watched)."""
+    found: list[tuple[str, bool]] = []
+    lock_keys = apply._lock_keys
+
+    def watched(cur: Any, spec: Any, staged: int, fresh: bool) -> bool:
+        all_new = lock_keys(cur, spec, staged, fresh)
+        if fresh:
+            found.append((spec.name, all_new))
+        return all_new
+
+    monkeypatch.setattr(apply, "_lock_keys", watched)
+    return found

@@ -114,12 +114,13 @@ def test_a_delete_and_the_insert_before_it_applied_at_once_give_the_tombstone_it
 
 
 def test_two_snapshot_files_of_overlapping_keys_applied_at_once_end_as_one_after_the_other(
-        warehouse, warehouse_dsn, totesys_columns, bulk_checks):
+        warehouse, warehouse_dsn, totesys_columns, bulk_checks, new_key_checks):
     """The snapshot queue's loaders apply two files of reads at once: a chunk read at C1, and the
     same chunk read again at C2 (capture killed before it saved the chunk's progress), one row
-    changed meanwhile and one row new. Both are bulk files; the second waits for the first's new
-    mirror rows, then takes its own new key the short way (its facts the first versions of their
-    ids: migration 022) and the others as known rows."""
+    changed meanwhile and one row new. Both are bulk files; the second's plain insert of its mirror
+    rows waits for the first's new mirror rows and fails once they commit, and the file goes back
+    to the general way: its own new key the short way (its facts the first versions of their ids:
+    migration 022), the others as known rows."""
     first = [event("r", 1000, snapshot_seq(n), payment(n)) for n in (1, 2)]
     second = [event("r", 2000, snapshot_seq(1), payment(1)),
               event("r", 2000, snapshot_seq(2), payment(2, payment_amount="10.00")),
@@ -128,6 +129,7 @@ def test_two_snapshot_files_of_overlapping_keys_applied_at_once_end_as_one_after
     _second_while_first_waits_at_commit(warehouse, warehouse_dsn, totesys_columns, first, second)
 
     assert bulk_checks == [("payment", True), ("payment", True)]
+    assert new_key_checks == [("payment", True), ("payment", False)]
     # The unchanged re-read is no version of its own; the changed one and the new row are.
     assert query(warehouse, "SELECT payment_id, source_lsn, payment_amount::text FROM fact_payment "
                             "ORDER BY 1, 2") == [(1, 1000, "56925.44"), (2, 1000, "56925.44"),
