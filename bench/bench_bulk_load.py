@@ -337,15 +337,15 @@ def run() -> str:
         conn.close()
         one_bulk, one_rows = one_file(server, *files[0])
         loads: dict[int, list[float]] = {LOADERS: [], 1: []}
-        copies, copies3 = [], []
-        three: list[CopiedFile] = []
+        copies, three_tables = [], []
+        copied: list[CopiedFile] = []
         for n in range(REPEATS):
             copies.append(copy_reference(source_dsn, server.create_database(f"bulk_copy_{n}")))
             for loaders, timings in loads.items():
                 loaded_dsn = server.create_database(f"bulk_load_{n}_{loaders}")
                 timings.append(load(loaded_dsn, files, loaders))
-                three = three or three_table_files(loaded_dsn, ROWS)
-            copies3.append(three_table_load(server.create_database(f"bulk_copies_{n}"), three, LOADERS))
+                copied = copied or three_table_files(loaded_dsn, ROWS)
+            three_tables.append(three_table_load(server.create_database(f"bulk_copies_{n}"), copied, LOADERS))
         rss = {}
         for rows in RSS_ROWS:
             create_source(source_dsn, rows)
@@ -353,7 +353,7 @@ def run() -> str:
         load_avg = os.getloadavg()[0]
     load_s = {loaders: statistics.median(timings) for loaders, timings in loads.items()}
     copy_s = statistics.median(copies)
-    copies3_s = statistics.median(copies3)
+    three_tables_s = statistics.median(three_tables)
     lines = [
         f"## Bulk load of snapshot files ({today})",
         "",
@@ -375,11 +375,11 @@ def run() -> str:
           f"{seconds:.2f} | {ROWS / seconds:,.0f} | {copy_s / seconds:.3f} |"
           for loaders, seconds in load_s.items()),
         f"| the three tables' copies: the rows the loader writes, `COPY FROM` (binary) into the "
-        f"three tables with their indexes, triggers off, {LOADERS} at once | {copies3_s:.2f} | "
-        f"{ROWS / copies3_s:,.0f} | {copy_s / copies3_s:.3f} |",
+        f"three tables with their indexes, triggers off, {LOADERS} at once | {three_tables_s:.2f} | "
+        f"{ROWS / three_tables_s:,.0f} | {copy_s / three_tables_s:.3f} |",
         f"| reference: COPY TO + COPY FROM, unindexed | {copy_s:.2f} | {ROWS / copy_s:,.0f} | 1.00 |",
         "",
-        f"{LOADERS} loaders at once take {load_s[LOADERS] / copies3_s:.2f} times as long as the three "
+        f"{LOADERS} loaders at once take {load_s[LOADERS] / three_tables_s:.2f} times as long as the three "
         f"tables' copies: the same rows in mirror, fact_{TABLE} and fact_{TABLE}_current "
         f"(prepared in advance, one transaction per file), without the stage, the derivation of "
         f"the facts and dimensions, the dashboard's sums or the marker.",
