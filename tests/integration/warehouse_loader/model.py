@@ -81,6 +81,9 @@ class History:
     resync: tuple[str, ...] = ()  # tables read again after the transactions
     lost: tuple[Op, ...] = ()  # deletes of resynced tables' rows while nothing listened: no event
     rounds: int = 1  # resyncs one after the other; lost delete i comes before round i % rounds
+    # a resync killed before its marker, first: its files of the first rows it read of each table
+    # are in the lake, and it is run again (the rounds)
+    abandoned: int = 0
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -138,8 +141,8 @@ class Replay:
 
     columns: Mapping[str, tuple[Column, ...]]
     events: list[ChangeEvent] = field(default_factory=list)  # the stream's
-    # Each table read, to the lake: (table, lsn, its reads).
-    reads: list[tuple[str, int, list[ChangeEvent]]] = field(default_factory=list)
+    # Each table read, to the lake: (table, lsn, its reads, whether its marker follows them).
+    reads: list[tuple[str, int, list[ChangeEvent], bool]] = field(default_factory=list)
     versions: list[Version] = field(default_factory=list)
     rows: dict[str, dict[int, Row]] = field(default_factory=dict)
 
@@ -174,6 +177,11 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
         for op in txn.ops:
             made = _change(source, op, lsn, seq + 1, commit_ts, xid=number + 1)
             seq += made
+    if history.resync and history.abandoned:
+        lsn, commit_ts = lsn + LSN_STEP, commit_ts + dt.timedelta(minutes=1)
+        for table in TABLES:
+            if table in history.resync:
+                _read(source, table, lsn, commit_ts, rows=history.abandoned)
     for round_ in range(history.rounds if history.resync else 0):
         for i, op in enumerate(history.lost):
             if op.table in history.resync and i % history.rounds == round_:
@@ -186,16 +194,17 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
     return source
 
 
-def _read(source: Replay, table: str, lsn: int, commit_ts: dt.datetime) -> None:
-    """A read of ``table``'s rows at ``lsn``, written to the lake (seqs: contract.snapshot_seq)."""
+def _read(source: Replay, table: str, lsn: int, commit_ts: dt.datetime, rows: int | None = None) -> None:
+    """A read of ``table``'s rows at ``lsn``, written to the lake (seqs: contract.snapshot_seq),
+    or only of its first ``rows`` rows, without its marker (a read killed part way)."""
     reads = []
-    for ordinal, key in enumerate(sorted(source.rows[table]), start=1):
+    for ordinal, key in enumerate(sorted(source.rows[table])[:rows], start=1):
         row = source.rows[table][key]
         event = ChangeEvent(contract.OP_SNAPSHOT, SCHEMA, table, lsn, contract.snapshot_seq(ordinal),
                             commit_ts, source.columns[table], after=dict(row), snapshot=True)
         reads.append(event)
         source.versions.append(Version(table, key, event.op, lsn, event.seq, commit_ts, dict(row)))
-    source.reads.append((table, lsn, reads))
+    source.reads.append((table, lsn, reads, rows is None))
 
 
 def _ghosts(source: Replay, table: str, lsn: int) -> None:
@@ -486,9 +495,10 @@ LAKE = 1000  # the "shard" of a table read's lake files: each read its own, in w
 def lake_files(history: History, columns: Mapping[str, tuple[Column, ...]],
                delivery: Delivery) -> list[ProcessedFile]:
     """Each table read as capture writes it to the lake: files of ``snapshot_file_rows`` reads,
-    then the read's completion marker listing them (a resync's even when it read nothing)."""
+    then the read's completion marker listing them (a resync's even when it read nothing), but for
+    a read killed part way."""
     out: list[ProcessedFile] = []
-    for n, (table, lsn, reads) in enumerate(replay(history, columns).reads):
+    for n, (table, lsn, reads, complete) in enumerate(replay(history, columns).reads):
         if not reads and lsn == SNAPSHOT_LSN:
             continue  # an empty table's first read completes nothing: its marker is left out
         size, keys = delivery.snapshot_file_rows, []
@@ -497,6 +507,8 @@ def lake_files(history: History, columns: Mapping[str, tuple[Column, ...]],
             keys.append(snapshot_key(table, lsn, f"{first + 1}-{first + len(chunk)}"))
             out.append(ProcessedFile(LAKE + n, keys[-1], parquet_bytes(columns[table], [
                 processed_row(e.op, e.lsn, e.seq, e.after, commit_ts=e.commit_ts) for e in chunk])))
+        if not complete:
+            continue
         marker = SnapshotMarker(SCHEMA, table, lsn, tuple(keys), len(reads), lsn != SNAPSHOT_LSN)
         out.append(ProcessedFile(LAKE + n, snapshot_key(table, lsn, "done"),
                                  marker_parquet(marker, columns[table])))
@@ -575,7 +587,7 @@ def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4,
     return st.builds(History, st.lists(ops(("insert",)), max_size=6).map(tuple),
                      st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans(),
                      st.lists(st.sampled_from(TABLES), unique=True, max_size=2).map(tuple),
-                     st.lists(lost, max_size=3).map(tuple), st.integers(1, 2))
+                     st.lists(lost, max_size=3).map(tuple), st.integers(1, 2), st.integers(0, 3))
 
 
 def arrivals(shape: str, max_loaders: int = 1) -> st.SearchStrategy[Arrival]:

@@ -12,8 +12,9 @@ the mirror, the dimensions, dim_date, the current facts and the fact history mus
 
 Snapshot reads go to the lake as capture writes them (files of reads, then each table read's
 completion marker); some histories end with one or two resyncs of a few tables after deletes no
-event reported (ghost rows the first read that missed them tombstones), and a resync's read of an
-unchanged row is no fact version.
+event reported (ghost rows the first read that missed them tombstones), some of them after a resync
+killed part way (its first reads in the lake, no marker: it is run again), and a resync's read of
+an unchanged row is no fact version.
 
 - in stream order: one loader, each shard's files in the order written (shards interleaved);
 - in any order, by 1 to 4 loaders at once (each its own connection; a retryable error, such as a
