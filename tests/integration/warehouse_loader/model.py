@@ -49,6 +49,7 @@ KEY_SPACE = 4  # keys 1..4, and foreign keys into the same range, so rows meet a
 SNAPSHOT_LSN = 0x1000
 LSN_STEP = 0x100
 SNAPSHOT_TS = dt.datetime(2024, 11, 15, 21, 0, tzinfo=dt.UTC)  # a few hours before midnight
+RESUME_SPLIT = KEY_SPACE // 2  # a resumed snapshot's ranges done at C: the rows of keys up to it
 CURRENCY_CODES = ("GBP", "USD", "EUR", "gbp", "ZZZ")  # lower case and a code ISO 4217 lacks
 TOASTABLE = ("text", "character varying")
 
@@ -84,6 +85,9 @@ class History:
     # a resync killed before its marker, first: its files of the first rows it read of each table
     # are in the lake, and it is run again (the rounds)
     abandoned: int = 0
+    # capture killed during the snapshot and started again after this many transactions: the rows
+    # of keys up to RESUME_SPLIT were read at C, the rest are read at C2, and the marker lists both
+    resumed: int | None = None
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -141,10 +145,15 @@ class Replay:
 
     columns: Mapping[str, tuple[Column, ...]]
     events: list[ChangeEvent] = field(default_factory=list)  # the stream's
-    # Each table read, to the lake: (table, lsn, its reads, whether its marker follows them).
-    reads: list[tuple[str, int, list[ChangeEvent], bool]] = field(default_factory=list)
+    # Each table read, to the lake: (table, lsn, its reads, its marker: HERE after its files, LATER
+    # in the table's next marker, NONE for a read killed part way).
+    reads: list[tuple[str, int, list[ChangeEvent], str]] = field(default_factory=list)
     versions: list[Version] = field(default_factory=list)
     rows: dict[str, dict[int, Row]] = field(default_factory=dict)
+    # What the warehouse can know of each row so far: the values its versions carried. A row the
+    # source had before a resumed snapshot's C2 but the read at C did not cover is known from its
+    # changes only: a truncate leaves it no version, a delete no values, an update those it sent.
+    known: dict[str, dict[int, Row]] = field(default_factory=lambda: {t: {} for t in TABLES})
 
     def key_column(self, table: str) -> Column:
         return next(c for c in self.columns[table] if c.key)
@@ -167,9 +176,15 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
         if op.kind in ("insert", "update"):
             source.rows[op.table][op.key] = source.new_row(op.table, op.key, op.seeds)
     for table in TABLES:
-        _read(source, table, SNAPSHOT_LSN, SNAPSHOT_TS)
+        if history.resumed is None:
+            _read(source, table, SNAPSHOT_LSN, SNAPSHOT_TS)
+        else:
+            done = [k for k in source.rows[table] if k <= RESUME_SPLIT]
+            _read(source, table, SNAPSHOT_LSN, SNAPSHOT_TS, done, LATER)
     lsn, commit_ts = SNAPSHOT_LSN, SNAPSHOT_TS
     for number, txn in enumerate(history.transactions):
+        if number == history.resumed:
+            lsn, commit_ts = _resume(source, lsn, commit_ts)
         if number or not history.commit_at_snapshot:
             lsn += LSN_STEP
         commit_ts += dt.timedelta(hours=txn.hours, minutes=1)
@@ -177,11 +192,13 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
         for op in txn.ops:
             made = _change(source, op, lsn, seq + 1, commit_ts, xid=number + 1)
             seq += made
+    if history.resumed is not None and history.resumed >= len(history.transactions):
+        lsn, commit_ts = _resume(source, lsn, commit_ts)
     if history.resync and history.abandoned:
         lsn, commit_ts = lsn + LSN_STEP, commit_ts + dt.timedelta(minutes=1)
         for table in TABLES:
             if table in history.resync:
-                _read(source, table, lsn, commit_ts, rows=history.abandoned)
+                _read(source, table, lsn, commit_ts, sorted(source.rows[table])[:history.abandoned], NONE)
     for round_ in range(history.rounds if history.resync else 0):
         for i, op in enumerate(history.lost):
             if op.table in history.resync and i % history.rounds == round_:
@@ -194,17 +211,30 @@ def replay(history: History, columns: Mapping[str, tuple[Column, ...]]) -> Repla
     return source
 
 
-def _read(source: Replay, table: str, lsn: int, commit_ts: dt.datetime, rows: int | None = None) -> None:
-    """A read of ``table``'s rows at ``lsn``, written to the lake (seqs: contract.snapshot_seq),
-    or only of its first ``rows`` rows, without its marker (a read killed part way)."""
+def _resume(source: Replay, lsn: int, commit_ts: dt.datetime) -> tuple[int, dt.datetime]:
+    """The resumed snapshot's read at C2 (after ``lsn``) of the rows of keys above RESUME_SPLIT."""
+    lsn, commit_ts = lsn + LSN_STEP, commit_ts + dt.timedelta(minutes=1)
+    for table in TABLES:
+        _read(source, table, lsn, commit_ts, [k for k in source.rows[table] if k > RESUME_SPLIT])
+    return lsn, commit_ts
+
+
+HERE, LATER, NONE = "here", "later", "none"
+
+
+def _read(source: Replay, table: str, lsn: int, commit_ts: dt.datetime, keys: Sequence[int] | None = None,
+          marker: str = HERE) -> None:
+    """A read of ``table``'s rows at ``lsn`` (or of those of ``keys``), written to the lake (seqs:
+    contract.snapshot_seq), and where its files go in a marker (HERE, LATER, NONE)."""
     reads = []
-    for ordinal, key in enumerate(sorted(source.rows[table])[:rows], start=1):
+    for ordinal, key in enumerate(sorted(source.rows[table] if keys is None else keys), start=1):
         row = source.rows[table][key]
         event = ChangeEvent(contract.OP_SNAPSHOT, SCHEMA, table, lsn, contract.snapshot_seq(ordinal),
                             commit_ts, source.columns[table], after=dict(row), snapshot=True)
         reads.append(event)
         source.versions.append(Version(table, key, event.op, lsn, event.seq, commit_ts, dict(row)))
-    source.reads.append((table, lsn, reads, rows is None))
+        source.known[table][key] = dict(row)
+    source.reads.append((table, lsn, reads, marker))
 
 
 def _ghosts(source: Replay, table: str, lsn: int) -> None:
@@ -227,20 +257,29 @@ def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, 
         source.events.append(ChangeEvent(kind, SCHEMA, table, lsn, seq, commit_ts, columns, before,
                                          after, xid, False, unchanged))
 
-    def version(key: int, kind: str, values: Row, event: bool = True) -> None:
+    known = source.known[table]
+
+    def version(key: int, kind: str, sent: Row | None = None, event: bool = True) -> None:
+        """A version of row ``key`` with the values the warehouse knows: those ``sent`` (an insert
+        or update; unchanged columns left out) over the row's earlier ones, or the earlier ones
+        (a deletion)."""
+        values = known[key] = {**known.get(key, {}), **(sent or {})}
+        if not values:  # a deletion of a row the warehouse has no version of: its key alone
+            values = {key_name: str(key)}
         source.versions.append(Version(table, key, kind, lsn, seq, commit_ts, dict(values), event))
 
     if op.kind == "truncate":
         emit(contract.OP_TRUNCATE, None, None)
-        for key in sorted(rows):
-            version(key, contract.OP_DELETE, rows[key], event=False)
+        for key in sorted(rows.keys() & known.keys()):  # a row with no version is not the warehouse's
+            version(key, contract.OP_DELETE, event=False)
         rows.clear()
         return 1
     if op.kind == "delete":
         if op.key not in rows:
             return 0
         emit(contract.OP_DELETE, {key_name: str(op.key)}, None)
-        version(op.key, contract.OP_DELETE, rows.pop(op.key))
+        del rows[op.key]
+        version(op.key, contract.OP_DELETE)
         return 1
     if op.kind == "rekey":  # capture sends the old key's delete, then the new key's insert
         if op.key not in rows or op.new_key in rows:
@@ -248,7 +287,7 @@ def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, 
         row = rows.pop(op.key)
         moved = rows[op.new_key] = {**row, key_name: str(op.new_key)}
         emit(contract.OP_DELETE, {key_name: str(op.key)}, None)
-        version(op.key, contract.OP_DELETE, row)
+        version(op.key, contract.OP_DELETE)
         seq += 1
         unchanged = _toasted(source, op, row)
         emit(contract.OP_INSERT, None, {k: v for k, v in moved.items() if k not in unchanged}, unchanged)
@@ -268,8 +307,9 @@ def _change(source: Replay, op: Op, lsn: int, seq: int, commit_ts: dt.datetime, 
             new[column.name] = value_text(column, seed)
     unchanged = _toasted(source, op, new) if op.kind == "update" else ()
     rows[op.key] = new
-    emit(contract.OP_UPDATE, None, {k: v for k, v in new.items() if k not in unchanged}, unchanged)
-    version(op.key, contract.OP_UPDATE, new)
+    sent = {k: v for k, v in new.items() if k not in unchanged}
+    emit(contract.OP_UPDATE, None, sent, unchanged)
+    version(op.key, contract.OP_UPDATE, sent)
     return 1
 
 
@@ -338,7 +378,9 @@ def expected(history: History, columns: Mapping[str, tuple[Column, ...]]) -> War
         model.mirror[table] = {
             key: (tuple(typed(c, v.values.get(c.name)) for c in columns[table]), (v.lsn, v.seq),
                   v.op == contract.OP_DELETE) for key, v in last[table].items()}
-    values = {t: {k: v.values for k, v in last[t].items()} for t in TABLES}
+    # a row only ever seen deleted (its values unknown) has no dimension row
+    values = {t: {k: v.values for k, v in last[t].items() if set(v.values) != {source.key_column(t).name}}
+              for t in TABLES}
     model.dimensions = _dimensions(values)
     for table in ("sales_order", "payment"):
         fact = FACTS_BY_SOURCE[table].table
@@ -495,23 +537,30 @@ LAKE = 1000  # the "shard" of a table read's lake files: each read its own, in w
 def lake_files(history: History, columns: Mapping[str, tuple[Column, ...]],
                delivery: Delivery) -> list[ProcessedFile]:
     """Each table read as capture writes it to the lake: files of ``snapshot_file_rows`` reads,
-    then the read's completion marker listing them (a resync's even when it read nothing), but for
-    a read killed part way."""
+    then the read's completion marker listing them (a resync's even when it read nothing; a resumed
+    snapshot's lists its files of both reads, at C), but for a read killed part way."""
     out: list[ProcessedFile] = []
-    for n, (table, lsn, reads, complete) in enumerate(replay(history, columns).reads):
-        if not reads and lsn == SNAPSHOT_LSN:
-            continue  # an empty table's first read completes nothing: its marker is left out
+    carried: dict[str, tuple[list[str], int]] = {}  # a resumed snapshot's files read at C, and rows
+    for n, (table, lsn, reads, marker) in enumerate(replay(history, columns).reads):
         size, keys = delivery.snapshot_file_rows, []
         for first in range(0, len(reads), size):
             chunk = reads[first:first + size]
             keys.append(snapshot_key(table, lsn, f"{first + 1}-{first + len(chunk)}"))
             out.append(ProcessedFile(LAKE + n, keys[-1], parquet_bytes(columns[table], [
                 processed_row(e.op, e.lsn, e.seq, e.after, commit_ts=e.commit_ts) for e in chunk])))
-        if not complete:
+        if marker == LATER:
+            carried[table] = (keys, len(reads))
+        if marker != HERE:
             continue
-        marker = SnapshotMarker(SCHEMA, table, lsn, tuple(keys), len(reads), lsn != SNAPSHOT_LSN)
-        out.append(ProcessedFile(LAKE + n, snapshot_key(table, lsn, "done"),
-                                 marker_parquet(marker, columns[table])))
+        at_c = carried.pop(table, None)
+        earlier, rows = at_c or ([], 0)
+        first_lsn = lsn if at_c is None else SNAPSHOT_LSN
+        if rows + len(reads) == 0 and first_lsn == SNAPSHOT_LSN:
+            continue  # an empty table's first read completes nothing: its marker is left out
+        done = SnapshotMarker(SCHEMA, table, first_lsn, tuple(earlier + keys), rows + len(reads),
+                              first_lsn != SNAPSHOT_LSN)
+        out.append(ProcessedFile(LAKE + n, snapshot_key(table, first_lsn, "done"),
+                                 marker_parquet(done, columns[table])))
     return out
 
 
@@ -587,7 +636,8 @@ def histories(kinds: Sequence[str] = KINDS, max_transactions: int = 4,
     return st.builds(History, st.lists(ops(("insert",)), max_size=6).map(tuple),
                      st.lists(transactions, max_size=max_transactions).map(tuple), st.booleans(),
                      st.lists(st.sampled_from(TABLES), unique=True, max_size=2).map(tuple),
-                     st.lists(lost, max_size=3).map(tuple), st.integers(1, 2), st.integers(0, 3))
+                     st.lists(lost, max_size=3).map(tuple), st.integers(1, 2), st.integers(0, 3),
+                     st.none() | st.integers(0, max_transactions))
 
 
 def arrivals(shape: str, max_loaders: int = 1) -> st.SearchStrategy[Arrival]:

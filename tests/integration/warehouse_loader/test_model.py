@@ -11,7 +11,9 @@ range, one file delivered twice; the files applied into a freshly emptied migrat
 the mirror, the dimensions, dim_date, the current facts and the fact history must equal the model's.
 
 Snapshot reads go to the lake as capture writes them (files of reads, then each table read's
-completion marker); some histories end with one or two resyncs of a few tables after deletes no
+completion marker); some snapshots are resumed, as after capture was killed during them (the rows of
+the lower keys read at C, the rest at C2 after some of the transactions, one marker at C listing
+both reads' files); some histories end with one or two resyncs of a few tables after deletes no
 event reported (ghost rows the first read that missed them tombstones), some of them after a resync
 killed part way (its first reads in the lake, no marker: it is run again), and a resync's read of
 an unchanged row is no fact version.
