@@ -74,7 +74,7 @@ def _source_dsn(args: argparse.Namespace) -> str:
 def run_resync(args: argparse.Namespace) -> int:
     """Exit 0 once every table and its marker is in the lake; 1 when stopped or a read failed."""
     from capture.config import CaptureConfig
-    from capture.errors import Stopped
+    from capture.errors import ResyncFailed, Stopped
     from capture.metrics import MetricsPublisher
     from capture.service import resync
     from capture.source import format_lsn
@@ -90,6 +90,9 @@ def run_resync(args: argparse.Namespace) -> int:
                        stop=stop)
     except Stopped:
         print("totes-cdc: resync stopped before it completed: run it again", file=sys.stderr)
+        return 1
+    except ResyncFailed as exc:
+        print(f"totes-cdc: resync failed: {exc}: run it again", file=sys.stderr)
         return 1
     except TerminalError as exc:
         if isinstance(exc, ConfigError):

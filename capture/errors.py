@@ -2,7 +2,7 @@
 outage is :class:`totes_cdc.errors.DatabaseUnavailable` (transient): capture reconnects with
 backoff."""
 
-from totes_cdc.errors import TerminalError
+from totes_cdc.errors import TerminalError, TotesError
 
 
 class CaptureError(TerminalError):
@@ -15,3 +15,9 @@ class DecodeError(CaptureError):
 
 class Stopped(Exception):
     """The service was asked to stop while waiting."""
+
+
+class ResyncFailed(TotesError):
+    """A resync under way ended on a failure retrying may fix (the lake, the source): the resync is
+    not resumable, so it is run again (exit 1), where a source not reached at all is a setting to
+    check (exit 2)."""

@@ -35,7 +35,7 @@ from capture.decoder import (
     Update,
     decode,
 )
-from capture.errors import CaptureError, Stopped
+from capture.errors import CaptureError, ResyncFailed, Stopped
 from capture.events import EventBuilder
 from capture.metrics import MetricsPublisher
 from capture.policy import Step, StreamPolicy, Timing
@@ -369,7 +369,10 @@ def resync(config: CaptureConfig, tables: Sequence[str], publisher: MetricsPubli
         state.snapshot_lsn = lsn
         log.info("resync of %s at %s", ", ".join(tables), source.format_lsn(lsn))
 
-    with publisher.reporting(config.metrics_seconds):
-        reader.take(state, tables, f"{config.slot[:40]}_resync_{os.getpid()}", temporary=True,
-                    on_slot=created)
+    try:
+        with publisher.reporting(config.metrics_seconds), db.translated("source"):
+            reader.take(state, tables, f"{config.slot[:40]}_resync_{os.getpid()}", temporary=True,
+                        on_slot=created)
+    except TransientError as exc:
+        raise ResyncFailed(first_line(exc)) from exc
     return state

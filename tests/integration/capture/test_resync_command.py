@@ -21,6 +21,7 @@ import pytest
 from capture import snapshot
 from tests.conftest import query
 from tests.integration.capture.conftest import execute, seed_designs, wait_for
+from totes_cdc.lakefiles import ObjectStore, StoreError
 from totes_cdc.settings import settings
 from totes_cdc.snapshot_marker import read_marker
 from totes_ops.cli import main
@@ -59,6 +60,37 @@ def test_resync_reads_a_table_into_the_lake_with_its_marker_and_shows_progress(
     # The server drops a temporary slot as its session ends, after the client has closed it.
     wait_for(lambda: query(totesys_dsn, "SELECT count(*) FROM pg_replication_slots")[0][0] == 0,
              10, "the resync's temporary slot to be dropped")
+
+
+def _refused_put(self: ObjectStore, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+    raise StoreError(f"cannot write s3://{bucket}/{key}: SlowDown")
+
+
+def _lost_source(*_: Any, **__: Any) -> Any:
+    raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize(("target", "failure", "said"), [
+    (ObjectStore, ("put_new", _refused_put), "cannot write s3://"),
+    (snapshot.LakeSnapshot, ("_read_range", _lost_source), "source: server closed the connection"),
+], ids=["the lake refuses a put", "the source goes away"])
+def test_a_resync_that_fails_part_way_exits_1_saying_why_and_run_again_completes(
+        totesys_dsn: str, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, target: type, failure: tuple[str, Any], said: str) -> None:
+    """A failure retrying may fix, once the resync is under way (S3 refusing a put after the
+    client's retries, the source going away), is exit 1 and "run it again", not the 2 of a setting
+    to fix; the resync run again completes."""
+    seed_designs(totesys_dsn, 250)
+    with monkeypatch.context() as patched:
+        patched.setattr(target, *failure)
+        assert main(["resync", "--table", "design", "--source-dsn", totesys_dsn,
+                     "--state-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"totes-cdc: resync failed: {said}") and err.endswith(": run it again\n")
+    assert len(err.splitlines()) == 1
+    assert main(["resync", "--table", "design", "--source-dsn", totesys_dsn,
+                 "--state-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("public.design: 250 rows read at ")
 
 
 def test_resync_of_a_table_that_is_not_there_exits_2_with_one_line(
