@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import boto3
 import fastavro
+import psycopg2
 from psycopg2 import sql
 
 from totes_cdc.contract import (
@@ -44,8 +45,8 @@ from totes_cdc.contract import (
     SEQ_RANGE,
     TOMBSTONE_SEQ_FACTOR,
 )
-from totes_cdc.db import connect
-from totes_cdc.errors import ConfigError
+from totes_cdc.db import connect, error
+from totes_cdc.errors import ConfigError, DatabaseUnavailable, TotesError, first_line
 from totes_cdc.lakefiles import ObjectStore, StoreError
 from totes_cdc.settings import settings
 from warehouse_loader.derivation import (
@@ -415,11 +416,25 @@ def reconcile(source_dsn: str, warehouse_dsn: str, raw: RawZone | None = None) -
             if raw is not None:
                 tables += _histories(src, wh, raw, compared)
         return Report(tables, compared)
+    except psycopg2.Error as exc:
+        raise _unreadable(exc, {"source": source, "warehouse": warehouse}) from exc
     finally:
-        source.rollback()
-        warehouse.rollback()
-        source.close()
+        source.close()  # ends each side's read-only transaction, if its session is still there
         warehouse.close()
+
+
+def _unreadable(exc: psycopg2.Error, databases: dict[str, Any]) -> TotesError:
+    """What the CLI says (exit 2, never the 1 of differences) of a database reconcile could not read:
+    transient (its server ended the session) or a setting to fix (a statement it refused: a
+    warehouse never migrated, a missing grant). The database is the one the failed query ran on."""
+    conn = getattr(exc.cursor, "connection", None)
+    which = next((name for name, c in databases.items() if c is conn), None) or " or ".join(
+        name for name, c in databases.items() if c.closed) or "source or warehouse"
+    problem = error(exc.pgcode, f"reconcile cannot read the {which} database: {first_line(exc)}")
+    if isinstance(problem, DatabaseUnavailable):
+        return problem
+    missing = which == "warehouse" and exc.pgcode in ("42P01", "3F000")  # undefined table, schema
+    return ConfigError(f"{problem}{'; not migrated? totes-cdc warehouse migrate' if missing else ''}")
 
 
 def render(report: Report, as_json: bool = False) -> str:
