@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from totes_cdc.db import translated
+
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key of the migration runner (an arbitrary constant, unique to this project).
@@ -56,10 +58,13 @@ def _not_applied(cur: Any) -> list[Migration]:
 
 
 def migrate(conn: Any) -> list[Migration]:
-    """Bring the warehouse schema up to date; returns the migrations applied now (maybe none)."""
+    """Bring the warehouse schema up to date; returns the migrations applied now (maybe none).
+
+    A statement the warehouse refuses is a DatabaseError (or DatabaseUnavailable: its session
+    ended) naming the migration."""
     conn.autocommit = False
     applied_now = []
-    with conn.cursor() as cur:
+    with translated("warehouse migrate"), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.commit()
         try:
@@ -69,16 +74,19 @@ def migrate(conn: Any) -> list[Migration]:
             missing = _not_applied(cur)
             conn.commit()
             for migration in missing:
-                cur.execute(migration.sql)
+                with translated(f"warehouse migration {migration.version:03d}_{migration.name}"):
+                    cur.execute(migration.sql)
                 cur.execute("INSERT INTO public.schema_migrations (version, name) VALUES (%s, %s)",
                             (migration.version, migration.name))
                 conn.commit()
                 log.info("applied warehouse migration %03d_%s", migration.version, migration.name)
                 applied_now.append(migration)
         except BaseException:
-            conn.rollback()
+            if not conn.closed:
+                conn.rollback()
             raise
         finally:
-            cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-            conn.commit()
+            if not conn.closed:  # a session that ended took its lock with it
+                cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+                conn.commit()
     return applied_now

@@ -7,6 +7,7 @@ import threading
 import psycopg2
 import pytest
 
+from totes_cdc.errors import DatabaseError
 from totes_ops.cli import main
 from warehouse_loader import migrate as migrate_module
 from warehouse_loader.config import LoaderConfig
@@ -71,7 +72,7 @@ def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(warehou
     broken = [*available(), migrations.Migration(99, "broken", "CREATE TABLE half (x int); SELECT 1/0")]
     monkeypatch.setattr(migrations, "available", lambda: broken)
     conn = psycopg2.connect(warehouse_dsn)
-    with pytest.raises(psycopg2.errors.DivisionByZero):
+    with pytest.raises(DatabaseError, match=r"^warehouse migration 099_broken: division by zero"):
         migrate(conn)
     monkeypatch.setattr(migrations, "available", lambda: broken[:-1])
     assert migrate(conn) == []  # the lock was released; the good migrations were kept
@@ -79,6 +80,17 @@ def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(warehou
         cur.execute("SELECT max(version), to_regclass('half') FROM schema_migrations")
         assert cur.fetchone() == (broken[-2].version, None)
     conn.close()
+
+
+def test_a_migration_the_warehouse_refuses_exits_2_with_one_line_naming_it(warehouse_dsn, monkeypatch,
+                                                                           capsys):
+    import warehouse_loader.migrate as migrations
+
+    broken = [*available()[:2], migrations.Migration(3, "broken", "SELECT 1/0")]
+    monkeypatch.setattr(migrations, "available", lambda: broken)
+    assert main(["warehouse", "migrate", "--warehouse-dsn", warehouse_dsn]) == 2
+    assert capsys.readouterr().err == (
+        "totes-cdc: error: warehouse migration 003_broken: division by zero (SQLSTATE 22012)\n")
 
 
 def test_the_lambda_loader_refuses_a_warehouse_its_migrations_are_not_applied_to(warehouse_dsn, monkeypatch):
