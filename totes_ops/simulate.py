@@ -34,7 +34,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from totes_cdc.db import connect
+from totes_cdc.db import connect, translated
 from totes_cdc.errors import ConfigError
 from totes_ops.stack import synthetic
 
@@ -241,7 +241,8 @@ def run(dsn: str, rate: float = 50.0, duration: float | None = None, seed: int =
         progress: Callable[[SimulationStats], None] | None = None) -> SimulationStats:
     """Make ``rate`` changes per second until ``duration`` seconds pass or ``stop`` is set.
 
-    ``progress`` is called about once a second with the running totals.
+    ``progress`` is called about once a second with the running totals. The source failing on the
+    way is a DatabaseUnavailable (or DatabaseError) saying so, one line from the CLI.
     """
     if rate <= 0:
         raise ConfigError("--rate must be positive")
@@ -251,27 +252,28 @@ def run(dsn: str, rate: float = 50.0, duration: float | None = None, seed: int =
     stats = SimulationStats()
     try:
         side = connect(dsn, "source")
-        simulator = Simulator(conn, side, seed)
-        start = paced_from = last_report = time.monotonic()
-        paced_changes = 0
-        while not stop.is_set():
-            now = time.monotonic()
-            stats.seconds = now - start
-            if duration is not None and stats.seconds >= duration:
-                break
-            if progress and now - last_report >= 1.0:
-                progress(stats)
-                last_report = now
-            ahead = (stats.changes - paced_changes) / rate - (now - paced_from)
-            if ahead > 0:
-                stop.wait(min(ahead, 0.5))
-                continue
-            if ahead < -1.0:
-                # More than a second behind: pace from here rather than bursting to catch up.
-                paced_from, paced_changes = now, stats.changes
-            simulator.step(stats)
-        simulator.finish(stats)
-        stats.seconds = time.monotonic() - start
+        with translated("simulating traffic on the source"):
+            simulator = Simulator(conn, side, seed)
+            start = paced_from = last_report = time.monotonic()
+            paced_changes = 0
+            while not stop.is_set():
+                now = time.monotonic()
+                stats.seconds = now - start
+                if duration is not None and stats.seconds >= duration:
+                    break
+                if progress and now - last_report >= 1.0:
+                    progress(stats)
+                    last_report = now
+                ahead = (stats.changes - paced_changes) / rate - (now - paced_from)
+                if ahead > 0:
+                    stop.wait(min(ahead, 0.5))
+                    continue
+                if ahead < -1.0:
+                    # More than a second behind: pace from here rather than bursting to catch up.
+                    paced_from, paced_changes = now, stats.changes
+                simulator.step(stats)
+            simulator.finish(stats)
+            stats.seconds = time.monotonic() - start
     finally:
         if side is not None:
             side.close()

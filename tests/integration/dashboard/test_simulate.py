@@ -123,6 +123,20 @@ def test_an_unseeded_source_is_a_clear_error(totesys_dsn):
         simulate.run(totesys_dsn, duration=1)
 
 
+def test_a_source_that_ends_its_sessions_part_way_is_one_line_and_exit_2(seeded_dsn, capsys):
+    """The source restarting under the simulation: the command says so instead of a traceback."""
+    def cut_off() -> None:
+        time.sleep(0.5)
+        query(seeded_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+    threading.Thread(target=cut_off, daemon=True).start()
+    assert main(["simulate", "--source-dsn", seeded_dsn, "--rate", "100", "--duration", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("totes-cdc: error: simulating traffic on the source: ")
+    assert len(err.splitlines()) == 1
+
+
 def test_a_non_positive_rate_is_refused(seeded_dsn):
     with pytest.raises(ConfigError, match="--rate must be positive"):
         simulate.run(seeded_dsn, rate=0)
