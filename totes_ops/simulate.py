@@ -241,8 +241,8 @@ def run(dsn: str, rate: float = 50.0, duration: float | None = None, seed: int =
         progress: Callable[[SimulationStats], None] | None = None) -> SimulationStats:
     """Make ``rate`` changes per second until ``duration`` seconds pass or ``stop`` is set.
 
-    ``progress`` is called about once a second with the running totals. The source failing on the
-    way is a DatabaseUnavailable (or DatabaseError) saying so, one line from the CLI.
+    ``progress`` is called about once a second with the running totals. The source ending its
+    sessions on the way is a DatabaseUnavailable saying so: one line and exit 2 from the CLI.
     """
     if rate <= 0:
         raise ConfigError("--rate must be positive")
