@@ -11,13 +11,14 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import NoCredentialsError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from totes_cdc.errors import ConfigError, TransientError
+from totes_cdc.errors import ConfigError, TransientError, first_line
 
 STATE_DIR_ENV = "TOTES_CDC_STATE_DIR"
 DEFAULT_STATE_DIR = ".totes-cdc"
@@ -100,8 +101,10 @@ def require_dsns(args: argparse.Namespace, hint: str = "") -> None:
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         prepare: Callable[[argparse.Namespace], None] | None = None, dsn_hint: str = "") -> int:
     """Parse ``argv`` and run its command; exit status 2, with no traceback, for an error a user
-    can fix (ConfigError, no AWS region or credentials) and for a service the command needs being
-    out of reach (TransientError).
+    can fix (ConfigError, no AWS region or credentials, a request AWS refuses) and for a service
+    the command needs being out of reach (TransientError, an AWS endpoint); exit status 3, with its
+    traceback, for a defect, so that a command's 1 (reconcile's differences, a resync to run again)
+    never stands for a crash.
 
     ``prepare`` may fill what was not given (the shell takes DSNs from a running local stack)
     before the required DSNs are checked; ``dsn_hint`` ends the message of a missing one.
@@ -120,13 +123,19 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     except (NoRegionError, NoCredentialsError) as exc:  # boto3 finds neither in its environment
-        print(f"{parser.prog}: error: {args.command}: AWS: {exc} (in AWS: set AWS_REGION and "
+        print(f"{parser.prog}: error: {args.command}: AWS: {exc} (set AWS_DEFAULT_REGION and "
               "credentials; locally: run it beside `totes-cdc up`, or set AWS_ENDPOINT_URL)",
               file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:  # botocore's own retries are spent
+        print(f"{parser.prog}: error: {args.command}: AWS: {first_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader of stdout stopped early (`| head`): not a failure
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
         return 0
+    except Exception:
+        traceback.print_exc()
+        return 3
     return result or 0

@@ -58,6 +58,7 @@ def test_no_aws_region_is_a_config_error_not_a_traceback(monkeypatch, capsys, tm
     assert main(["capture", "--state-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: capture: AWS: You must specify a region" in err and "Traceback" not in err
+    assert "set AWS_DEFAULT_REGION" in err  # the variable botocore reads (it ignores AWS_REGION)
 
 
 def test_a_state_store_that_is_not_one_exits_2_naming_it(monkeypatch, capsys, tmp_path):
