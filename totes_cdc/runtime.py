@@ -80,13 +80,20 @@ def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 def command_parser(prog: str, description: str,
                    registers: Iterable[Callable[[Any], None]]) -> argparse.ArgumentParser:
-    """A parser with ``--log-level`` and one subcommand per command each ``register`` declares."""
+    """A parser with ``--log-level`` and one subcommand per command each ``register`` declares.
+
+    The defaults come from the settings: settings that cannot be read (a bad
+    ``$TOTES_CDC_SETTINGS_OVERRIDES``) end the process here as argparse ends it for a bad option,
+    one line and exit 2."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in registers:
-        register(subparsers)
+        try:
+            register(subparsers)
+        except ConfigError as exc:
+            parser.exit(2, f"{prog}: error: {exc}\n")
     return parser
 
 
