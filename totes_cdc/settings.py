@@ -35,6 +35,8 @@ def settings() -> dict[str, Any]:
         raise ConfigError(f"${OVERRIDES_ENV} must be a JSON object of settings sections")
     for section, values in overrides.items():
         current = data.get(section)
-        data[section] = {**current, **values} if isinstance(current, dict) and isinstance(
-            values, dict) else values
+        if isinstance(current, dict) and not isinstance(values, dict):
+            raise ConfigError(f"${OVERRIDES_ENV}: {section} must be a JSON object of settings, as in "
+                              f"infra/settings.json, not {json.dumps(values)}")
+        data[section] = {**current, **values} if isinstance(current, dict) else values
     return data

@@ -77,12 +77,12 @@ def test_a_defect_prints_its_traceback_and_exits_3_never_a_commands_1():
     assert "Traceback" in command.stderr and "KeyError: 'no such key'" in command.stderr
 
 
-@pytest.mark.parametrize("overrides", ["{not json", "[1, 2]"])
+@pytest.mark.parametrize("overrides", ["{not json", "[1, 2]", '{"capture": "x"}'])
 def test_settings_that_cannot_be_read_are_one_line_and_exit_2(overrides):
     """The commands' defaults come from the settings, read as the parser is built."""
     env = {**os.environ, "TOTES_CDC_SETTINGS_OVERRIDES": overrides}
     command = subprocess.run([sys.executable, "-m", "totes_ops.cli", "status"], capture_output=True,
                              text=True, timeout=60, env=env)
     assert command.returncode == 2
-    assert command.stderr.startswith("totes-cdc: error: $TOTES_CDC_SETTINGS_OVERRIDES ")
+    assert command.stderr.startswith("totes-cdc: error: $TOTES_CDC_SETTINGS_OVERRIDES")
     assert len(command.stderr.splitlines()) == 1
