@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from totes_cdc.errors import ConfigError, TransientError, first_line
+from totes_cdc.errors import ConfigError, DatabaseError, TransientError, first_line
 
 STATE_DIR_ENV = "TOTES_CDC_STATE_DIR"
 DEFAULT_STATE_DIR = ".totes-cdc"
@@ -108,7 +108,8 @@ def require_dsns(args: argparse.Namespace, hint: str = "") -> None:
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
         prepare: Callable[[argparse.Namespace], None] | None = None, dsn_hint: str = "") -> int:
     """Parse ``argv`` and run its command; exit status 2, with no traceback, for an error a user
-    can fix (ConfigError, no AWS region or credentials, a request AWS refuses) and for a service
+    can fix (ConfigError, a statement a database refuses, no AWS region or credentials, a request
+    AWS refuses) and for a service
     the command needs being out of reach (TransientError, an AWS endpoint); exit status 3, with its
     traceback, for a defect, so that a command's 1 (reconcile's differences, a resync to run again)
     never stands for a crash.
@@ -126,7 +127,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
             prepare(args)
         require_dsns(args, dsn_hint)
         result: int | None = args.func(args)
-    except (ConfigError, TransientError) as exc:
+    except (ConfigError, DatabaseError, TransientError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     except (NoRegionError, NoCredentialsError) as exc:  # boto3 finds neither in its environment

@@ -242,7 +242,8 @@ def run(dsn: str, rate: float = 50.0, duration: float | None = None, seed: int =
     """Make ``rate`` changes per second until ``duration`` seconds pass or ``stop`` is set.
 
     ``progress`` is called about once a second with the running totals. The source ending its
-    sessions on the way is a DatabaseUnavailable saying so: one line and exit 2 from the CLI.
+    sessions or refusing a statement on the way is an error saying so: one line and exit 2 from
+    the CLI.
     """
     if rate <= 0:
         raise ConfigError("--rate must be positive")

@@ -46,7 +46,7 @@ from totes_cdc.contract import (
     TOMBSTONE_SEQ_FACTOR,
 )
 from totes_cdc.db import connect, error
-from totes_cdc.errors import ConfigError, DatabaseUnavailable, TotesError, first_line
+from totes_cdc.errors import ConfigError, DatabaseError, DatabaseUnavailable, first_line
 from totes_cdc.lakefiles import ObjectStore, StoreError
 from totes_cdc.settings import settings
 from warehouse_loader.derivation import (
@@ -423,10 +423,10 @@ def reconcile(source_dsn: str, warehouse_dsn: str, raw: RawZone | None = None) -
         warehouse.close()
 
 
-def _unreadable(exc: psycopg2.Error, databases: dict[str, Any]) -> TotesError:
-    """What the CLI says (exit 2, never the 1 of differences) of a database reconcile could not read:
-    transient (its server ended the session) or a setting to fix (a statement it refused: a
-    warehouse never migrated, a missing grant). The database is the one the failed query ran on."""
+def _unreadable(exc: psycopg2.Error, databases: dict[str, Any]) -> DatabaseError | DatabaseUnavailable:
+    """The error (the CLI's exit 2, never the 1 of differences) of a database reconcile could not
+    read: its server ended the session, or it refused a statement (a warehouse never migrated, a
+    missing grant). The database is the one the failed query ran on."""
     conn = getattr(exc.cursor, "connection", None)
     which = next((name for name, c in databases.items() if c is conn), None) or " or ".join(
         name for name, c in databases.items() if c.closed) or "source or warehouse"
@@ -434,7 +434,7 @@ def _unreadable(exc: psycopg2.Error, databases: dict[str, Any]) -> TotesError:
     if isinstance(problem, DatabaseUnavailable):
         return problem
     missing = which == "warehouse" and exc.pgcode in ("42P01", "3F000")  # undefined table, schema
-    return ConfigError(f"{problem}{'; not migrated? totes-cdc warehouse migrate' if missing else ''}")
+    return DatabaseError(f"{problem}{'; not migrated? totes-cdc warehouse migrate' if missing else ''}")
 
 
 def render(report: Report, as_json: bool = False) -> str:
