@@ -202,9 +202,10 @@ def _profile(dsn: str) -> list[tuple[str, float]]:
         timed("COPY ... TO STDOUT (text format) into memory", read)
         values = timed("text -> string columns (pyarrow.csv)",
                        lambda: text_columns(pa.py_buffer(buf.getbuffer()), names))  # noqa: B023
-        bodies = timed("Avro record pieces (per-column heads)", lambda: record_bodies(
+        bodies = timed("Avro record sizes (compiled)", lambda: record_bodies(
             "public", "sales_order", columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023
-        timed("Avro container (joined by Arrow, deflate 1)", lambda: raw_container(bodies, "k"))  # noqa: B023
+        timed("Avro container (bodies written by compiled loops, deflate 1)",
+              lambda: raw_container(bodies, "k"))  # noqa: B023
         table = timed("typed processed columns", lambda: processed_table(
             columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023
         timed("Parquet file", lambda: parquet_bytes(table))  # noqa: B023

@@ -63,7 +63,7 @@ from totes_cdc.lakefiles import (
     avro_events,
     parquet_bytes,
 )
-from totes_cdc.snapshot_files import processed_table, raw_container, record_bodies
+from totes_cdc.snapshot_files import load_kernels, processed_table, raw_container, record_bodies
 from totes_cdc.snapshot_marker import NAME_PREFIX, SnapshotMarker, marker_parquet
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class LakeSnapshot:
              on_slot: Callable[[int], None]) -> None:
         """Create ``slot`` with an exported snapshot (``on_slot`` gets its LSN), then :meth:`read`
         in it. The exported snapshot lives as long as the slot's connection stays idle."""
+        load_kernels()
         repl = source.connect_replication(self._dsn)
         try:
             log.info("creating slot %s with an exported snapshot (it waits for the transactions "

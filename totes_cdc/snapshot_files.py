@@ -3,23 +3,29 @@
 A read of ``n`` rows becomes ``n`` contract records, op ``r`` (the raw zone's Avro container
 holds their bodies) and ``n`` processed rows (the contract's meta columns, then the table's typed
 columns), the same bytes and rows the stream processor writes for the same events, without a
-Python object per row: the Avro bodies are joined by Arrow from per-column pieces (a value's
-head a row of a byte matrix, or taken from one per distinct length), a few MB at a time, the
-sequence varints computed by numpy. Joining costs by piece more than by byte: 100,000 bodies of
-sales_order, 28 pieces each, take 41 ms; the same bytes in 2 pieces, 7 ms.
+Python object per row: the Avro bodies are written by small loops compiled by numba, a few MB at
+a time: first each body's size, then, column by column, each read's map entry at its body's
+cursor, each value one memcpy from the column's Arrow buffer. 100,000 bodies of sales_order and
+their container take 51 ms, where Arrow's ``binary_join_element_wise`` of the same 28 pieces a
+body (joining costs by piece more than by byte) and its heads and varints took 73 ms; a
+1,000,000-row snapshot uses 0.3 s less of capture's CPU (BENCHMARKS.md).
 ``tests/unit/test_snapshot_files.py`` holds the bodies to :func:`totes_cdc.contract.encode`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
+import numba
+import numba.core.cgutils
+import numba.core.types
+import numba.extending
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from totes_cdc import contract, textcolumns
 from totes_cdc.contract import Column
@@ -27,8 +33,30 @@ from totes_cdc.lakefiles import Block, avro_blocks, avro_container_of
 
 Ints = npt.NDArray[np.int64]
 
-_EMPTY = pa.scalar(b"", pa.binary())
 _EMPTY_STRINGS = pa.array([], pa.string())
+_ALL_VALID = np.zeros(0, np.bool_)  # a column without nulls: no validity to read
+_NO_BYTES = np.zeros(0, np.uint8)
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Compiled once per argument types, in the loop the writing threads run without the GIL; the machine
+# code is cached beside this file (or in $NUMBA_CACHE_DIR), so a process compiles it once.
+_kernel = cast(Callable[[F], F], numba.njit(nogil=True, cache=True, boundscheck=False))
+Bytes = npt.NDArray[np.uint8]
+
+
+def _memcpy(typingctx: Any, dst: Any, at: Any, src: Any, start: Any, count: Any) -> Any:  # noqa: PLR0917
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        target = context.make_array(signature.args[0])(context, builder, args[0])
+        source = context.make_array(signature.args[2])(context, builder, args[2])
+        numba.core.cgutils.raw_memcpy(builder, builder.gep(target.data, [args[1]]),  # type: ignore[no-untyped-call]
+                                      builder.gep(source.data, [args[3]]), args[4], 1)
+        return context.get_dummy_value()
+    return numba.core.types.void(dst, at, src, start, count), codegen
+
+
+# _copy(dst, at, src, start, count) in a kernel: ``dst[at:at + count] = src[start:start + count]`` as
+# one memcpy (uint8 arrays). A slice assignment compiles to a loop of bytes: three times slower here.
+_copy = cast(Callable[[Bytes, int, Bytes, int, int], None], numba.extending.intrinsic(_memcpy))
 
 
 def _avro_string(text: str) -> bytes:
@@ -40,82 +68,135 @@ def _micros(ts: dt.datetime) -> int:
     return (ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
-def _entry_heads(name: str, raw: pa.Array) -> pa.Array:
-    """What comes before each value in the image's map: the column's name, the union branch (0 null,
-    1 string) and the string's length. Without nulls and with values under 64 bytes (a one-byte
-    length), the rows of one byte matrix; else one per distinct length, taken for every row."""
-    key = _avro_string(name)
-    lengths = pc.binary_length(raw)
-    n = len(raw)
-    if n and not raw.null_count:
-        sizes = lengths.to_numpy()
-        if sizes.max() < 64:  # 100,000 reads of sales_order: 1.6 ms a column taken, 0.4-0.7 as a matrix
-            return _matrix_heads(key + b"\x02\x00", sizes)
-    lengths = lengths.dictionary_encode()
-    heads = pa.array([*(key + b"\x02" + contract.avro_long(size) for size in lengths.dictionary.to_pylist()),
-                      key + b"\x00"], pa.binary())
-    return heads.take(pc.fill_null(lengths.indices, len(lengths.dictionary)))
+@_kernel
+def _long_size(value: int) -> int:
+    """The bytes of the Avro long (zig-zag, then base-128 varint) of ``value``."""
+    zigzag = (value << 1) ^ (value >> 63)
+    size = 1
+    while zigzag < 0 or zigzag >= 0x80:  # as unsigned: a negative zig-zag has its top bit set
+        zigzag = (zigzag >> 7) & 0x01FFFFFFFFFFFFFF
+        size += 1
+    return size
 
 
-def _matrix_heads(head: bytes, sizes: npt.NDArray[np.int32]) -> pa.Array:
-    """``head`` once per row, its last byte the zig-zag varint of the row's length (under 64).
-
-    The matrix is in Arrow's memory, which capture's allocator keeps for the next range, and is
-    filled by doubling copies of the rows written so far. ``np.tile`` took fresh memory from the
-    C allocator for each column of each range; in capture's four workers those pages cost page
-    faults and system CPU. Side by side, 1,000,000-row snapshots alternated with the code before,
-    16 pairs: faster in 13, system CPU 0.49-0.59 -> 0.41-0.46 s (BENCHMARKS.md)."""
-    n, width = len(sizes), len(head)
-    data = pa.allocate_buffer(n * width)
-    flat = np.frombuffer(data, np.uint8)
-    flat[:width] = np.frombuffer(head, np.uint8)
-    done = width
-    while done < len(flat):
-        step = min(done, len(flat) - done)
-        flat[done:done + step] = flat[:step]
-        done += step
-    np.multiply(sizes, 2, out=flat.reshape(n, width)[:, -1], casting="unsafe")
-    offsets = pa.allocate_buffer((n + 1) * 4)
-    np.multiply(np.arange(n + 1, dtype=np.int32), width, out=np.frombuffer(offsets, np.int32))
-    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, data])
+@_kernel
+def _put_long(out: npt.NDArray[np.uint8], at: int, value: int) -> int:
+    """Write the Avro long of ``value`` at ``at``: where it ends."""
+    zigzag = (value << 1) ^ (value >> 63)
+    while zigzag < 0 or zigzag >= 0x80:
+        out[at] = (zigzag & 0x7F) | 0x80
+        zigzag = (zigzag >> 7) & 0x01FFFFFFFFFFFFFF
+        at += 1
+    out[at] = zigzag
+    return at + 1
 
 
-def varints(values: Ints) -> pa.Array:
-    """The Avro longs of ``values`` (zig-zag, then base-128 varint), one binary value each."""
-    zigzag = ((values << 1) ^ (values >> 63)).astype(np.uint64)
-    size = np.ones(len(zigzag), np.int64)
-    for shift in range(7, 64, 7):
-        size += zigzag >= np.uint64(1) << np.uint64(shift)
-    width = int(size.max()) if len(size) else 1
-    groups = np.empty((len(zigzag), width), np.uint8)
-    for k in range(width):
-        more = np.where(k < size - 1, 0x80, 0).astype(np.uint8)
-        groups[:, k] = ((zigzag >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | more
-    data = groups.reshape(-1) if size.min() == width else groups[np.arange(width) < size[:, None]]
-    offsets = np.zeros(len(size) + 1, np.int32)
-    np.cumsum(size, out=offsets[1:])
-    return pa.Array.from_buffers(pa.binary(), len(size), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+@_kernel
+def _sizes(sizes: Ints, seqs: Ints, fixed: int) -> None:
+    for i in range(len(sizes)):
+        sizes[i] = fixed + _long_size(seqs[i])
+
+
+@_kernel
+def _add_value_sizes(sizes: Ints, offsets: npt.NDArray[np.int32], valid: npt.NDArray[np.bool_]) -> None:
+    every = len(valid) == 0
+    for i in range(len(sizes)):
+        if every or valid[i]:
+            length = offsets[i + 1] - offsets[i]
+            sizes[i] += length + _long_size(length)
+
+
+@_kernel
+def _put_heads(out: npt.NDArray[np.uint8], at: Ints, head: npt.NDArray[np.uint8], seqs: Ints,
+               middle: npt.NDArray[np.uint8]) -> None:
+    for i in range(len(at)):
+        _copy(out, at[i], head, 0, len(head))
+        end = _put_long(out, at[i] + len(head), seqs[i])
+        _copy(out, end, middle, 0, len(middle))
+        at[i] = end + len(middle)
+
+
+@_kernel
+def _put_values(out: npt.NDArray[np.uint8], at: Ints, key: npt.NDArray[np.uint8],  # noqa: PLR0917
+                offsets: npt.NDArray[np.int32], data: npt.NDArray[np.uint8],
+                valid: npt.NDArray[np.bool_]) -> None:
+    """Each read's map entry of one column: its name, the union's branch (0 null, 1 string: the
+    zig-zag 2) and the string. (numba compiles positional parameters: no keyword-only ones here.)"""
+    every = len(valid) == 0
+    for i in range(len(at)):
+        end = at[i]
+        _copy(out, end, key, 0, len(key))
+        end += len(key)
+        if every or valid[i]:
+            start = offsets[i]
+            length = offsets[i + 1] - start
+            out[end] = 2
+            end = _put_long(out, end + 1, length)
+            _copy(out, end, data, start, length)
+            at[i] = end + length
+        else:
+            out[end] = 0
+            at[i] = end + 1
+
+
+@_kernel
+def _put_ends(out: npt.NDArray[np.uint8], at: Ints) -> None:
+    for i in range(len(at)):
+        out[at[i]] = 0  # the map's end
+        out[at[i] + 1] = 0  # unchanged: an empty array
+
+
+@dataclass(frozen=True)
+class _Values:
+    """A column's text as the kernels read it: a binary array's offsets and bytes, and which
+    values are not null (empty: all of them)."""
+
+    offsets: npt.NDArray[np.int32]
+    data: npt.NDArray[np.uint8]
+    valid: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, text: pa.Array) -> _Values:
+        raw = text.cast(pa.binary())
+        _, offsets, data = raw.buffers()
+        return cls(np.frombuffer(offsets, np.int32, len(raw) + 1, raw.offset * 4),
+                   _NO_BYTES if data is None else np.frombuffer(data, np.uint8),
+                   np.asarray(raw.is_valid()) if raw.null_count else _ALL_VALID)
 
 
 @dataclass(frozen=True)
 class RecordBodies:
-    """The Avro bodies (no single-object header) of ``rows`` reads, as the pieces each one is
-    joined from: byte strings the same for every read, or one value per read."""
+    """The Avro bodies (no single-object header) of ``len(seqs)`` reads: the bytes the same for
+    every read (``head``, ``middle``, each column's ``keys``), each read's sequence and values,
+    and each body's size."""
 
-    parts: tuple[pa.Array | pa.Scalar, ...]
-    rows: int
-
-    def join(self, first: int = 0, stop: int | None = None) -> pa.Array:
-        """The bodies of reads ``first`` to ``stop`` (all, by default)."""
-        count = (self.rows if stop is None else stop) - first
-        pieces = [p.slice(first, count) if isinstance(p, pa.Array) else p for p in self.parts]
-        joined: pa.Array = pc.binary_join_element_wise(*pieces, _EMPTY)
-        return joined
+    head: npt.NDArray[np.uint8]
+    seqs: Ints
+    middle: npt.NDArray[np.uint8]
+    keys: tuple[npt.NDArray[np.uint8], ...]
+    values: tuple[_Values, ...]
+    sizes: Ints
 
     @property
-    def nbytes(self) -> int:
-        """About the bodies' size: their pieces' bytes."""
-        return sum(p.nbytes if isinstance(p, pa.Array) else self.rows * len(p.as_py()) for p in self.parts)
+    def rows(self) -> int:
+        return len(self.seqs)
+
+    def laid(self, first: int = 0, stop: int | None = None) -> tuple[memoryview, Ints]:
+        """The bodies of reads ``first`` to ``stop`` (all, by default) laid end to end, in Arrow's
+        memory (which capture's allocator keeps for the next part), and each one's size."""
+        sizes = self.sizes[first:stop]
+        at = np.zeros(len(sizes), np.int64)
+        np.cumsum(sizes[:-1], out=at[1:])
+        total = int(at[-1] + sizes[-1]) if len(sizes) else 0
+        buffer = pa.allocate_buffer(total)
+        out = np.frombuffer(buffer, np.uint8)
+        stop = first + len(sizes)
+        _put_heads(out, at, self.head, self.seqs[first:stop], self.middle)
+        for key, values in zip(self.keys, self.values, strict=True):
+            _put_values(out, at, key, values.offsets[first:stop + 1], values.data,
+                        values.valid[first:stop] if len(values.valid) else values.valid)
+        _put_ends(out, at)
+        return memoryview(buffer), sizes
 
 
 def record_bodies(schema: str, table: str, columns: Sequence[Column], *, lsn: int, seqs: Ints,
@@ -131,20 +212,15 @@ def record_bodies(schema: str, table: str, columns: Sequence[Column], *, lsn: in
     # xid null, commit time, snapshot true, the columns, before null, after: branch 1 and its count
     middle = b"".join((b"\x00", contract.avro_long(_micros(taken_at)), b"\x01", column_array, b"\x00",
                        b"\x02", contract.avro_long(len(columns)) if columns else b""))
-    parts: list[pa.Array | pa.Scalar] = [pa.scalar(head, pa.binary()), varints(seqs),
-                                         pa.scalar(middle, pa.binary())]
-    for column, text in zip(columns, values, strict=True):
-        raw = text.cast(pa.binary())
-        parts += [_entry_heads(column.name, raw), pc.fill_null(raw, _EMPTY)]
-    parts.append(pa.scalar(b"\x00\x00", pa.binary()))  # end of the map; unchanged: empty array
-    return RecordBodies(tuple(parts), len(seqs))
-
-
-def bodies_and_sizes(bodies: pa.Array) -> tuple[memoryview, Ints]:
-    """The bodies laid end to end, and each one's size (what the raw zone's container writer takes)."""
-    offsets = np.frombuffer(bodies.buffers()[1], np.int32, len(bodies) + 1, bodies.offset * 4)
-    data = memoryview(bodies.buffers()[2])[int(offsets[0]):int(offsets[-1])]
-    return data, np.diff(offsets).astype(np.int64)
+    keys = tuple(np.frombuffer(_avro_string(c.name), np.uint8) for c in columns)
+    texts = tuple(_Values.of(text) for text in values)
+    seqs = np.ascontiguousarray(seqs, np.int64)
+    sizes = np.empty(len(seqs), np.int64)
+    _sizes(sizes, seqs, len(head) + len(middle) + sum(len(key) + 1 for key in keys) + 2)
+    for text in texts:
+        _add_value_sizes(sizes, text.offsets, text.valid)
+    return RecordBodies(np.frombuffer(head, np.uint8), seqs, np.frombuffer(middle, np.uint8), keys, texts,
+                        sizes)
 
 
 # The bodies are joined and deflated about 4 MB at a time, not a file's worth at once. Capture's
@@ -155,15 +231,26 @@ def bodies_and_sizes(bodies: pa.Array) -> tuple[memoryview, Ints]:
 _JOIN_BYTES = 4_000_000
 
 
+def load_kernels() -> None:
+    """Load the compiled kernels (compile them, without a cache: about 0.6 s) for every kind of
+    column, with nulls or without, all null. Capture calls it before it creates a slot: the
+    exported snapshot, which holds the source's horizon back, then waits for no compiler, and its
+    workers do not queue for the same compilation."""
+    columns = [Column("a", "integer", True), Column("b", "text"), Column("c", "text")]
+    values = [pa.array(["1", "2"]), pa.array(["x", None]), pa.array([None, None], pa.string())]
+    record_bodies("public", "t", columns, lsn=1, seqs=np.arange(2), taken_at=dt.datetime.now(dt.UTC),
+                  values=values).laid()
+
+
 def raw_container(bodies: RecordBodies, key: str) -> bytes:
     """The raw zone's Avro container of the bodies, the same bytes as
     :func:`totes_cdc.lakefiles.avro_container` of all of them at once."""
-    step = max(1, _JOIN_BYTES * bodies.rows // max(bodies.nbytes, 1))
+    step = max(1, _JOIN_BYTES * bodies.rows // max(int(bodies.sizes.sum()), 1))
     blocks: list[Block] = []
     first = stop = 0
     while first < bodies.rows:
         stop = min(max(stop, first) + step, bodies.rows)  # a part without a whole block grows
-        made, done = avro_blocks(*bodies_and_sizes(bodies.join(first, stop)), final=stop == bodies.rows)
+        made, done = avro_blocks(*bodies.laid(first, stop), final=stop == bodies.rows)
         blocks += made
         first += done
     return avro_container_of(blocks, key)

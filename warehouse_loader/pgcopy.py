@@ -5,9 +5,9 @@ about 160-190 ms to write (pyarrow) and 230 ms for the server to parse; in the b
 and 115 ms (BENCHMARKS.md, bulk load). Each row is its field count, then per column a 4-byte
 length (-1: null) and the value in the type's binary form: big-endian integers and floats, days
 and microseconds since 2000-01-01 for dates and timestamps, UTF-8 for text, base-10000 digits for
-numeric. The rows are joined by Arrow from per-column pieces, as capture joins its Avro bodies;
-values are put in network byte order by reversing each one's bytes. Only pyarrow is used: the
-loader's Lambda artifact has no room for numpy under the 250 MB limit (docs/stream_processors.md).
+numeric. The rows are joined by Arrow from per-column pieces; values are put in network byte
+order by reversing each one's bytes. Only pyarrow is used: the loader's Lambda artifact has no
+room for numpy under the 250 MB limit (docs/stream_processors.md).
 
 Only the types whose binary form is written here are taken (:func:`binary_copy` says None for the
 others, and the loader stages such a file in CSV): PostgreSQL checks the length of a value, the
