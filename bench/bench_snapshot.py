@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from bench import machine_cpu_seconds, peak_rss_mib, process_cpu_seconds, source_and_emulator
 from capture import source
-from capture.snapshot import text_columns
+from capture.copytext import text_columns
 from totes_cdc.contract import SEQ_RANGE, Column
 from totes_cdc.lakefiles import LakeLocation, parquet_bytes
 from totes_cdc.snapshot_files import processed_table, raw_container, record_bodies
@@ -200,7 +200,7 @@ def _profile(dsn: str) -> list[tuple[str, float]]:
                 cur.copy_expert(copy, buf)
 
         timed("COPY ... TO STDOUT (text format) into memory", read)
-        values = timed("text -> string columns (pyarrow.csv)",
+        values = timed("text -> string columns (compiled split)",
                        lambda: text_columns(pa.py_buffer(buf.getbuffer()), names))  # noqa: B023
         bodies = timed("Avro record sizes (compiled)", lambda: record_bodies(
             "public", "sales_order", columns, lsn=1, seqs=seqs, taken_at=taken_at, values=values))  # noqa: B023

@@ -32,7 +32,6 @@ import datetime as dt
 import io
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,11 +42,9 @@ import numpy as np
 import numpy.typing as npt
 import psycopg2.errors
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-from capture import source
+from capture import copytext, source
 from capture.errors import CaptureError, Stopped
 from capture.progress import ProgressTracker
 from capture.state import BlockRange, RangeRead, SnapshotState, StateStore, TableProgress
@@ -123,44 +120,6 @@ def _present(table: str) -> Iterator[None]:
         raise source.tables_not_found([table]) from exc
 
 
-# COPY's text format escapes a backslash and six control characters with a backslash and a letter
-# (it writes no other escape), so a field is split at its tabs and newlines alone.
-_CONTROL_ESCAPES = (("\\b", "\b"), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t"),
-                    ("\\v", "\v"))
-_BACKSLASH = re.compile(rb"\\")
-
-
-def text_columns(data: pa.Buffer, names: Sequence[str]) -> list[pa.Array]:
-    """COPY's text format as one string array per column: ``\\N`` is NULL, an empty field ''.
-
-    The source spends 0.62 s of CPU printing 1,000,000 sales_order rows in this format and 0.75 s
-    in CSV (whose fields it checks for quoting); Arrow splits the two as fast."""
-    table = pacsv.read_csv(
-        pa.BufferReader(data),
-        # one thread: the snapshot's workers already keep the cores busy, and Arrow's own threads
-        # cost a parse of 100,000 sales_order rows 62 ms of CPU against 44 ms without them
-        read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False),
-        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
-                                         ignore_empty_lines=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=True, null_values=["\\N"]))
-    columns = [column.combine_chunks() for column in table.columns]
-    if not _BACKSLASH.search(data):  # 3 ms a range, and no copy of it; column by column, 14 ms
-        return columns
-    return [_unescaped(column) if pc.any(pc.match_substring(column, "\\")).as_py() else column
-            for column in columns]
-
-
-def _unescaped(column: pa.Array) -> pa.Array:
-    """A text-format column's values as stored. Every backslash starts an escape, so replacing the
-    escaped backslashes first, left to right, with NUL (which no text value holds) reads each
-    escape once: ``\\\\n`` is a backslash and an ``n``."""
-    column = pc.replace_substring(column, "\\\\", "\0")
-    for escape, character in _CONTROL_ESCAPES:
-        column = pc.replace_substring(column, escape, character)
-    return pc.replace_substring(column, "\0", "\\")
-
-
 def _processed_file(table: _Table, *, lsn: int, seqs: npt.NDArray[np.int64], taken_at: dt.datetime,
                     values: Sequence[pa.Array]) -> bytes:
     """The processed zone's Parquet of a range's reads (CaptureError for a value its column's
@@ -193,6 +152,7 @@ class LakeSnapshot:
         """Create ``slot`` with an exported snapshot (``on_slot`` gets its LSN), then :meth:`read`
         in it. The exported snapshot lives as long as the slot's connection stays idle."""
         load_kernels()
+        copytext.load_kernels()
         repl = source.connect_replication(self._dsn)
         try:
             log.info("creating slot %s with an exported snapshot (it waits for the transactions "
@@ -343,7 +303,7 @@ class LakeSnapshot:
             raise Stopped("stopped during the snapshot")
         if not buf.getbuffer().nbytes:  # an empty range (Arrow's reader refuses empty input)
             return RangeRead(lsn, 0, [])
-        values = text_columns(pa.py_buffer(buf.getbuffer()), names)
+        values = copytext.text_columns(pa.py_buffer(buf.getbuffer()), names)
         del buf  # the text, once in columns: a worker holds one copy of its range
         rows = len(values[0]) if values else 0
         if not rows:

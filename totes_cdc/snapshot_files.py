@@ -15,48 +15,21 @@ body (joining costs by piece more than by byte) and its heads and varints took 7
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
 
-import numba
-import numba.core.cgutils
-import numba.core.types
-import numba.extending
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
 from totes_cdc import contract, textcolumns
+from totes_cdc.compiled import Bytes, Ints, copy, kernel
 from totes_cdc.contract import Column
 from totes_cdc.lakefiles import Block, avro_blocks, avro_container_of
-
-Ints = npt.NDArray[np.int64]
 
 _EMPTY_STRINGS = pa.array([], pa.string())
 _ALL_VALID = np.zeros(0, np.bool_)  # a column without nulls: no validity to read
 _NO_BYTES = np.zeros(0, np.uint8)
-
-F = TypeVar("F", bound=Callable[..., Any])
-# Compiled once per argument types, in the loop the writing threads run without the GIL; the machine
-# code is cached beside this file (or in $NUMBA_CACHE_DIR), so a process compiles it once.
-_kernel = cast(Callable[[F], F], numba.njit(nogil=True, cache=True, boundscheck=False))
-Bytes = npt.NDArray[np.uint8]
-
-
-def _memcpy(typingctx: Any, dst: Any, at: Any, src: Any, start: Any, count: Any) -> Any:  # noqa: PLR0917
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        target = context.make_array(signature.args[0])(context, builder, args[0])
-        source = context.make_array(signature.args[2])(context, builder, args[2])
-        numba.core.cgutils.raw_memcpy(builder, builder.gep(target.data, [args[1]]),  # type: ignore[no-untyped-call]
-                                      builder.gep(source.data, [args[3]]), args[4], 1)
-        return context.get_dummy_value()
-    return numba.core.types.void(dst, at, src, start, count), codegen
-
-
-# _copy(dst, at, src, start, count) in a kernel: ``dst[at:at + count] = src[start:start + count]`` as
-# one memcpy (uint8 arrays). A slice assignment compiles to a loop of bytes: three times slower here.
-_copy = cast(Callable[[Bytes, int, Bytes, int, int], None], numba.extending.intrinsic(_memcpy))
 
 
 def _avro_string(text: str) -> bytes:
@@ -68,7 +41,7 @@ def _micros(ts: dt.datetime) -> int:
     return (ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
-@_kernel
+@kernel
 def _long_size(value: int) -> int:
     """The bytes of the Avro long (zig-zag, then base-128 varint) of ``value``."""
     zigzag = (value << 1) ^ (value >> 63)
@@ -79,8 +52,8 @@ def _long_size(value: int) -> int:
     return size
 
 
-@_kernel
-def _put_long(out: npt.NDArray[np.uint8], at: int, value: int) -> int:
+@kernel
+def _put_long(out: Bytes, at: int, value: int) -> int:
     """Write the Avro long of ``value`` at ``at``: where it ends."""
     zigzag = (value << 1) ^ (value >> 63)
     while zigzag < 0 or zigzag >= 0x80:
@@ -91,13 +64,13 @@ def _put_long(out: npt.NDArray[np.uint8], at: int, value: int) -> int:
     return at + 1
 
 
-@_kernel
+@kernel
 def _sizes(sizes: Ints, seqs: Ints, fixed: int) -> None:
     for i in range(len(sizes)):
         sizes[i] = fixed + _long_size(seqs[i])
 
 
-@_kernel
+@kernel
 def _add_value_sizes(sizes: Ints, offsets: npt.NDArray[np.int32], valid: npt.NDArray[np.bool_]) -> None:
     every = len(valid) == 0
     for i in range(len(sizes)):
@@ -106,41 +79,41 @@ def _add_value_sizes(sizes: Ints, offsets: npt.NDArray[np.int32], valid: npt.NDA
             sizes[i] += length + _long_size(length)
 
 
-@_kernel
-def _put_heads(out: npt.NDArray[np.uint8], at: Ints, head: npt.NDArray[np.uint8], seqs: Ints,
-               middle: npt.NDArray[np.uint8]) -> None:
+@kernel
+def _put_heads(out: Bytes, at: Ints, head: Bytes, seqs: Ints,
+               middle: Bytes) -> None:
     for i in range(len(at)):
-        _copy(out, at[i], head, 0, len(head))
+        copy(out, at[i], head, 0, len(head))
         end = _put_long(out, at[i] + len(head), seqs[i])
-        _copy(out, end, middle, 0, len(middle))
+        copy(out, end, middle, 0, len(middle))
         at[i] = end + len(middle)
 
 
-@_kernel
-def _put_values(out: npt.NDArray[np.uint8], at: Ints, key: npt.NDArray[np.uint8],  # noqa: PLR0917
-                offsets: npt.NDArray[np.int32], data: npt.NDArray[np.uint8],
+@kernel
+def _put_values(out: Bytes, at: Ints, key: Bytes,  # noqa: PLR0917
+                offsets: npt.NDArray[np.int32], data: Bytes,
                 valid: npt.NDArray[np.bool_]) -> None:
     """Each read's map entry of one column: its name, the union's branch (0 null, 1 string: the
     zig-zag 2) and the string. (numba compiles positional parameters: no keyword-only ones here.)"""
     every = len(valid) == 0
     for i in range(len(at)):
         end = at[i]
-        _copy(out, end, key, 0, len(key))
+        copy(out, end, key, 0, len(key))
         end += len(key)
         if every or valid[i]:
             start = offsets[i]
             length = offsets[i + 1] - start
             out[end] = 2
             end = _put_long(out, end + 1, length)
-            _copy(out, end, data, start, length)
+            copy(out, end, data, start, length)
             at[i] = end + length
         else:
             out[end] = 0
             at[i] = end + 1
 
 
-@_kernel
-def _put_ends(out: npt.NDArray[np.uint8], at: Ints) -> None:
+@kernel
+def _put_ends(out: Bytes, at: Ints) -> None:
     for i in range(len(at)):
         out[at[i]] = 0  # the map's end
         out[at[i] + 1] = 0  # unchanged: an empty array
@@ -152,7 +125,7 @@ class _Values:
     values are not null (empty: all of them)."""
 
     offsets: npt.NDArray[np.int32]
-    data: npt.NDArray[np.uint8]
+    data: Bytes
     valid: npt.NDArray[np.bool_]
 
     @classmethod
@@ -170,10 +143,10 @@ class RecordBodies:
     every read (``head``, ``middle``, each column's ``keys``), each read's sequence and values,
     and each body's size."""
 
-    head: npt.NDArray[np.uint8]
+    head: Bytes
     seqs: Ints
-    middle: npt.NDArray[np.uint8]
-    keys: tuple[npt.NDArray[np.uint8], ...]
+    middle: Bytes
+    keys: tuple[Bytes, ...]
     values: tuple[_Values, ...]
     sizes: Ints
 

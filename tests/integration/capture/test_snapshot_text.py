@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capture.snapshot import text_columns
+from capture.copytext import text_columns
 from tests.integration.capture.conftest import wait_for
 from tests.integration.capture.lake import snapshot_twins
 
